@@ -1,0 +1,8 @@
+//! tandem: replication for Redis-compatible servers (and, later, MongoDB).
+//!
+//! The module tree follows the pipeline; see docs/ARCHITECTURE.md.
+
+pub mod cli;
+pub mod core;
+pub mod metrics;
+pub mod redis;

@@ -1,0 +1,1 @@
+//! Every metric name tandem exports, described once. docs/METRICS.md lists them.

@@ -1,0 +1,305 @@
+//! A plain request/response Redis connection used for handshakes, probes and (pipelined)
+//! target writes. RESP framing is the `redis-protocol` crate's.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::encode::extend_encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, BytesFrame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::url::Endpoint;
+
+pub use redis_protocol::resp2::types::BytesFrame as Frame;
+
+/// The byte stream under a connection (TCP now, TLS later).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("{endpoint}: cannot connect: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{endpoint}: timed out {what}")]
+    Timeout {
+        endpoint: String,
+        what: &'static str,
+    },
+    #[error("{endpoint}: connection lost: {source}")]
+    Io {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{endpoint}: connection closed by the server")]
+    Closed { endpoint: String },
+    #[error("{endpoint}: authentication failed: {message}")]
+    Auth { endpoint: String, message: String },
+    #[error("{endpoint}: not a Redis server? {detail}")]
+    Protocol { endpoint: String, detail: String },
+    #[error("{endpoint}: {command} failed: {message}")]
+    Server {
+        endpoint: String,
+        command: String,
+        message: String,
+    },
+    #[error("{endpoint}: TLS (rediss://) is not supported by this build")]
+    TlsUnsupported { endpoint: String },
+}
+
+impl ConnError {
+    /// Whether trying again later can help: the network, a loading server, a replica
+    /// whose master link is down. Wrong credentials or a foreign protocol cannot.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ConnError::Connect { .. }
+            | ConnError::Timeout { .. }
+            | ConnError::Io { .. }
+            | ConnError::Closed { .. } => true,
+            ConnError::Server { message, .. } => is_transient_server_error(message),
+            ConnError::Auth { .. }
+            | ConnError::Protocol { .. }
+            | ConnError::TlsUnsupported { .. } => false,
+        }
+    }
+}
+
+/// Server error replies that go away by themselves.
+pub fn is_transient_server_error(message: &str) -> bool {
+    let code = message.split_whitespace().next().unwrap_or("");
+    matches!(
+        code,
+        "LOADING" | "NOMASTERLINK" | "MASTERDOWN" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN"
+    )
+}
+
+pub struct Conn {
+    stream: Box<dyn Stream>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    endpoint: String,
+    timeout: Duration,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Conn {
+    /// Connect and authenticate (AUTH with user or password), then SELECT the URL's db.
+    pub async fn connect(ep: &Endpoint, timeout: Duration) -> Result<Conn, ConnError> {
+        let mut conn = Self::connect_unauthenticated(ep, timeout).await?;
+        conn.authenticate(ep).await?;
+        if ep.db != 0 {
+            conn.query(&[b"SELECT", ep.db.to_string().as_bytes()])
+                .await?;
+        }
+        Ok(conn)
+    }
+
+    pub async fn connect_unauthenticated(
+        ep: &Endpoint,
+        timeout: Duration,
+    ) -> Result<Conn, ConnError> {
+        let endpoint = ep.to_string();
+        if ep.tls {
+            return Err(ConnError::TlsUnsupported { endpoint });
+        }
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(ep.addr())).await {
+            Err(_) => {
+                return Err(ConnError::Timeout {
+                    endpoint,
+                    what: "connecting",
+                });
+            }
+            Ok(Err(source)) => return Err(ConnError::Connect { endpoint, source }),
+            Ok(Ok(s)) => s,
+        };
+        tcp.set_nodelay(true).ok();
+        Ok(Conn {
+            stream: Box::new(tcp),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            endpoint,
+            timeout,
+        })
+    }
+
+    pub async fn authenticate(&mut self, ep: &Endpoint) -> Result<(), ConnError> {
+        let Some(pass) = &ep.password else {
+            return Ok(());
+        };
+        let reply = match &ep.user {
+            Some(u) => {
+                self.request(&[b"AUTH", u.as_bytes(), pass.as_bytes()])
+                    .await?
+            }
+            None => self.request(&[b"AUTH", pass.as_bytes()]).await?,
+        };
+        match reply {
+            Frame::Error(e) => Err(ConnError::Auth {
+                endpoint: self.endpoint.clone(),
+                message: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Queue a command without sending it.
+    pub fn queue(&mut self, argv: &[&[u8]]) {
+        encode_command(&mut self.wbuf, argv);
+    }
+
+    /// Queue pre-encoded RESP bytes.
+    pub fn queue_raw(&mut self, resp: &[u8]) {
+        self.wbuf.extend_from_slice(resp);
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let buf = self.wbuf.split();
+        let res = self.stream.write_all(&buf).await;
+        res.map_err(|source| ConnError::Io {
+            endpoint: self.endpoint.clone(),
+            source,
+        })?;
+        self.wbuf = buf;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Read one reply frame (server errors come back as `Frame::Error`).
+    pub async fn read_frame(&mut self) -> Result<Frame, ConnError> {
+        loop {
+            if let Some(frame) = self.try_decode()? {
+                return Ok(frame);
+            }
+            self.fill(self.timeout).await?;
+        }
+    }
+
+    fn try_decode(&mut self) -> Result<Option<Frame>, ConnError> {
+        if self.rbuf.is_empty() {
+            return Ok(None);
+        }
+        match decode_bytes_mut(&mut self.rbuf) {
+            Ok(Some((frame, _, _))) => Ok(Some(frame)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ConnError::Protocol {
+                endpoint: self.endpoint.clone(),
+                detail: format!("unreadable reply ({})", e.details()),
+            }),
+        }
+    }
+
+    /// Read more bytes into the buffer, failing after `timeout` of silence.
+    async fn fill(&mut self, timeout: Duration) -> Result<(), ConnError> {
+        self.rbuf.reserve(READ_CHUNK);
+        let read = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.rbuf)).await;
+        match read {
+            Err(_) => Err(ConnError::Timeout {
+                endpoint: self.endpoint.clone(),
+                what: "waiting for a reply",
+            }),
+            Ok(Err(source)) => Err(ConnError::Io {
+                endpoint: self.endpoint.clone(),
+                source,
+            }),
+            Ok(Ok(0)) => Err(ConnError::Closed {
+                endpoint: self.endpoint.clone(),
+            }),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Send one command and return its reply, server errors included as frames.
+    pub async fn request(&mut self, argv: &[&[u8]]) -> Result<Frame, ConnError> {
+        self.queue(argv);
+        self.flush().await?;
+        self.read_frame().await
+    }
+
+    /// Send one command; a server error reply becomes `ConnError::Server`.
+    pub async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, ConnError> {
+        match self.request(argv).await? {
+            Frame::Error(e) => Err(ConnError::Server {
+                endpoint: self.endpoint.clone(),
+                command: command_name(argv),
+                message: e.to_string(),
+            }),
+            f => Ok(f),
+        }
+    }
+
+    /// Hand the raw stream and any bytes already buffered to a new owner (the replica
+    /// link reads the replication stream itself).
+    pub fn into_parts(self) -> (Box<dyn Stream>, BytesMut) {
+        (self.stream, self.rbuf)
+    }
+
+    /// Read a single line terminated by `\n` (the replication handshake answers PSYNC
+    /// with a status line, possibly preceded by bare keep-alive newlines).
+    pub async fn read_line(&mut self, max: usize) -> Result<Bytes, ConnError> {
+        loop {
+            if let Some(pos) = self.rbuf.iter().position(|&b| b == b'\n') {
+                let line = self.rbuf.split_to(pos + 1).freeze();
+                return Ok(line);
+            }
+            if self.rbuf.len() > max {
+                return Err(ConnError::Protocol {
+                    endpoint: self.endpoint.clone(),
+                    detail: format!("reply line longer than {max} bytes"),
+                });
+            }
+            self.fill(self.timeout).await?;
+        }
+    }
+
+    /// Split off everything buffered so far.
+    pub fn take_buffered(&mut self) -> BytesMut {
+        self.rbuf.split()
+    }
+}
+
+/// The command name for messages: the first argument, upper-cased, never its arguments
+/// (which may be secrets, as in AUTH).
+pub fn command_name(argv: &[&[u8]]) -> String {
+    argv.first()
+        .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase())
+        .unwrap_or_default()
+}
+
+/// Append `argv` as a RESP array of bulk strings.
+pub fn encode_command(buf: &mut BytesMut, argv: &[&[u8]]) {
+    let frames: Vec<BorrowedFrame<'_>> =
+        argv.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+    extend_encode_borrowed(buf, &BorrowedFrame::Array(&frames), false)
+        .expect("encoding bulk strings into a growable buffer cannot fail");
+}
+
+/// Text of a simple/bulk reply, for INFO and friends.
+pub fn frame_text(f: &BytesFrame) -> Option<String> {
+    match f {
+        Frame::SimpleString(b) | Frame::BulkString(b) => Some(String::from_utf8_lossy(b).into()),
+        Frame::Integer(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// One field of an INFO reply (`name:value` lines).
+pub fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == name).then(|| v.trim().to_string())
+    })
+}

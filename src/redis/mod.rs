@@ -1,0 +1,9 @@
+//! Everything Redis-specific: the replica link (source), the RDB parser, the command
+//! table, and the sinks (targets).
+
+pub mod command;
+pub mod conn;
+pub mod rdb;
+pub mod replica;
+pub mod sink;
+pub mod url;

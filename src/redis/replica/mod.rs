@@ -1,0 +1,3 @@
+//! The replica link: tandem as one of the source's replicas (PSYNC).
+
+pub mod spool;

@@ -1,0 +1,1 @@
+//! Sinks: where replicated data is written.

@@ -1,0 +1,192 @@
+//! Endpoint URLs: `redis://[user:pass@]host:port[/db]`, `rediss://` for TLS.
+//!
+//! The password is kept out of every `Display` and `Debug` so that no log line, error or
+//! metric label can carry it.
+
+use std::fmt;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+    pub tls: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid endpoint URL {shown}: {reason}")]
+pub struct BadUrl {
+    /// The URL with any password replaced, safe to print.
+    pub shown: String,
+    pub reason: &'static str,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Self, BadUrl> {
+        let bad = |reason| BadUrl {
+            shown: redact(url),
+            reason,
+        };
+        let (tls, rest) = if let Some(r) = url.strip_prefix("redis://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("rediss://") {
+            (true, r)
+        } else {
+            return Err(bad("expected redis:// or rediss://"));
+        };
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (user, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => (
+                    (!u.is_empty()).then(|| percent_decode(u)),
+                    Some(percent_decode(p)),
+                ),
+                None => (Some(percent_decode(a)), None),
+            },
+        };
+        let (hostport, db) = match hostpart.split_once('/') {
+            Some((hp, "")) => (hp, 0),
+            Some((hp, d)) => (hp, d.parse().map_err(|_| bad("db must be a number"))?),
+            None => (hostpart, 0),
+        };
+        let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
+            let (h, p) = r.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
+            (h, p.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| bad("port must be 1-65535"))?,
+            None => 6379,
+        };
+        if port == 0 {
+            return Err(bad("port must be 1-65535"));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            user,
+            password,
+            db,
+            tls,
+        })
+    }
+
+    /// `host:port` as a socket address string.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Same server, another logical database.
+    pub fn with_db(&self, db: u32) -> Self {
+        Self { db, ..self.clone() }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        write!(f, "{scheme}://")?;
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        write!(f, "{}", self.addr())?;
+        if self.db != 0 {
+            write!(f, "/{}", self.db)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Endpoint({self})")
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Replace the password part of a URL-looking string, for error messages about input
+/// that did not even parse.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
+            let masked = if auth.contains(':') { ":***" } else { "" };
+            format!("{}{user}{masked}@{host}", &url[..scheme_end + 3])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_common_forms() {
+        let e = Endpoint::parse("redis://127.0.0.1:7000").unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.db, e.tls),
+            ("127.0.0.1", 7000, 0, false)
+        );
+        let e = Endpoint::parse("rediss://bob:s%40cret@[::1]:6380/3").unwrap();
+        assert_eq!(e.host, "::1");
+        assert_eq!(e.user.as_deref(), Some("bob"));
+        assert_eq!(e.password.as_deref(), Some("s@cret"));
+        assert_eq!((e.port, e.db, e.tls), (6380, 3, true));
+        let e = Endpoint::parse("redis://:pw@localhost").unwrap();
+        assert_eq!(
+            (e.user, e.password.as_deref(), e.port),
+            (None, Some("pw"), 6379)
+        );
+    }
+
+    #[test]
+    fn never_shows_the_password() {
+        let e = Endpoint::parse("redis://bob:hunter2@h:1/2").unwrap();
+        assert_eq!(e.to_string(), "redis://bob@h:1/2");
+        assert!(!format!("{e:?}").contains("hunter2"));
+        let err = Endpoint::parse("redis://bob:hunter2@h:99999").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = Endpoint::parse("http://bob:hunter2@h").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
