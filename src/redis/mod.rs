@@ -3,7 +3,9 @@
 
 pub mod command;
 pub mod conn;
+pub mod filter;
 pub mod rdb;
 pub mod replica;
 pub mod sink;
+pub mod slot;
 pub mod url;

@@ -8,7 +8,13 @@ const fn w(name: &'static str, arity: i16, keys: KeySpec) -> CommandSpec {
 }
 
 const fn f(name: &'static str, arity: i16, flags: Flags, keys: KeySpec) -> CommandSpec {
-    CommandSpec::new(name, Family::Keyspace, arity, Flags::WRITE.union(flags), keys)
+    CommandSpec::new(
+        name,
+        Family::Keyspace,
+        arity,
+        Flags::WRITE.union(flags),
+        keys,
+    )
 }
 
 const ALL: KeySpec = range(1, -1, 1);

@@ -131,7 +131,11 @@ pub enum KeySpec {
     /// Keys at `first`, `first + step`, … up to `last`; a negative `last` counts from
     /// the end (-1 is the last argument). With `last < 0` and `step > 1` (MSET), the
     /// arguments from `first` must come in whole groups of `step`.
-    Range { first: usize, last: isize, step: usize },
+    Range {
+        first: usize,
+        last: isize,
+        step: usize,
+    },
     /// `numkeys` at `numkeys_at`, then that many keys from `first_key`; `dest`, when
     /// set, is one more key listed first (ZUNIONSTORE dest numkeys key…).
     NumKeys {
@@ -152,7 +156,10 @@ impl fmt::Debug for KeySpec {
                 numkeys_at,
                 first_key,
                 dest,
-            } => write!(f, "NumKeys(at {numkeys_at}, first {first_key}, dest {dest:?})"),
+            } => write!(
+                f,
+                "NumKeys(at {numkeys_at}, first {first_key}, dest {dest:?})"
+            ),
             KeySpec::Custom(_) => write!(f, "Custom"),
         }
     }
@@ -228,11 +235,21 @@ pub struct KeyError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyErrorReason {
-    WrongArity { argc: usize, arity: i16 },
-    NumKeysNotInteger { at: usize },
-    NumKeysOutOfRange { numkeys: i64, available: usize },
+    WrongArity {
+        argc: usize,
+        arity: i16,
+    },
+    NumKeysNotInteger {
+        at: usize,
+    },
+    NumKeysOutOfRange {
+        numkeys: i64,
+        available: usize,
+    },
     /// Key/value arguments do not come in whole groups (MSET k v k).
-    Unpaired { argc: usize },
+    Unpaired {
+        argc: usize,
+    },
 }
 
 impl fmt::Display for KeyErrorReason {
@@ -260,7 +277,11 @@ pub(crate) fn key_error(command: &'static str, reason: KeyErrorReason) -> KeyErr
 }
 
 /// Parse a numkeys argument (a small non-negative decimal integer) without allocating.
-pub(crate) fn parse_numkeys(command: &'static str, argv: &[Bytes], at: usize) -> Result<i64, KeyError> {
+pub(crate) fn parse_numkeys(
+    command: &'static str,
+    argv: &[Bytes],
+    at: usize,
+) -> Result<i64, KeyError> {
     let bad = || key_error(command, KeyErrorReason::NumKeysNotInteger { at });
     let arg = argv.get(at).ok_or_else(bad)?;
     std::str::from_utf8(arg)
@@ -293,7 +314,11 @@ static TABLE: LazyLock<HashMap<&'static [u8], &'static CommandSpec>> = LazyLock:
     let mut map = HashMap::new();
     for spec in families() {
         let prev = map.insert(spec.name.as_bytes(), spec);
-        assert!(prev.is_none(), "{} is in the command table twice", spec.name);
+        assert!(
+            prev.is_none(),
+            "{} is in the command table twice",
+            spec.name
+        );
     }
     map
 });
@@ -423,7 +448,9 @@ mod tests {
     use super::*;
 
     fn argv(args: &[&str]) -> Vec<Bytes> {
-        args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+        args.iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
     }
 
     fn keys(args: &[&str]) -> Result<Vec<usize>, KeyError> {
@@ -445,7 +472,11 @@ mod tests {
                 assert_eq!(spec.flags, Flags::NONE, "{}", spec.name);
                 for sub in spec.subcommands {
                     assert!(sub.name.starts_with(spec.name), "{}", sub.name);
-                    assert!(sub.has(Flags::WRITE) != sub.has(Flags::CONTROL), "{}", sub.name);
+                    assert!(
+                        sub.has(Flags::WRITE) != sub.has(Flags::CONTROL),
+                        "{}",
+                        sub.name
+                    );
                 }
             }
             assert!(spec.name.len() <= MAX_NAME);
@@ -462,7 +493,12 @@ mod tests {
         assert!(lookup(b"MIGRATE").is_none());
         assert!(lookup(&[b'A'; 100]).is_none());
         assert!(lookup(b"").is_none());
-        assert_eq!(resolve(&argv(&["xgroup", "create", "s", "g", "$"])).unwrap().name, "XGROUP CREATE");
+        assert_eq!(
+            resolve(&argv(&["xgroup", "create", "s", "g", "$"]))
+                .unwrap()
+                .name,
+            "XGROUP CREATE"
+        );
         assert!(resolve(&argv(&["FUNCTION"])).is_none());
         assert!(resolve(&[]).is_none());
     }
@@ -474,7 +510,10 @@ mod tests {
         assert_eq!(keys(&["BLPOP", "a", "b", "0"]).unwrap(), [1, 2]);
         assert_eq!(keys(&["EVAL", "s", "0"]).unwrap(), Vec::<usize>::new());
         assert_eq!(keys(&["EVAL", "s", "2", "a", "b", "x"]).unwrap(), [3, 4]);
-        assert_eq!(keys(&["ZUNIONSTORE", "d", "2", "a", "b"]).unwrap(), [1, 3, 4]);
+        assert_eq!(
+            keys(&["ZUNIONSTORE", "d", "2", "a", "b"]).unwrap(),
+            [1, 3, 4]
+        );
         assert_eq!(keys(&["XGROUP", "CREATE", "s", "g", "$"]).unwrap(), [2]);
         assert_eq!(keys(&["FLUSHALL"]).unwrap(), Vec::<usize>::new());
     }

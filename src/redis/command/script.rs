@@ -12,7 +12,13 @@ const KEYS: KeySpec = KeySpec::NumKeys {
 };
 
 const fn sc(name: &'static str) -> CommandSpec {
-    CommandSpec::new(name, Family::Script, -3, Flags::WRITE.union(Flags::SCRIPT), KEYS)
+    CommandSpec::new(
+        name,
+        Family::Script,
+        -3,
+        Flags::WRITE.union(Flags::SCRIPT),
+        KEYS,
+    )
 }
 
 pub(super) static COMMANDS: &[CommandSpec] = &[
