@@ -36,9 +36,34 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     // Sent by MIGRATE to a cluster node and propagated by it as received.
     w("RESTORE-ASKING", -4, K1),
     // Read-only for COMMAND INFO; applying it only refreshes LRU/LFU on the target.
+    // Propagated only with STORE (a plain SORT is a read).
+    w("SORT", -2, KeySpec::Custom(sort_keys)),
     f("TOUCH", -2, Flags::SPLITTABLE, ALL),
     f("UNLINK", -2, Flags::SPLITTABLE, ALL),
 ];
+
+/// The sorted key, then the STORE destination. Mirrors Redis's `sortGetKeys`: LIMIT
+/// skips two arguments and GET/BY one, so a pattern spelled "store" is not a STORE;
+/// the last STORE wins.
+fn sort_keys(_command: &'static str, argv: &[Bytes]) -> Result<Vec<usize>, KeyError> {
+    let mut store = None;
+    let mut i = 2;
+    while i < argv.len() {
+        let arg = &argv[i];
+        if arg.eq_ignore_ascii_case(b"LIMIT") {
+            i += 2;
+        } else if arg.eq_ignore_ascii_case(b"GET") || arg.eq_ignore_ascii_case(b"BY") {
+            i += 1;
+        } else if arg.eq_ignore_ascii_case(b"STORE") && i + 1 < argv.len() {
+            store = Some(i + 1);
+        }
+        i += 1;
+    }
+    let mut keys = Vec::with_capacity(2);
+    keys.push(1);
+    keys.extend(store);
+    Ok(keys)
+}
 
 /// The destination db of a CROSS_DB command (`MOVE key db`, `COPY src dst DB db`), and
 /// the index of the argument that holds it; `Ok(None)` when it stays in the current db.
