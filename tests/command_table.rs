@@ -408,13 +408,14 @@ fn write_flags_and_arity_match_command_info() {
                 ours.map(|s| s.flags)
             ));
         }
-        if let Some(spec) = ours.filter(|s| s.subcommands.is_empty()) {
-            if i64::from(spec.arity) != info.arity && !ARITY_DIFFERENCES.contains(&name.as_str()) {
-                problems.push(format!(
-                    "{name}: arity {} here, {} on the server",
-                    spec.arity, info.arity
-                ));
-            }
+        if let Some(spec) = ours.filter(|s| s.subcommands.is_empty())
+            && i64::from(spec.arity) != info.arity
+            && !ARITY_DIFFERENCES.contains(&name.as_str())
+        {
+            problems.push(format!(
+                "{name}: arity {} here, {} on the server",
+                spec.arity, info.arity
+            ));
         }
     }
     for (name, _) in NOT_APPLIED.iter().chain(APPLIED_NOT_WRITE) {

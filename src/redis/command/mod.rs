@@ -397,7 +397,7 @@ pub fn key_indexes(spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Vec<usi
     }
     match spec.keys {
         KeySpec::None => Ok(Vec::new()),
-        KeySpec::Range { first, last, step } => range_keys(spec.name, argc, first, last, step),
+        KeySpec::Range { first, last, step } => range_keys(spec, argc, first, last, step),
         KeySpec::NumKeys {
             numkeys_at,
             first_key,
@@ -421,16 +421,18 @@ pub fn key_indexes(spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Vec<usi
 }
 
 fn range_keys(
-    command: &'static str,
+    spec: &'static CommandSpec,
     argc: usize,
     first: usize,
     last: isize,
     step: usize,
 ) -> Result<Vec<usize>, KeyError> {
-    let wrong = || key_error(command, KeyErrorReason::WrongArity { argc, arity: 0 });
+    let command = spec.name;
+    let arity = spec.arity;
+    let wrong = || key_error(command, KeyErrorReason::WrongArity { argc, arity });
     let last = if last < 0 {
         let from_end = last.unsigned_abs();
-        if step > 1 && (argc.saturating_sub(first)) % step != 0 {
+        if step > 1 && !argc.saturating_sub(first).is_multiple_of(step) {
             return Err(key_error(command, KeyErrorReason::Unpaired { argc }));
         }
         argc.checked_sub(from_end).ok_or_else(wrong)?
