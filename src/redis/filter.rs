@@ -83,6 +83,12 @@ pub fn writes_tandem_key(argv: &[Bytes]) -> bool {
     key_indexes(spec, argv).is_ok_and(|keys| keys.iter().any(|&k| is_tandem_key(&argv[k])))
 }
 
+/// A source unit (the commands of one `MULTI … EXEC`, or one bare command) is an echo
+/// of tandem's own batch: drop all of it, not only the checkpoint write.
+pub fn unit_writes_tandem_key(unit: &[Vec<Bytes>]) -> bool {
+    unit.iter().any(|argv| writes_tandem_key(argv))
+}
+
 impl FilterConfig {
     /// The key passes the prefix and regex filters. `__tandem:` keys never do.
     ///
@@ -407,6 +413,14 @@ mod tests {
         assert!(!writes_tandem_key(&argv(&["PUBLISH", "__tandem:x", "m"])));
         assert!(!writes_tandem_key(&argv(&["NOPE", "__tandem:x"])));
         assert!(!writes_tandem_key(&argv(&["SET"])));
+        let echo = [
+            argv(&["MULTI"]),
+            argv(&["INCR", "n"]),
+            argv(&["SET", "__tandem:ckpt:b", "r:9"]),
+            argv(&["EXEC"]),
+        ];
+        assert!(unit_writes_tandem_key(&echo));
+        assert!(!unit_writes_tandem_key(&echo[..2]));
     }
 
     #[test]
