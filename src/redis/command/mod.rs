@@ -143,7 +143,8 @@ pub enum KeySpec {
         first_key: usize,
         dest: Option<usize>,
     },
-    /// Anything else (SORT … STORE, GEORADIUS … STORE, MSETEX).
+    /// Anything else (SORT … STORE, GEORADIUS … STORE, MSETEX). The function gets the
+    /// command's name for its errors; the arity has already been checked.
     Custom(fn(&'static str, &[Bytes]) -> Result<Vec<usize>, KeyError>),
 }
 
@@ -212,6 +213,7 @@ impl CommandSpec {
         }
     }
 
+    /// Every flag in `flags` is set.
     pub fn has(&self, flags: Flags) -> bool {
         self.flags.contains(flags)
     }
