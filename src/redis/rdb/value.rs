@@ -1,0 +1,669 @@
+//! Turning one serialized value into bounded [`ValueChunk`]s, and skipping a value
+//! exactly (the structural walk `read_raw` uses to find the value's end).
+//!
+//! Values whose elements are stored one by one (linked lists, hashtables, skiplists,
+//! quicklist nodes, stream nodes, Tair values) are read incrementally, so a key of
+//! millions of elements costs one chunk of memory. Single-blob encodings (listpack,
+//! ziplist, intset, zipmap) are read whole: Redis bounds them by its `*-max-*` configs.
+
+use std::collections::VecDeque;
+use std::io::Read;
+
+use super::error::{RdbError, RdbErrorKind, Result};
+use super::listpack::{self, LpVal};
+use super::module::{self, module_name};
+use super::reader::{Len, Source};
+use super::stream::{StreamDecoder, skip_stream};
+use super::tair::{self, TairDecoder};
+use super::types::rdb_type as t;
+use super::types::*;
+use super::{intset, ziplist, zipmap};
+
+/// Chunk bounds for decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimits {
+    /// At most this many elements (members, fields, entries) per chunk.
+    pub max_elements: usize,
+    /// A chunk is closed once its payload passes this many bytes; also the piece size
+    /// of large strings.
+    pub max_bytes: usize,
+}
+
+impl Default for ChunkLimits {
+    fn default() -> Self {
+        ChunkLimits {
+            max_elements: 512,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Elem {
+    List,
+    Set,
+    ZsetText,
+    ZsetBin,
+    Hash,
+    /// Redis 7.4 GA (min expire, relative TTLs) or pre-GA (absolute TTLs).
+    HashMeta {
+        min_expire: Option<u64>,
+    },
+    ValkeyHash2,
+}
+
+enum Queue {
+    List(VecDeque<Vec<u8>>),
+    Set(VecDeque<Vec<u8>>),
+    Zset(VecDeque<(Vec<u8>, f64)>),
+    Hash(VecDeque<HashField>),
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        match self {
+            Queue::List(q) | Queue::Set(q) => q.len(),
+            Queue::Zset(q) => q.len(),
+            Queue::Hash(q) => q.len(),
+        }
+    }
+
+    fn take(&mut self, lim: &ChunkLimits) -> ValueChunk {
+        fn drain<T>(q: &mut VecDeque<T>, lim: &ChunkLimits, size: impl Fn(&T) -> usize) -> Vec<T> {
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            while out.len() < lim.max_elements.max(1) && bytes < lim.max_bytes {
+                let Some(x) = q.pop_front() else { break };
+                bytes += size(&x);
+                out.push(x);
+            }
+            out
+        }
+        match self {
+            Queue::List(q) => ValueChunk::List(drain(q, lim, |x| x.len())),
+            Queue::Set(q) => ValueChunk::Set(drain(q, lim, |x| x.len())),
+            Queue::Zset(q) => ValueChunk::Zset(drain(q, lim, |x| x.0.len() + 8)),
+            Queue::Hash(q) => ValueChunk::Hash(drain(q, lim, |x| x.field.len() + x.value.len())),
+        }
+    }
+}
+
+enum State {
+    Start,
+    StrPieces { left: u64 },
+    Elems { kind: Elem, left: u64 },
+    Quicklist { v2: bool, left: u64 },
+    Queue,
+    Stream(Box<StreamDecoder>),
+    Tair(TairDecoder),
+    Done,
+}
+
+pub(crate) struct Decoder {
+    rdb_type: u8,
+    valkey: bool,
+    state: State,
+    queue: Option<Queue>,
+}
+
+fn blob_err(at: u64, what: &'static str) -> impl Fn((usize, String)) -> RdbError {
+    move |(pos, msg)| RdbError::corrupt(at, what, format!("{msg} (byte {pos} of the decoded blob)"))
+}
+
+fn pairs<T>(v: Vec<T>, at: u64, what: &'static str) -> Result<Vec<(T, T)>> {
+    if v.len() % 2 != 0 {
+        return Err(RdbError::corrupt(at, what, "odd number of elements"));
+    }
+    let mut out = Vec::with_capacity(v.len() / 2);
+    let mut it = v.into_iter();
+    while let (Some(a), Some(b)) = (it.next(), it.next()) {
+        out.push((a, b));
+    }
+    Ok(out)
+}
+
+fn score(v: LpVal<'_>, at: u64) -> Result<f64> {
+    match v {
+        LpVal::Int(i) => Ok(i as f64),
+        LpVal::Str(s) => std::str::from_utf8(s)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .ok_or_else(|| RdbError::corrupt(at, "zset score", "not a number")),
+    }
+}
+
+impl Decoder {
+    pub(crate) fn new(rdb_type: u8, valkey: bool) -> Self {
+        Decoder {
+            rdb_type,
+            valkey,
+            state: State::Start,
+            queue: None,
+        }
+    }
+
+    pub(crate) fn next<R: Read>(
+        &mut self,
+        src: &mut Source<R>,
+        lim: &ChunkLimits,
+    ) -> Result<Option<ValueChunk>> {
+        let r = self.step(src, lim);
+        if r.is_err() {
+            self.state = State::Done;
+        }
+        r
+    }
+
+    fn step<R: Read>(
+        &mut self,
+        src: &mut Source<R>,
+        lim: &ChunkLimits,
+    ) -> Result<Option<ValueChunk>> {
+        let max = lim.max_elements.max(1) as u64;
+        loop {
+            match &mut self.state {
+                State::Done => return Ok(None),
+                State::Start => {
+                    if let Some(c) = self.start(src, lim)? {
+                        return Ok(Some(c));
+                    }
+                }
+                State::Queue => match &mut self.queue {
+                    Some(q) if q.len() > 0 => return Ok(Some(q.take(lim))),
+                    _ => self.state = State::Done,
+                },
+                State::StrPieces { left } => {
+                    if *left == 0 {
+                        self.state = State::Done;
+                        continue;
+                    }
+                    let want = (*left).min(lim.max_bytes.max(1) as u64) as usize;
+                    let mut piece = Vec::with_capacity(want.min(super::reader::CHUNK));
+                    while piece.len() < want {
+                        src.read_some(want - piece.len(), &mut piece, "string value")?;
+                    }
+                    *left -= want as u64;
+                    return Ok(Some(ValueChunk::StringAppend(piece)));
+                }
+                State::Quicklist { v2, left } => {
+                    if let Some(q) = &mut self.queue {
+                        if q.len() > 0 {
+                            return Ok(Some(q.take(lim)));
+                        }
+                    }
+                    if *left == 0 {
+                        self.state = State::Done;
+                        continue;
+                    }
+                    *left -= 1;
+                    let v2 = *v2;
+                    let container = if v2 {
+                        src.len("quicklist container")?
+                    } else {
+                        2
+                    };
+                    let at = src.offset();
+                    let blob = src.string("quicklist node")?;
+                    let items: VecDeque<Vec<u8>> = match container {
+                        1 => VecDeque::from([blob]),
+                        2 if v2 => listpack::decode(&blob)
+                            .map_err(blob_err(at, "quicklist listpack"))?
+                            .into_iter()
+                            .map(LpVal::to_bytes)
+                            .collect(),
+                        2 => ziplist::decode(&blob)
+                            .map_err(blob_err(at, "quicklist ziplist"))?
+                            .into_iter()
+                            .map(LpVal::to_bytes)
+                            .collect(),
+                        c => {
+                            return Err(RdbError::corrupt(
+                                at,
+                                "quicklist container",
+                                format!("unknown container {c}"),
+                            ));
+                        }
+                    };
+                    self.queue = Some(Queue::List(items));
+                }
+                State::Elems { kind, left } => {
+                    if *left == 0 {
+                        self.state = State::Done;
+                        continue;
+                    }
+                    let kind = *kind;
+                    let n = (*left).min(max);
+                    let mut bytes = 0usize;
+                    let mut done = 0u64;
+                    let chunk = match kind {
+                        Elem::List | Elem::Set => {
+                            let mut v = Vec::new();
+                            while done < n && bytes < lim.max_bytes {
+                                let s = src.string("element")?;
+                                bytes += s.len();
+                                v.push(s);
+                                done += 1;
+                            }
+                            if matches!(kind, Elem::List) {
+                                ValueChunk::List(v)
+                            } else {
+                                ValueChunk::Set(v)
+                            }
+                        }
+                        Elem::ZsetText | Elem::ZsetBin => {
+                            let mut v = Vec::new();
+                            while done < n && bytes < lim.max_bytes {
+                                let m = src.string("zset member")?;
+                                let s = if matches!(kind, Elem::ZsetBin) {
+                                    src.f64_le("zset score")?
+                                } else {
+                                    src.string_double("zset score")?
+                                };
+                                bytes += m.len() + 8;
+                                v.push((m, s));
+                                done += 1;
+                            }
+                            ValueChunk::Zset(v)
+                        }
+                        Elem::Hash | Elem::HashMeta { .. } | Elem::ValkeyHash2 => {
+                            let mut v = Vec::new();
+                            while done < n && bytes < lim.max_bytes {
+                                v.push(read_hash_field(src, kind)?);
+                                let f = v
+                                    .last()
+                                    .map(|f: &HashField| f.field.len() + f.value.len())
+                                    .unwrap_or(0);
+                                bytes += f;
+                                done += 1;
+                            }
+                            ValueChunk::Hash(v)
+                        }
+                    };
+                    if let State::Elems { left, .. } = &mut self.state {
+                        *left -= done;
+                    }
+                    return Ok(Some(chunk));
+                }
+                State::Stream(s) => {
+                    let r = s.next(src, max as usize)?;
+                    if r.is_none() {
+                        self.state = State::Done;
+                    }
+                    return Ok(r);
+                }
+                State::Tair(d) => {
+                    let r = d.next(src, max as usize)?;
+                    if r.is_none() {
+                        self.state = State::Done;
+                    }
+                    return Ok(r);
+                }
+            }
+        }
+    }
+
+    /// Read the value's prologue and pick the state; may queue a whole blob or return
+    /// a first chunk directly.
+    fn start<R: Read>(
+        &mut self,
+        src: &mut Source<R>,
+        lim: &ChunkLimits,
+    ) -> Result<Option<ValueChunk>> {
+        let at = src.offset();
+        let rt = self.rdb_type;
+        self.state = State::Done;
+        let state = match rt {
+            t::STRING => {
+                let sat = src.offset();
+                let piece = lim.max_bytes.max(1);
+                return match src.len_enc("string value")? {
+                    Len::Plain(n) if n > piece as u64 => {
+                        // First piece as SET, the rest as APPENDs.
+                        let mut v = Vec::with_capacity(piece.min(super::reader::CHUNK));
+                        while v.len() < piece {
+                            src.read_some(piece - v.len(), &mut v, "string value")?;
+                        }
+                        self.state = State::StrPieces {
+                            left: n - piece as u64,
+                        };
+                        Ok(Some(ValueChunk::String(v)))
+                    }
+                    len => Ok(Some(ValueChunk::String(src.string_with(
+                        len,
+                        sat,
+                        "string value",
+                    )?))),
+                };
+            }
+            t::LIST => State::Elems {
+                kind: Elem::List,
+                left: src.count("list length")?,
+            },
+            t::SET => State::Elems {
+                kind: Elem::Set,
+                left: src.count("set size")?,
+            },
+            t::ZSET => State::Elems {
+                kind: Elem::ZsetText,
+                left: src.count("zset size")?,
+            },
+            t::ZSET_2 => State::Elems {
+                kind: Elem::ZsetBin,
+                left: src.count("zset size")?,
+            },
+            t::HASH => State::Elems {
+                kind: Elem::Hash,
+                left: src.count("hash size")?,
+            },
+            t::HASH_METADATA_PRE_GA if self.valkey => State::Elems {
+                kind: Elem::ValkeyHash2,
+                left: src.count("hash size")?,
+            },
+            t::HASH_METADATA_PRE_GA => State::Elems {
+                kind: Elem::HashMeta { min_expire: None },
+                left: src.count("hash size")?,
+            },
+            t::HASH_METADATA if !self.valkey => {
+                let min = src.u64_le("hash min expire")?;
+                State::Elems {
+                    kind: Elem::HashMeta {
+                        min_expire: Some(min),
+                    },
+                    left: src.count("hash size")?,
+                }
+            }
+            t::LIST_QUICKLIST => State::Quicklist {
+                v2: false,
+                left: src.count("quicklist node count")?,
+            },
+            t::LIST_QUICKLIST_2 => State::Quicklist {
+                v2: true,
+                left: src.count("quicklist node count")?,
+            },
+            t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => {
+                State::Stream(Box::new(StreamDecoder::new(rt)))
+            }
+            t::MODULE_2 => {
+                // Capture from the type byte on, in case the module is unknown and the
+                // value must be passed through as a RESTORE payload.
+                src.tee_start(&[rt], usize::try_from(src.max_string).unwrap_or(usize::MAX));
+                let id = match src.len("module id") {
+                    Ok(id) => id,
+                    Err(e) => {
+                        src.tee_take();
+                        return Err(e);
+                    }
+                };
+                let (name, encver) = module_name(id);
+                if tair::is_known(&name, encver) {
+                    src.tee_take();
+                    State::Tair(TairDecoder::new(&name))
+                } else {
+                    let r = module::skip_opcodes(src);
+                    let raw = src.tee_take();
+                    r.map_err(|e| match e.kind {
+                        RdbErrorKind::RawLimit => RdbError::new(
+                            RdbErrorKind::TooLarge {
+                                what: "module value",
+                                len: raw.len() as u64,
+                                limit: src.max_string,
+                            },
+                            at,
+                        ),
+                        _ => e,
+                    })?;
+                    return Ok(Some(ValueChunk::ModuleRaw {
+                        module_name: name,
+                        raw,
+                    }));
+                }
+            }
+            t::HASH_ZIPMAP
+            | t::LIST_ZIPLIST
+            | t::SET_INTSET
+            | t::ZSET_ZIPLIST
+            | t::HASH_ZIPLIST
+            | t::HASH_LISTPACK
+            | t::ZSET_LISTPACK
+            | t::SET_LISTPACK
+            | t::HASH_LISTPACK_EX_PRE_GA
+            | t::HASH_LISTPACK_EX
+                if !(self.valkey && rt >= t::HASH_LISTPACK_EX_PRE_GA) =>
+            {
+                if rt == t::HASH_LISTPACK_EX {
+                    src.u64_le("hash min expire")?;
+                }
+                let bat = src.offset();
+                let blob = src.string("encoded value")?;
+                self.queue = Some(decode_blob(rt, &blob, bat)?);
+                State::Queue
+            }
+            t::MODULE_PRE_GA => {
+                return Err(RdbError::corrupt(
+                    at,
+                    "module value",
+                    "pre-GA module values (type 6) cannot be parsed without the module",
+                ));
+            }
+            other => {
+                return Err(RdbError::new(
+                    RdbErrorKind::UnknownType(other),
+                    at.saturating_sub(1),
+                ));
+            }
+        };
+        self.state = state;
+        Ok(None)
+    }
+}
+
+fn read_hash_field<R: Read>(src: &mut Source<R>, kind: Elem) -> Result<HashField> {
+    match kind {
+        Elem::HashMeta { min_expire } => {
+            let at = src.offset();
+            let ttl = src.len("hash field ttl")?;
+            let expire = match (ttl, min_expire) {
+                (0, _) => None,
+                (t, Some(min)) => Some(
+                    t.checked_add(min)
+                        .map(|v| v - 1)
+                        .ok_or_else(|| RdbError::corrupt(at, "hash field ttl", "overflows"))?,
+                ),
+                (t, None) => Some(t),
+            };
+            let expire = expire
+                .map(|v| {
+                    i64::try_from(v)
+                        .map_err(|_| RdbError::corrupt(at, "hash field ttl", "out of range"))
+                })
+                .transpose()?;
+            Ok(HashField {
+                field: src.string("hash field")?,
+                value: src.string("hash value")?,
+                expire_at_ms: expire,
+            })
+        }
+        Elem::ValkeyHash2 => {
+            let field = src.string("hash field")?;
+            let value = src.string("hash value")?;
+            let e = src.u64_le("hash field expiry")? as i64;
+            Ok(HashField {
+                field,
+                value,
+                expire_at_ms: (e != -1).then_some(e),
+            })
+        }
+        _ => Ok(HashField {
+            field: src.string("hash field")?,
+            value: src.string("hash value")?,
+            expire_at_ms: None,
+        }),
+    }
+}
+
+fn decode_blob(rt: u8, blob: &[u8], at: u64) -> Result<Queue> {
+    let lp = |what| listpack::decode(blob).map_err(blob_err(at, what));
+    let zl = |what| ziplist::decode(blob).map_err(blob_err(at, what));
+    let to_bytes = |v: Vec<LpVal<'_>>| v.into_iter().map(LpVal::to_bytes).collect::<VecDeque<_>>();
+    let zset = |v: Vec<LpVal<'_>>| -> Result<Queue> {
+        let mut q = VecDeque::with_capacity(v.len() / 2);
+        for (m, s) in pairs(v, at, "zset blob")? {
+            q.push_back((m.to_bytes(), score(s, at)?));
+        }
+        Ok(Queue::Zset(q))
+    };
+    let hash = |v: Vec<LpVal<'_>>| -> Result<Queue> {
+        Ok(Queue::Hash(
+            pairs(v, at, "hash blob")?
+                .into_iter()
+                .map(|(f, v)| HashField {
+                    field: f.to_bytes(),
+                    value: v.to_bytes(),
+                    expire_at_ms: None,
+                })
+                .collect(),
+        ))
+    };
+    Ok(match rt {
+        t::HASH_ZIPMAP => Queue::Hash(
+            zipmap::decode(blob)
+                .map_err(blob_err(at, "zipmap"))?
+                .into_iter()
+                .map(|(f, v)| HashField {
+                    field: f.to_vec(),
+                    value: v.to_vec(),
+                    expire_at_ms: None,
+                })
+                .collect(),
+        ),
+        t::LIST_ZIPLIST => Queue::List(to_bytes(zl("list ziplist")?)),
+        t::SET_INTSET => Queue::Set(
+            intset::decode(blob)
+                .map_err(blob_err(at, "intset"))?
+                .into_iter()
+                .map(|i| i.to_string().into_bytes())
+                .collect(),
+        ),
+        t::SET_LISTPACK => Queue::Set(to_bytes(lp("set listpack")?)),
+        t::ZSET_ZIPLIST => zset(zl("zset ziplist")?)?,
+        t::ZSET_LISTPACK => zset(lp("zset listpack")?)?,
+        t::HASH_ZIPLIST => hash(zl("hash ziplist")?)?,
+        t::HASH_LISTPACK => hash(lp("hash listpack")?)?,
+        _ => {
+            // HASH_LISTPACK_EX(_PRE_GA): (field, value, absolute ttl or 0) triplets.
+            let v = lp("hash listpack-ex")?;
+            if v.len() % 3 != 0 {
+                return Err(RdbError::corrupt(
+                    at,
+                    "hash listpack-ex",
+                    "element count not a multiple of 3",
+                ));
+            }
+            let mut q = VecDeque::with_capacity(v.len() / 3);
+            for c in v.chunks_exact(3) {
+                let ttl = c[2]
+                    .as_int()
+                    .ok_or_else(|| RdbError::corrupt(at, "hash listpack-ex", "non-integer ttl"))?;
+                q.push_back(HashField {
+                    field: c[0].to_bytes(),
+                    value: c[1].to_bytes(),
+                    expire_at_ms: (ttl != 0).then_some(ttl),
+                });
+            }
+            Queue::Hash(q)
+        }
+    })
+}
+
+/// Walk over one value without decoding it (type byte already consumed).
+pub(crate) fn skip_value<R: Read>(src: &mut Source<R>, rt: u8, valkey: bool) -> Result<()> {
+    let at = src.offset();
+    let count_strings = |src: &mut Source<R>, per: u64, what| -> Result<()> {
+        let n = src.count(what)?;
+        for _ in 0..n {
+            for _ in 0..per {
+                src.skip_string(what)?;
+            }
+        }
+        Ok(())
+    };
+    match rt {
+        t::STRING => src.skip_string("string value"),
+        t::LIST | t::SET => count_strings(src, 1, "element"),
+        t::HASH => count_strings(src, 2, "hash field"),
+        t::ZSET | t::ZSET_2 => {
+            let n = src.count("zset size")?;
+            for _ in 0..n {
+                src.skip_string("zset member")?;
+                if rt == t::ZSET {
+                    src.skip_string_double("zset score")?;
+                } else {
+                    src.skip(8, "zset score")?;
+                }
+            }
+            Ok(())
+        }
+        t::HASH_METADATA_PRE_GA if valkey => {
+            let n = src.count("hash size")?;
+            for _ in 0..n {
+                src.skip_string("hash field")?;
+                src.skip_string("hash value")?;
+                src.skip(8, "hash field expiry")?;
+            }
+            Ok(())
+        }
+        t::HASH_METADATA_PRE_GA | t::HASH_METADATA if !valkey => {
+            if rt == t::HASH_METADATA {
+                src.skip(8, "hash min expire")?;
+            }
+            let n = src.count("hash size")?;
+            for _ in 0..n {
+                src.len("hash field ttl")?;
+                src.skip_string("hash field")?;
+                src.skip_string("hash value")?;
+            }
+            Ok(())
+        }
+        t::LIST_QUICKLIST | t::LIST_QUICKLIST_2 => {
+            let n = src.count("quicklist node count")?;
+            for _ in 0..n {
+                if rt == t::LIST_QUICKLIST_2 {
+                    src.len("quicklist container")?;
+                }
+                src.skip_string("quicklist node")?;
+            }
+            Ok(())
+        }
+        t::STREAM_LISTPACKS | t::STREAM_LISTPACKS_2 | t::STREAM_LISTPACKS_3 => skip_stream(src, rt),
+        t::MODULE_2 => {
+            src.len("module id")?;
+            module::skip_opcodes(src)
+        }
+        t::HASH_ZIPMAP
+        | t::LIST_ZIPLIST
+        | t::SET_INTSET
+        | t::ZSET_ZIPLIST
+        | t::HASH_ZIPLIST
+        | t::HASH_LISTPACK
+        | t::ZSET_LISTPACK
+        | t::SET_LISTPACK
+        | t::HASH_LISTPACK_EX_PRE_GA
+        | t::HASH_LISTPACK_EX
+            if !(valkey && rt >= t::HASH_LISTPACK_EX_PRE_GA) =>
+        {
+            if rt == t::HASH_LISTPACK_EX {
+                src.skip(8, "hash min expire")?;
+            }
+            src.skip_string("encoded value")
+        }
+        t::MODULE_PRE_GA => Err(RdbError::corrupt(
+            at,
+            "module value",
+            "pre-GA module values (type 6) cannot be parsed without the module",
+        )),
+        other => Err(RdbError::new(
+            RdbErrorKind::UnknownType(other),
+            at.saturating_sub(1),
+        )),
+    }
+}
