@@ -1,4 +1,9 @@
 //! Command-line interface: `tandem redis …`, `tandem rdb …`.
+//!
+//! User errors (bad URL, wrong password, unreachable host) end as one line on stderr
+//! and exit code 1; never a panic or a backtrace.
+
+mod tail;
 
 use std::process::ExitCode;
 
@@ -11,6 +16,9 @@ use clap::{Parser, Subcommand};
     about = "Replication for Redis-compatible servers"
 )]
 struct Cli {
+    /// Log filter (default: `info`, or the TANDEM_LOG environment variable).
+    #[arg(long, global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     cmd: Top,
 }
@@ -23,9 +31,67 @@ enum Top {
 }
 
 #[derive(Subcommand)]
-enum RedisCmd {}
+enum RedisCmd {
+    /// Attach to a source as a replica and print its replication stream with offsets.
+    Tail(tail::TailArgs),
+}
+
+/// An error for the user: printed as one line.
+pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 pub fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let log = cli.log.clone();
+    let log = log.or_else(|| std::env::var("TANDEM_LOG").ok());
+    let filter = tracing_subscriber::EnvFilter::try_new(log.as_deref().unwrap_or("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    crate::metrics::describe();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tandem: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Top::Redis(RedisCmd::Tail(args)) => tail::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C (or SIGTERM) as a `Shutdown`.
+pub fn shutdown_on_signal() -> crate::core::shutdown::Shutdown {
+    let (trigger, shutdown) = crate::core::shutdown::shutdown_pair();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        trigger.trigger();
+    });
+    shutdown
 }

@@ -3,5 +3,6 @@
 
 pub mod checkpoint;
 pub mod position;
+pub mod shutdown;
 
 pub use position::ReplPosition;

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: installs redis-server from apt when missing, then cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server is missing; installing it from apt" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+# The Debian package starts a system server on 6379; tests use their own ports only.
+redis-server --version
+cargo test --locked "$@"
