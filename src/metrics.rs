@@ -37,3 +37,72 @@ pub fn link_bytes(ep: &Endpoint, n: u64) {
 pub fn full_sync_started(ep: &Endpoint) {
     metrics::counter!(FULL_SYNCS, "source" => source_label(ep)).increment(1);
 }
+
+pub const SINK_BATCHES: &str = "tandem_sink_batches_total";
+pub const SINK_COMMANDS: &str = "tandem_sink_commands_total";
+pub const SINK_COMMAND_ERRORS: &str = "tandem_sink_command_errors_total";
+pub const SINK_RETRIES: &str = "tandem_sink_retries_total";
+
+pub fn describe_sink() {
+    metrics::describe_counter!(SINK_BATCHES, "Transactions (batches) the target confirmed");
+    metrics::describe_counter!(SINK_COMMANDS, "Replicated commands the target confirmed");
+    metrics::describe_counter!(
+        SINK_COMMAND_ERRORS,
+        "Replicated commands the target rejected inside an applied batch, by command"
+    );
+    metrics::describe_counter!(
+        SINK_RETRIES,
+        "Target write attempts retried after a failure"
+    );
+}
+
+pub fn sink_batch(commands: usize) {
+    metrics::counter!(SINK_BATCHES).increment(1);
+    metrics::counter!(SINK_COMMANDS).increment(commands as u64);
+}
+
+pub fn sink_command_error(command: &str) {
+    metrics::counter!(SINK_COMMAND_ERRORS, "command" => command.to_string()).increment(1);
+}
+
+pub fn sink_retry() {
+    metrics::counter!(SINK_RETRIES).increment(1);
+}
+
+pub const ECHOES_DROPPED: &str = "tandem_echo_units_dropped_total";
+pub const UNSUPPORTED_SKIPPED: &str = "tandem_unsupported_skipped_total";
+
+pub fn describe_policy() {
+    metrics::describe_counter!(
+        ECHOES_DROPPED,
+        "Source units dropped because they were tandem's own writes (two-way)"
+    );
+    metrics::describe_counter!(
+        UNSUPPORTED_SKIPPED,
+        "Unsupported commands skipped under --on-unsupported skip, by command"
+    );
+}
+
+pub fn echo_dropped() {
+    metrics::counter!(ECHOES_DROPPED).increment(1);
+}
+
+pub fn unsupported_skipped(command: &str) {
+    metrics::counter!(UNSUPPORTED_SKIPPED, "command" => command.to_string()).increment(1);
+}
+
+pub const FULL_SYNC_KEYS: &str = "tandem_full_sync_keys_total";
+
+pub fn full_sync_keys(n: u64) {
+    metrics::counter!(FULL_SYNC_KEYS).increment(n);
+}
+
+/// Serve Prometheus metrics on `addr` (`/metrics`).
+pub fn serve(addr: std::net::SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("metrics endpoint {addr}: {e}"))?;
+    describe();
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! User errors (bad URL, wrong password, unreachable host) end as one line on stderr
 //! and exit code 1; never a panic or a backtrace.
 
+mod sync;
 mod tail;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Top {
 
 #[derive(Subcommand)]
 enum RedisCmd {
+    /// Replicate a source into a target: full sync, then incremental, exactly once.
+    Sync(sync::SyncArgs),
     /// Attach to a source as a replica and print its replication stream with offsets.
     Tail(tail::TailArgs),
 }
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.cmd {
             Top::Redis(RedisCmd::Tail(args)) => tail::run(args).await,
+            Top::Redis(RedisCmd::Sync(args)) => sync::run(args).await,
         }
     });
     match result {

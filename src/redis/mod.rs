@@ -8,4 +8,5 @@ pub mod rdb;
 pub mod replica;
 pub mod sink;
 pub mod slot;
+pub mod sync;
 pub mod url;

@@ -241,6 +241,11 @@ impl SpoolReader {
         }
     }
 
+    /// Bytes written that this reader has not read yet.
+    pub fn has_unread(&self) -> bool {
+        *self.shared.written.borrow() > self.pos || !self.buf.is_empty()
+    }
+
     /// The next record if it is fully written, without waiting.
     pub fn try_next(&mut self) -> std::io::Result<Option<Record>> {
         let written = *self.shared.written.borrow();

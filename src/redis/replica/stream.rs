@@ -58,6 +58,8 @@ pub struct EventReader {
     offset: u64,
     db: u32,
     in_stream: bool,
+    /// `buf` holds only the start of a command (more bytes are needed).
+    partial: bool,
 }
 
 impl EventReader {
@@ -69,6 +71,7 @@ impl EventReader {
             offset: 0,
             db: initial_db,
             in_stream: false,
+            partial: false,
         }
     }
 
@@ -85,6 +88,7 @@ impl EventReader {
             };
             match rec {
                 Record::Stream(bytes) => {
+                    self.partial = false;
                     if self.buf.is_empty() {
                         self.buf = BytesMut::from(bytes);
                     } else {
@@ -126,6 +130,12 @@ impl EventReader {
         self.in_stream && !self.buf.is_empty()
     }
 
+    /// Whether anything more is already at hand: parsed-but-unread bytes or spooled
+    /// records not yet read. The sync loop lands a batch as soon as this is false.
+    pub fn has_pending(&self) -> bool {
+        (!self.buf.is_empty() && !self.partial) || self.spool.has_unread()
+    }
+
     /// Offset after the last complete command handed out.
     pub fn offset(&self) -> u64 {
         self.offset
@@ -149,6 +159,7 @@ impl EventReader {
             let start = self.offset;
             let decoded = decode_bytes_mut(&mut self.buf).map_err(|e| self.bad(e.details()))?;
             let Some((frame, used, _)) = decoded else {
+                self.partial = true;
                 return Ok(None);
             };
             self.offset += used as u64;

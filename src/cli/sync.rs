@@ -1,0 +1,144 @@
+//! `tandem redis sync`: one-way replication from a source into a target.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use clap::Args;
+
+use super::CliResult;
+use crate::redis::filter::FilterConfig;
+use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
+use crate::redis::sync::{self, Mode, SyncConfig};
+use crate::redis::url::Endpoint;
+
+#[derive(Args)]
+pub struct SyncArgs {
+    /// Source URL: redis://[user:pass@]host:port (rediss:// for TLS)
+    #[arg(long)]
+    source: String,
+    /// Target URL: redis://[user:pass@]host:port
+    #[arg(long)]
+    target: String,
+    #[arg(long, value_enum, default_value = "all")]
+    mode: Mode,
+    /// Link name: the target's checkpoint is `__tandem:ckpt:<id>`.
+    #[arg(long, default_value = "default")]
+    id: String,
+    #[arg(long = "include-db")]
+    include_db: Vec<u32>,
+    #[arg(long = "exclude-db")]
+    exclude_db: Vec<u32>,
+    #[arg(long = "include-prefix")]
+    include_prefix: Vec<String>,
+    #[arg(long = "exclude-prefix")]
+    exclude_prefix: Vec<String>,
+    #[arg(long = "include-regex")]
+    include_regex: Option<String>,
+    #[arg(long = "exclude-regex")]
+    exclude_regex: Option<String>,
+    /// Map a source db to a target db: FROM:TO (repeatable).
+    #[arg(long = "db-map")]
+    db_map: Vec<String>,
+    #[arg(long, value_enum, default_value = "fail")]
+    on_unsupported: OnUnsupported,
+    /// FLUSHALL/FLUSHDB: apply within the replicated scope, skip, or stop.
+    #[arg(long, value_enum, default_value = "apply")]
+    on_flush: OnFlush,
+    /// Keys whose serialized value is larger are rewritten in chunks instead of RESTOREd.
+    #[arg(long, default_value_t = 64 << 20)]
+    big_key_bytes: usize,
+    /// Rewrite every key as commands (never RESTORE).
+    #[arg(long)]
+    rewrite_only: bool,
+    /// Commands per target transaction, at most.
+    #[arg(long, default_value_t = 2000)]
+    batch_commands: usize,
+    /// Bytes per target transaction, about.
+    #[arg(long, default_value_t = 4 << 20)]
+    batch_bytes: usize,
+    /// Transactions sent to the target before the first is confirmed.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Directory of the on-disk spool of the source stream.
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 4 << 30)]
+    spool_max_bytes: u64,
+    /// Prometheus metrics endpoint.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+pub async fn run(args: SyncArgs) -> CliResult {
+    let source = Endpoint::parse(&args.source)?;
+    let target = Endpoint::parse(&args.target)?;
+    let filter = filter_config(&args)?;
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics::serve(addr)?;
+    }
+    let spool_dir = args.spool_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("tandem-spool-{}-{}", args.id, std::process::id()))
+    });
+    let cfg = SyncConfig {
+        source,
+        target,
+        id: args.id.clone(),
+        mode: args.mode,
+        policy: IncrPolicy {
+            filter,
+            on_unsupported: args.on_unsupported,
+            on_flush: args.on_flush,
+            drop_echoes: false,
+        },
+        big_key_bytes: args.big_key_bytes,
+        rewrite_only: args.rewrite_only,
+        batch_commands: args.batch_commands.max(1),
+        batch_bytes: args.batch_bytes.max(1024),
+        window: args.window.max(1),
+        spool_dir: spool_dir.clone(),
+        spool_max_bytes: args.spool_max_bytes,
+    };
+    let shutdown = super::shutdown_on_signal();
+    let result = sync::run(cfg, shutdown).await;
+    if args.spool_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&spool_dir);
+    }
+    result?;
+    Ok(())
+}
+
+fn filter_config(
+    args: &SyncArgs,
+) -> Result<FilterConfig, Box<dyn std::error::Error + Send + Sync>> {
+    let mut db_map = HashMap::new();
+    for m in &args.db_map {
+        let (a, b) = m
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .ok_or_else(|| format!("--db-map {m:?}: expected FROM:TO (two db numbers)"))?;
+        db_map.insert(a, b);
+    }
+    let regex = |r: &Option<String>, flag: &str| -> Result<_, String> {
+        r.as_ref()
+            .map(|r| regex::bytes::Regex::new(r).map_err(|e| format!("{flag}: {e}")))
+            .transpose()
+    };
+    Ok(FilterConfig {
+        include_dbs: args.include_db.clone(),
+        exclude_dbs: args.exclude_db.clone(),
+        include_prefixes: args
+            .include_prefix
+            .iter()
+            .map(|p| Bytes::from(p.clone()))
+            .collect(),
+        exclude_prefixes: args
+            .exclude_prefix
+            .iter()
+            .map(|p| Bytes::from(p.clone()))
+            .collect(),
+        include_regex: regex(&args.include_regex, "--include-regex")?,
+        exclude_regex: regex(&args.exclude_regex, "--exclude-regex")?,
+        db_map,
+    })
+}

@@ -1,0 +1,112 @@
+//! The checkpoint tandem keeps inside the target: a hash at `__tandem:ckpt:<id>` in
+//! db 0, written in the same transaction as the data it describes.
+//!
+//! Fields: `replid`, `offset` (source stream bytes applied), `db` (source db selected at
+//! that offset, needed to resume a stream that will not repeat its SELECT), `state`
+//! (`full` while an RDB is being loaded, `incr` after), and `run`/`seq` (which batch of
+//! which tandem run wrote it, to tell after a lost connection whether a batch landed).
+
+use bytes::Bytes;
+
+use super::SinkError;
+use crate::core::ReplPosition;
+use crate::redis::conn::{Conn, Frame, frame_text};
+
+pub const PREFIX: &str = "__tandem:ckpt:";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CkptState {
+    /// A full sync is in progress: the position is the RDB's, not yet reached.
+    Full,
+    /// Everything up to the position is on the target.
+    Incr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetCheckpoint {
+    pub pos: ReplPosition,
+    pub db: u32,
+    pub state: CkptState,
+    pub run: String,
+    pub seq: u64,
+}
+
+pub fn key(id: &str) -> String {
+    format!("{PREFIX}{id}")
+}
+
+impl TargetCheckpoint {
+    /// `HSET` arguments writing this checkpoint.
+    pub fn hset_argv(&self, key: &Bytes) -> Vec<Bytes> {
+        let state = match self.state {
+            CkptState::Full => "full",
+            CkptState::Incr => "incr",
+        };
+        vec![
+            Bytes::from_static(b"HSET"),
+            key.clone(),
+            Bytes::from_static(b"replid"),
+            Bytes::from(self.pos.replid.clone()),
+            Bytes::from_static(b"offset"),
+            Bytes::from(self.pos.offset.to_string()),
+            Bytes::from_static(b"db"),
+            Bytes::from(self.db.to_string()),
+            Bytes::from_static(b"state"),
+            Bytes::from_static(state.as_bytes()),
+            Bytes::from_static(b"run"),
+            Bytes::from(self.run.clone()),
+            Bytes::from_static(b"seq"),
+            Bytes::from(self.seq.to_string()),
+        ]
+    }
+
+    /// Read the checkpoint of `id` (selecting db 0 on `conn`).
+    pub async fn load(conn: &mut Conn, id: &str) -> Result<Option<Self>, SinkError> {
+        let k = key(id);
+        conn.query(&[b"SELECT", b"0"]).await?;
+        let reply = conn.query(&[b"HGETALL", k.as_bytes()]).await?;
+        let bad = |detail: String| SinkError::BadCheckpoint {
+            endpoint: conn.endpoint().to_string(),
+            key: k.clone(),
+            detail,
+        };
+        let Frame::Array(items) = reply else {
+            return Err(bad(format!("HGETALL answered {reply:?}")));
+        };
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let mut fields = std::collections::HashMap::new();
+        for pair in items.chunks(2) {
+            if let [f, v] = pair {
+                fields.insert(
+                    frame_text(f).unwrap_or_default(),
+                    frame_text(v).unwrap_or_default(),
+                );
+            }
+        }
+        let get = |name: &str| {
+            fields
+                .get(name)
+                .cloned()
+                .ok_or_else(|| bad(format!("field {name} missing")))
+        };
+        let num = |name: &str| -> Result<u64, SinkError> {
+            get(name)?
+                .parse()
+                .map_err(|_| bad(format!("field {name} is not a number")))
+        };
+        let state = match get("state")?.as_str() {
+            "full" => CkptState::Full,
+            "incr" => CkptState::Incr,
+            other => return Err(bad(format!("unknown state {other:?}"))),
+        };
+        Ok(Some(TargetCheckpoint {
+            pos: ReplPosition::new(get("replid")?, num("offset")?),
+            db: num("db")? as u32,
+            state,
+            run: get("run")?,
+            seq: num("seq")?,
+        }))
+    }
+}

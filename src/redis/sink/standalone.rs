@@ -1,0 +1,330 @@
+//! The standalone-target sink: one pipelined connection, a bounded window of batches in
+//! flight, and exactly-once recovery.
+//!
+//! Contract of [`StandaloneSink`]:
+//! - Batches are applied in submission order, each atomically (MULTI/EXEC) with its
+//!   checkpoint.
+//! - `submit` returns once the batch is sent; it waits when `window` batches are
+//!   unacknowledged. `flush` returns once every submitted batch is acknowledged.
+//! - [`StandaloneSink::applied`] moves to a batch's checkpoint once the target confirmed
+//!   its EXEC; it never moves backwards.
+//! - After a lost connection or a retryable refusal, the sink reconnects, reads the
+//!   checkpoint from the target to learn which in-flight batches landed (their `run` and
+//!   `seq` are in it), and resends only the others. A batch is therefore applied exactly
+//!   once, whatever happened to the connection.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tracing::{error, warn};
+
+use super::batch::{Batch, BatchBuilder};
+use super::checkpoint::{self, CkptState, TargetCheckpoint};
+use super::{ReplyClass, SinkError, classify_reply};
+use crate::core::ReplPosition;
+use crate::redis::conn::{Conn, ConnError, Frame};
+use crate::redis::url::Endpoint;
+
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    pub target: Endpoint,
+    /// The link id: the checkpoint key is `__tandem:ckpt:<id>`.
+    pub id: String,
+    /// Batches sent but not yet acknowledged, at most.
+    pub window: usize,
+    pub timeout: Duration,
+    /// How long to keep retrying an unavailable target before giving up.
+    pub give_up_after: Duration,
+}
+
+impl SinkConfig {
+    pub fn new(target: Endpoint, id: &str) -> Self {
+        Self {
+            target,
+            id: id.to_string(),
+            window: 8,
+            timeout: Duration::from_secs(30),
+            give_up_after: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct StandaloneSink {
+    cfg: SinkConfig,
+    conn: Conn,
+    ckpt_key: Bytes,
+    /// Identifies this tandem process in checkpoints it writes.
+    run: String,
+    next_seq: u64,
+    in_flight: VecDeque<Batch>,
+    start: Option<TargetCheckpoint>,
+    applied: watch::Sender<Option<TargetCheckpoint>>,
+}
+
+impl StandaloneSink {
+    /// Connect and read the checkpoint the target holds.
+    pub async fn connect(cfg: SinkConfig) -> Result<Self, SinkError> {
+        let mut conn = Conn::connect(&cfg.target.with_db(0), cfg.timeout).await?;
+        let start = TargetCheckpoint::load(&mut conn, &cfg.id).await?;
+        let run = format!("{:016x}", run_id());
+        let (applied, _) = watch::channel(start.clone());
+        Ok(Self {
+            ckpt_key: Bytes::from(checkpoint::key(&cfg.id)),
+            cfg,
+            conn,
+            run,
+            next_seq: 1,
+            in_flight: VecDeque::new(),
+            start,
+            applied,
+        })
+    }
+
+    /// The checkpoint found on the target at connect time.
+    pub fn checkpoint_at_start(&self) -> Option<&TargetCheckpoint> {
+        self.start.as_ref()
+    }
+
+    /// Follows the last checkpoint the target confirmed.
+    pub fn applied(&self) -> watch::Receiver<Option<TargetCheckpoint>> {
+        self.applied.subscribe()
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.cfg.target
+    }
+
+    /// Close `builder` with a checkpoint at `pos` and send it.
+    pub async fn submit(
+        &mut self,
+        builder: BatchBuilder,
+        pos: ReplPosition,
+        db: u32,
+        state: CkptState,
+    ) -> Result<(), SinkError> {
+        let ckpt = TargetCheckpoint {
+            pos,
+            db,
+            state,
+            run: self.run.clone(),
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        let batch = builder.finish(ckpt, &self.ckpt_key);
+        while self.in_flight.len() >= self.cfg.window.max(1) {
+            self.settle_oldest().await?;
+        }
+        self.conn.queue_raw(&batch.payload);
+        self.in_flight.push_back(batch);
+        if let Err(e) = self.conn.flush().await {
+            self.recover(Failure::Conn(e)).await?;
+        }
+        Ok(())
+    }
+
+    /// Wait until every submitted batch is acknowledged.
+    pub async fn flush(&mut self) -> Result<(), SinkError> {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Batches sent and not yet acknowledged.
+    pub fn pending(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Run one command outside any batch (probes); flushes first.
+    pub async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, SinkError> {
+        self.flush().await?;
+        Ok(self.conn.request(argv).await?)
+    }
+
+    /// Read the oldest batch's replies; recover on failure.
+    async fn settle_oldest(&mut self) -> Result<(), SinkError> {
+        match self.read_batch_replies().await {
+            Ok(()) => Ok(()),
+            Err(e) => self.recover(e).await,
+        }
+    }
+
+    async fn read_batch_replies(&mut self) -> Result<(), Failure> {
+        let batch = self.in_flight.front().expect("a batch in flight");
+        let expected = batch.replies();
+        let mut queued_error: Option<(usize, String)> = None;
+        let mut exec = None;
+        for i in 0..expected {
+            let frame = self.conn.read_frame().await?;
+            if i + 1 == expected {
+                exec = Some(frame);
+            } else if let Frame::Error(e) = frame {
+                // i == 0 is MULTI; i >= 1 are the queued commands.
+                queued_error.get_or_insert((i.saturating_sub(1), e.to_string()));
+            }
+        }
+        let batch = self.in_flight.front().expect("a batch in flight");
+        match exec.expect("expected >= 2") {
+            Frame::Array(results) => {
+                for (i, r) in results.iter().enumerate() {
+                    if let Frame::Error(e) = r {
+                        self.command_failed(batch, i, e)?;
+                    }
+                }
+            }
+            Frame::Error(e) => {
+                let (i, cause) = queued_error.unwrap_or((usize::MAX, e.to_string()));
+                return Err(self.refusal(batch, i, &cause));
+            }
+            other => {
+                return Err(Failure::Conn(ConnError::Protocol {
+                    endpoint: self.cfg.target.to_string(),
+                    detail: format!("EXEC answered {other:?}"),
+                }));
+            }
+        }
+        let batch = self.in_flight.pop_front().expect("a batch in flight");
+        crate::metrics::sink_batch(batch.data_commands);
+        self.applied.send_replace(Some(batch.ckpt));
+        Ok(())
+    }
+
+    fn origin(batch: &Batch, i: usize) -> (String, u64) {
+        match batch.origin.get(i) {
+            Some(Some((name, off))) => (String::from_utf8_lossy(name).to_ascii_uppercase(), *off),
+            Some(None) => ("(tandem bookkeeping)".into(), batch.ckpt.pos.offset),
+            None => ("EXEC".into(), batch.ckpt.pos.offset),
+        }
+    }
+
+    fn refusal(&self, batch: &Batch, i: usize, message: &str) -> Failure {
+        let (command, offset) = Self::origin(batch, i);
+        let err = SinkError::Refused {
+            endpoint: self.cfg.target.to_string(),
+            command,
+            offset,
+            message: message.to_string(),
+        };
+        match classify_reply(message) {
+            ReplyClass::Retry => Failure::Retry(err),
+            ReplyClass::Fatal | ReplyClass::Data => Failure::Fatal(err),
+        }
+    }
+
+    /// A command failed inside an applied transaction.
+    fn command_failed(&self, batch: &Batch, i: usize, message: &str) -> Result<(), Failure> {
+        let (command, offset) = Self::origin(batch, i);
+        if classify_reply(message) == ReplyClass::Fatal || batch.origin.get(i) == Some(&None) {
+            return Err(self.refusal(batch, i, message));
+        }
+        crate::metrics::sink_command_error(&command);
+        error!(
+            target = %self.cfg.target, command = %command, offset,
+            "target rejected a replicated command (source and target differ): {message}"
+        );
+        Ok(())
+    }
+
+    /// Reconnect until the target takes the in-flight batches again, resending only
+    /// those its checkpoint shows as not applied.
+    async fn recover(&mut self, first: impl Into<Failure>) -> Result<(), SinkError> {
+        let started = Instant::now();
+        let mut failure: Failure = first.into();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let last = match failure {
+                Failure::Fatal(e) => return Err(e),
+                Failure::Conn(e) if !e.is_retryable() => return Err(e.into()),
+                Failure::Conn(e) => e.to_string(),
+                Failure::Retry(e) => e.to_string(),
+            };
+            if started.elapsed() > self.cfg.give_up_after {
+                return Err(SinkError::GaveUp {
+                    endpoint: self.cfg.target.to_string(),
+                    secs: self.cfg.give_up_after.as_secs(),
+                    last,
+                });
+            }
+            warn!(target = %self.cfg.target, "target write failed, retrying in {backoff:?}: {last}");
+            crate::metrics::sink_retry();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            failure = match self.resend().await {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
+            };
+        }
+    }
+
+    async fn resend(&mut self) -> Result<(), Failure> {
+        self.conn = Conn::connect(&self.cfg.target.with_db(0), self.cfg.timeout).await?;
+        let held = TargetCheckpoint::load(&mut self.conn, &self.cfg.id)
+            .await
+            .map_err(Failure::from_sink)?;
+        if let Some(h) = held.filter(|h| h.run == self.run) {
+            while self.in_flight.front().is_some_and(|b| b.ckpt.seq <= h.seq) {
+                let b = self.in_flight.pop_front().unwrap();
+                crate::metrics::sink_batch(b.data_commands);
+                self.applied.send_replace(Some(b.ckpt));
+            }
+        }
+        for b in &self.in_flight {
+            self.conn.queue_raw(&b.payload);
+        }
+        self.conn.flush().await?;
+        while !self.in_flight.is_empty() {
+            self.read_batch_replies().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a batch did not complete, as the recovery loop sees it.
+enum Failure {
+    Conn(ConnError),
+    Retry(SinkError),
+    Fatal(SinkError),
+}
+
+impl From<ConnError> for Failure {
+    fn from(e: ConnError) -> Self {
+        Failure::Conn(e)
+    }
+}
+
+impl Failure {
+    fn from_sink(e: SinkError) -> Self {
+        match e {
+            SinkError::Conn(c) => Failure::Conn(c),
+            other => Failure::Fatal(other),
+        }
+    }
+}
+
+impl From<SinkError> for Failure {
+    fn from(e: SinkError) -> Self {
+        Failure::from_sink(e)
+    }
+}
+
+/// A value unlikely to repeat across tandem runs.
+fn run_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl CkptState {
+    pub fn is_full(self) -> bool {
+        self == CkptState::Full
+    }
+}

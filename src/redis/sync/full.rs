@@ -1,0 +1,154 @@
+//! Full sync: the source's RDB, parsed on a blocking thread, turned into target writes.
+//!
+//! Each key becomes `RESTORE key ttl payload REPLACE ABSTTL` when the target accepts the
+//! source's RDB version, and rewritten commands (DEL first, expiry last, in bounded
+//! chunks) otherwise or when its serialized value exceeds `big_key_bytes`. Both give the
+//! same data. Expired keys and `__tandem:` keys are skipped; functions are loaded.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::redis::filter::{FilterConfig, is_tandem_key};
+use crate::redis::rdb::{
+    self, CommandOptions, Event as RdbEvent, KeyCommands, RawValue, RdbParser,
+};
+
+/// How the loader writes keys.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The target's RDB version, when known: RESTORE is used if it accepts the source's.
+    pub target_rdb: Option<TargetRdb>,
+    /// Values serialized larger than this are rewritten in chunks.
+    pub big_key_bytes: usize,
+    /// Force command rewrite for every key.
+    pub rewrite_only: bool,
+}
+
+/// A target's RDB format: its version and whether it is Valkey (which refuses the
+/// "foreign" versions 12–79 that Redis 7.4+ uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetRdb {
+    pub version: u32,
+    pub valkey: bool,
+}
+
+impl TargetRdb {
+    pub fn accepts(&self, source_version: u32) -> bool {
+        source_version <= self.version && !(self.valkey && (12..80).contains(&source_version))
+    }
+}
+
+/// Commands for the target, grouped: (target db, argv).
+pub type Writes = Vec<(u32, Vec<Bytes>)>;
+
+#[derive(Debug, Default, Clone)]
+pub struct LoadStats {
+    pub keys: u64,
+    pub restored: u64,
+    pub rewritten: u64,
+    pub skipped_expired: u64,
+    pub skipped_filtered: u64,
+    pub functions: u64,
+    pub rdb_version: u32,
+}
+
+/// Writes grouped per message, to keep channel overhead off the per-key path.
+const GROUP_WRITES: usize = 256;
+
+/// Parse the RDB from `input` and send the writes to `out`. Runs on a blocking thread.
+pub fn load(
+    input: impl Read,
+    filter: &FilterConfig,
+    opts: &LoadOptions,
+    out: mpsc::Sender<Writes>,
+) -> Result<LoadStats, LoadError> {
+    let mut p = RdbParser::new(std::io::BufReader::with_capacity(256 * 1024, input))?;
+    let version = p.version();
+    let restore = !opts.rewrite_only && opts.target_rdb.is_some_and(|t| t.accepts(version));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut stats = LoadStats {
+        rdb_version: version,
+        ..Default::default()
+    };
+    let mut group: Writes = Vec::with_capacity(GROUP_WRITES);
+    let send = |group: &mut Writes| -> Result<(), LoadError> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let g = std::mem::replace(group, Vec::with_capacity(GROUP_WRITES));
+        out.blocking_send(g).map_err(|_| LoadError::Cancelled)
+    };
+    while let Some(ev) = p.next_event()? {
+        match ev {
+            RdbEvent::Key(k) => {
+                stats.keys += 1;
+                let db = k.db as u32;
+                if is_tandem_key(&k.key) || !filter.db_allowed(db) || !filter.key_allowed(&k.key) {
+                    stats.skipped_filtered += 1;
+                    continue;
+                }
+                if k.expire_at_ms.is_some_and(|t| t <= now_ms) {
+                    stats.skipped_expired += 1;
+                    continue;
+                }
+                let tdb = filter.map_db(db);
+                let key = Bytes::from(k.key.clone());
+                if restore {
+                    if let RawValue::Complete(raw) = p.read_raw(opts.big_key_bytes)? {
+                        let payload = rdb::dump_payload(&raw, version as u16);
+                        let ttl = k.expire_at_ms.unwrap_or(0).to_string();
+                        group.push((
+                            tdb,
+                            vec![
+                                Bytes::from_static(b"RESTORE"),
+                                key,
+                                Bytes::from(ttl),
+                                Bytes::from(payload),
+                                Bytes::from_static(b"REPLACE"),
+                                Bytes::from_static(b"ABSTTL"),
+                            ],
+                        ));
+                        stats.restored += 1;
+                        if group.len() >= GROUP_WRITES {
+                            send(&mut group)?;
+                        }
+                        continue;
+                    }
+                }
+                // Rewrite: chunk by chunk, so a huge key never sits in memory.
+                stats.rewritten += 1;
+                let mut cmds = KeyCommands::new(&k, CommandOptions::default());
+                while let Some(batch) = cmds.next_batch(&mut p)? {
+                    for c in batch {
+                        group.push((tdb, c.into_iter().map(Bytes::from).collect()));
+                    }
+                    if group.len() >= GROUP_WRITES {
+                        send(&mut group)?;
+                    }
+                }
+            }
+            RdbEvent::Function { code } => {
+                stats.functions += 1;
+                let c = rdb::decode::function_command(&code);
+                group.push((0, c.into_iter().map(Bytes::from).collect()));
+            }
+            RdbEvent::End { .. } => break,
+            _ => {}
+        }
+    }
+    send(&mut group)?;
+    Ok(stats)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("RDB: {0}")]
+    Rdb(#[from] rdb::RdbError),
+    #[error("full sync cancelled")]
+    Cancelled,
+}

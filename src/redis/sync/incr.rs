@@ -1,0 +1,240 @@
+//! Incremental sync: replicated commands in, batches out.
+//!
+//! A source `MULTI … EXEC` is one unit and always lands in one target transaction. The
+//! batch's checkpoint is the offset after its last complete unit, so PING, SELECT and
+//! REPLCONF advance it too and a quiet source ends with the target's checkpoint equal to
+//! the source's `master_repl_offset`.
+
+use bytes::Bytes;
+
+use crate::redis::command::{Flags, resolve};
+use crate::redis::filter::{FilterConfig, FilterDecision, command_name, unit_writes_tandem_key};
+use crate::redis::replica::Command;
+
+/// What to do with a command outside the supported list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnUnsupported {
+    Fail,
+    Skip,
+}
+
+/// What to do with FLUSHALL / FLUSHDB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFlush {
+    /// Apply within the replicated scope: FLUSHDB to the mapped db; FLUSHALL only when
+    /// no db or key filter is set (otherwise it would delete target data tandem does
+    /// not own), else stop.
+    Apply,
+    /// Never apply (counted and logged).
+    Skip,
+    /// Stop the link with an error.
+    Fail,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IncrError {
+    #[error(
+        "unsupported command {command} at source offset {offset} (use --on-unsupported skip to skip it)"
+    )]
+    Unsupported { command: String, offset: u64 },
+    #[error("{command} at source offset {offset}: {reason}")]
+    Rejected {
+        command: String,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// Per-link command policy.
+#[derive(Clone, Debug)]
+pub struct IncrPolicy {
+    pub filter: FilterConfig,
+    pub on_unsupported: OnUnsupported,
+    pub on_flush: OnFlush,
+    /// Two-way: drop units that write `__tandem:` keys (tandem's own batches echoed).
+    pub drop_echoes: bool,
+}
+
+/// Collects the commands of one source unit.
+#[derive(Default)]
+pub struct UnitBuilder {
+    in_multi: bool,
+    cmds: Vec<Command>,
+}
+
+/// A complete unit, ready to be filtered and batched.
+pub struct Unit {
+    pub cmds: Vec<Command>,
+    /// Offset after the unit's last byte.
+    pub end: u64,
+    /// Source db after the unit (for the checkpoint).
+    pub db: u32,
+}
+
+impl UnitBuilder {
+    /// Feed one command; returns a unit when one is complete.
+    pub fn push(&mut self, cmd: Command) -> Option<Unit> {
+        if cmd.name_is("MULTI") {
+            self.in_multi = true;
+            self.cmds.clear();
+            return None;
+        }
+        if cmd.name_is("EXEC") && self.in_multi {
+            self.in_multi = false;
+            let end = cmd.offset;
+            let db = cmd.db;
+            return Some(Unit {
+                cmds: std::mem::take(&mut self.cmds),
+                end,
+                db,
+            });
+        }
+        if self.in_multi {
+            self.cmds.push(cmd);
+            return None;
+        }
+        let (end, db) = (cmd.offset, cmd.db);
+        Some(Unit {
+            cmds: vec![cmd],
+            end,
+            db,
+        })
+    }
+
+    /// Inside a transaction: the checkpoint cannot move until it completes.
+    pub fn in_unit(&self) -> bool {
+        self.in_multi
+    }
+
+    /// Forget a partial unit (the stream restarted).
+    pub fn reset(&mut self) {
+        self.in_multi = false;
+        self.cmds.clear();
+    }
+}
+
+/// Counters of what the policy did, for logs and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct IncrStats {
+    pub applied: u64,
+    pub skipped_unsupported: u64,
+    pub skipped_flush: u64,
+    pub dropped_echo_units: u64,
+}
+
+impl IncrPolicy {
+    /// Turn a unit into target writes `(target db, argv)`.
+    pub fn writes(
+        &self,
+        unit: Unit,
+        stats: &mut IncrStats,
+    ) -> Result<Vec<(u32, Vec<Bytes>, u64)>, IncrError> {
+        if self.drop_echoes {
+            let argvs: Vec<Vec<Bytes>> = unit.cmds.iter().map(|c| c.argv.clone()).collect();
+            if unit_writes_tandem_key(&argvs) {
+                stats.dropped_echo_units += 1;
+                crate::metrics::echo_dropped();
+                return Ok(Vec::new());
+            }
+        }
+        let mut out = Vec::new();
+        for cmd in unit.cmds {
+            let offset = cmd.offset;
+            let db = cmd.db;
+            let spec = resolve(&cmd.argv);
+            if spec.is_some_and(|s| s.has(Flags::SELECT) || s.has(Flags::TXN)) {
+                continue;
+            }
+            if spec.is_some_and(|s| s.has(Flags::DB_SCOPE) && s.name != "SWAPDB") {
+                if let Some(w) = self.flush(&cmd, stats)? {
+                    out.push((w.0, w.1, offset));
+                }
+                continue;
+            }
+            match self.filter.apply(db, cmd.argv) {
+                FilterDecision::Keep(argv) => out.push((self.filter.map_db(db), argv, offset)),
+                FilterDecision::Drop => {}
+                FilterDecision::Rewritten(list) => {
+                    for argv in list {
+                        out.push((self.filter.map_db(db), argv, offset));
+                    }
+                }
+                FilterDecision::Error(crate::redis::filter::FilterError::Unsupported(name)) => {
+                    match self.on_unsupported {
+                        OnUnsupported::Fail => {
+                            return Err(IncrError::Unsupported {
+                                command: name,
+                                offset,
+                            });
+                        }
+                        OnUnsupported::Skip => {
+                            stats.skipped_unsupported += 1;
+                            crate::metrics::unsupported_skipped(&name);
+                            tracing::warn!(command = %name, offset, "skipped unsupported command");
+                        }
+                    }
+                }
+                FilterDecision::Error(e) => {
+                    return Err(IncrError::Rejected {
+                        command: e.to_string().split(':').next().unwrap_or("").to_string(),
+                        offset,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        stats.applied += out.len() as u64;
+        Ok(out)
+    }
+
+    fn flush(
+        &self,
+        cmd: &Command,
+        stats: &mut IncrStats,
+    ) -> Result<Option<(u32, Vec<Bytes>)>, IncrError> {
+        let name = command_name(&cmd.argv);
+        let reject = |reason: &str| IncrError::Rejected {
+            command: name.clone(),
+            offset: cmd.offset,
+            reason: reason.to_string(),
+        };
+        match self.on_flush {
+            OnFlush::Fail => Err(reject(
+                "FLUSHALL/FLUSHDB stop the link under --on-flush fail",
+            )),
+            OnFlush::Skip => {
+                stats.skipped_flush += 1;
+                tracing::warn!(command = %name, offset = cmd.offset, "skipped by --on-flush skip");
+                Ok(None)
+            }
+            OnFlush::Apply => {
+                let f = &self.filter;
+                let key_filtered = !f.include_prefixes.is_empty()
+                    || !f.exclude_prefixes.is_empty()
+                    || f.include_regex.is_some()
+                    || f.exclude_regex.is_some();
+                if key_filtered {
+                    return Err(reject(
+                        "would delete target keys outside the key filters; \
+                         choose --on-flush skip or fail",
+                    ));
+                }
+                if cmd.name_is("FLUSHDB") {
+                    if !f.db_allowed(cmd.db) {
+                        return Ok(None);
+                    }
+                    return Ok(Some((f.map_db(cmd.db), cmd.argv.clone())));
+                }
+                let db_scoped =
+                    !f.include_dbs.is_empty() || !f.exclude_dbs.is_empty() || !f.db_map.is_empty();
+                if db_scoped {
+                    return Err(reject(
+                        "FLUSHALL with db filters or --db-map would delete target dbs \
+                         tandem does not own; choose --on-flush skip or fail",
+                    ));
+                }
+                Ok(Some((0, cmd.argv.clone())))
+            }
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! One-way sync: a source link into a target sink, full sync then incremental, with
+//! exactly-once checkpoints (see docs/ARCHITECTURE.md).
+//!
+//! ```text
+//! link events ─┬─ FullSync/RdbChunk ─▶ rdb_feed ─▶ parser thread (full.rs) ─▶ writes ─┐
+//!              └─ Command ─▶ UnitBuilder ─▶ IncrPolicy (incr.rs) ─▶ writes ───────────┤
+//!                                                          BatchBuilder ◀──────────────┘
+//!                                   sink (MULTI … HSET checkpoint EXEC) ─▶ target
+//!                   applied checkpoint ─▶ LinkHandle::confirm ─▶ REPLCONF ACK
+//! ```
+
+pub mod full;
+pub mod incr;
+pub mod rdb_feed;
+
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::core::ReplPosition;
+use crate::core::shutdown::Shutdown;
+use crate::redis::conn::{Frame, frame_text, info_field};
+use crate::redis::replica::{self, Event, LinkConfig, LinkError};
+use crate::redis::sink::standalone::SinkConfig;
+use crate::redis::sink::{BatchBuilder, CkptState, SinkError, StandaloneSink};
+use crate::redis::url::Endpoint;
+use full::{LoadOptions, TargetRdb, Writes};
+use incr::{IncrError, IncrPolicy, IncrStats, UnitBuilder};
+
+/// What to replicate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Full sync (unless a checkpoint allows resuming), then incremental, until stopped.
+    All,
+    /// Full sync only; stop once the RDB is applied.
+    Full,
+    /// Incremental only: resume from the checkpoint, or start at the source's current
+    /// position without copying existing data.
+    Incr,
+}
+
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    pub source: Endpoint,
+    pub target: Endpoint,
+    pub id: String,
+    pub mode: Mode,
+    pub policy: IncrPolicy,
+    pub big_key_bytes: usize,
+    pub rewrite_only: bool,
+    pub batch_commands: usize,
+    pub batch_bytes: usize,
+    pub window: usize,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Incr(#[from] IncrError),
+    #[error("{source_ep}: full sync failed: {detail}")]
+    Full { source_ep: String, detail: String },
+    #[error("the replication link ended unexpectedly")]
+    LinkEnded,
+}
+
+/// Run until `shutdown` (or, in `Mode::Full`, until the RDB is applied). On shutdown the
+/// batch in flight is finished and its checkpoint written before returning.
+pub async fn run(cfg: SyncConfig, mut shutdown: Shutdown) -> Result<(), SyncError> {
+    let mut sink_cfg = SinkConfig::new(cfg.target.clone(), &cfg.id);
+    sink_cfg.window = cfg.window;
+    let mut sink = StandaloneSink::connect(sink_cfg).await?;
+    let target_rdb = probe_target_rdb(&mut sink).await?;
+    let start = sink.checkpoint_at_start().cloned();
+    let mut link_cfg = LinkConfig::new(cfg.source.clone(), cfg.spool_dir.clone());
+    link_cfg.spool_max_bytes = cfg.spool_max_bytes;
+    let mut initial_db = 0;
+    match &start {
+        Some(c) if c.state == CkptState::Incr && cfg.mode != Mode::Full => {
+            info!(position = %c.pos, "resuming from the target's checkpoint");
+            link_cfg.resume_after = Some(c.pos.clone());
+            initial_db = c.db;
+        }
+        Some(c) if c.state == CkptState::Full => {
+            warn!(position = %c.pos, "a previous full sync did not finish; starting over")
+        }
+        _ => {}
+    }
+    let mut link = replica::start(link_cfg, initial_db, shutdown.clone())?;
+    // Confirm to the source what the target holds, as it happens.
+    let mut applied = sink.applied();
+    let handle = link.handle.clone();
+    tokio::spawn(async move {
+        while applied.changed().await.is_ok() {
+            let c = applied.borrow_and_update().clone();
+            if let Some(c) = c.filter(|c| c.state == CkptState::Incr) {
+                handle.confirm(c.pos);
+            }
+        }
+    });
+    let mut eng = Engine {
+        cfg: &cfg,
+        sink,
+        target_rdb,
+        replid: start.map(|c| c.pos.replid).unwrap_or_default(),
+        units: UnitBuilder::default(),
+        stats: IncrStats::default(),
+        batch: BatchBuilder::new(),
+        batch_end: None,
+        db: initial_db,
+    };
+    let result = eng.run(&mut link, &mut shutdown).await;
+    // Whatever happened, land what is complete and write its checkpoint.
+    let flushed = eng.finish().await;
+    result?;
+    flushed?;
+    Ok(())
+}
+
+struct Engine<'a> {
+    cfg: &'a SyncConfig,
+    sink: StandaloneSink,
+    target_rdb: Option<TargetRdb>,
+    replid: String,
+    units: UnitBuilder,
+    stats: IncrStats,
+    batch: BatchBuilder,
+    /// Offset after the last complete unit in `batch` (None: nothing new since the last
+    /// submitted batch).
+    batch_end: Option<u64>,
+    db: u32,
+}
+
+impl Engine<'_> {
+    async fn run(
+        &mut self,
+        link: &mut replica::ReplicaLink,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), SyncError> {
+        loop {
+            let ev = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return Ok(()),
+                ev = link.events.next() => ev?,
+            };
+            let Some(ev) = ev else {
+                return if shutdown.is_triggered() {
+                    Ok(())
+                } else {
+                    Err(SyncError::LinkEnded)
+                };
+            };
+            match ev {
+                Event::FullSync { replid, offset } => {
+                    if !self.replid.is_empty() {
+                        warn!(
+                            old = %self.replid, new = %replid,
+                            "the source cannot continue from our position (backlog overrun \
+                             or another history): full resync"
+                        );
+                    }
+                    self.finish().await?;
+                    self.units.reset();
+                    self.replid = replid.clone();
+                    let pos = ReplPosition::new(replid, offset);
+                    if self.cfg.mode == Mode::Incr {
+                        info!(position = %pos, "incremental only: skipping the RDB");
+                        skip_rdb(link).await?;
+                    } else {
+                        self.full_sync(link, pos.clone()).await?;
+                    }
+                    self.db = 0;
+                    // The RDB is applied: this position is now what the target holds.
+                    self.sink
+                        .submit(BatchBuilder::new(), pos, 0, CkptState::Incr)
+                        .await?;
+                    self.sink.flush().await?;
+                    if self.cfg.mode == Mode::Full {
+                        return Ok(());
+                    }
+                }
+                Event::RdbChunk(_) | Event::RdbEnd => {}
+                Event::Continue { replid, offset } => {
+                    info!(%replid, offset, "incremental stream continues");
+                    if replid != self.replid {
+                        // PSYNC2 after a failover: same offsets, new id.
+                        self.finish().await?;
+                        self.replid = replid;
+                    }
+                }
+                Event::Command(cmd) => {
+                    let Some(unit) = self.units.push(cmd) else {
+                        continue;
+                    };
+                    let end = unit.end;
+                    self.db = unit.db;
+                    for (db, argv, off) in self.cfg.policy.writes(unit, &mut self.stats)? {
+                        self.batch.push(db, &argv, off);
+                    }
+                    self.batch_end = Some(end);
+                    let full = self.batch.len() >= self.cfg.batch_commands
+                        || self.batch.bytes() >= self.cfg.batch_bytes;
+                    if full {
+                        self.submit().await?;
+                    } else if !link.events.has_pending() && !self.units.in_unit() {
+                        // Nothing more at hand: land it now for low latency.
+                        self.submit().await?;
+                        self.sink.flush().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn submit(&mut self) -> Result<(), SyncError> {
+        let Some(end) = self.batch_end.take() else {
+            return Ok(());
+        };
+        let b = std::mem::take(&mut self.batch);
+        let pos = ReplPosition::new(self.replid.clone(), end);
+        self.sink.submit(b, pos, self.db, CkptState::Incr).await?;
+        Ok(())
+    }
+
+    /// Submit the complete units held and wait for the target to confirm all.
+    async fn finish(&mut self) -> Result<(), SyncError> {
+        self.submit().await?;
+        self.sink.flush().await?;
+        Ok(())
+    }
+
+    async fn full_sync(
+        &mut self,
+        link: &mut replica::ReplicaLink,
+        pos: ReplPosition,
+    ) -> Result<(), SyncError> {
+        info!(position = %pos, "full sync: loading the source's RDB into the target");
+        let started = std::time::Instant::now();
+        let (chunks_tx, chunks) = rdb_feed::rdb_feed();
+        let (writes_tx, mut writes) = mpsc::channel::<Writes>(64);
+        let opts = LoadOptions {
+            target_rdb: self.target_rdb,
+            big_key_bytes: self.cfg.big_key_bytes,
+            rewrite_only: self.cfg.rewrite_only,
+        };
+        let filter = self.cfg.policy.filter.clone();
+        let loader =
+            tokio::task::spawn_blocking(move || full::load(chunks, &filter, &opts, writes_tx));
+        let source_ep = self.cfg.source.to_string();
+        // Feed the parser while applying what it produces.
+        let pump = async {
+            let mut tx = Some(chunks_tx);
+            loop {
+                match link.events.next().await? {
+                    Some(Event::RdbChunk(b)) => {
+                        let sender = tx.clone().expect("sender until RdbEnd");
+                        // The parser thread drains this channel; a full channel means
+                        // it is busy, so wait off the runtime's threads.
+                        let sent = tokio::task::spawn_blocking(move || sender.send(b)).await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            // The loader stopped early; its error explains why.
+                            return Ok::<(), SyncError>(());
+                        }
+                    }
+                    Some(Event::RdbEnd) => {
+                        tx.take();
+                        return Ok(());
+                    }
+                    Some(other) => {
+                        return Err(SyncError::Full {
+                            source_ep: source_ep.clone(),
+                            detail: format!("unexpected {other:?} during the RDB transfer"),
+                        });
+                    }
+                    None => return Err(SyncError::LinkEnded),
+                }
+            }
+        };
+        let sink = &mut self.sink;
+        let apply = async {
+            let mut b = BatchBuilder::new();
+            while let Some(group) = writes.recv().await {
+                for (db, argv) in group {
+                    b.push(db, &argv, pos.offset);
+                    if b.len() >= self.cfg.batch_commands || b.bytes() >= self.cfg.batch_bytes {
+                        let full = std::mem::take(&mut b);
+                        sink.submit(full, pos.clone(), 0, CkptState::Full).await?;
+                    }
+                }
+            }
+            if !b.is_empty() {
+                sink.submit(b, pos.clone(), 0, CkptState::Full).await?;
+            }
+            sink.flush().await?;
+            Ok::<(), SyncError>(())
+        };
+        let (pumped, applied) = tokio::join!(pump, apply);
+        let stats = loader.await.map_err(|e| SyncError::Full {
+            source_ep: self.cfg.source.to_string(),
+            detail: format!("loader thread: {e}"),
+        })?;
+        let stats = stats.map_err(|e| SyncError::Full {
+            source_ep: self.cfg.source.to_string(),
+            detail: e.to_string(),
+        })?;
+        pumped?;
+        applied?;
+        info!(
+            keys = stats.keys,
+            restored = stats.restored,
+            rewritten = stats.rewritten,
+            expired = stats.skipped_expired,
+            filtered = stats.skipped_filtered,
+            functions = stats.functions,
+            rdb_version = stats.rdb_version,
+            secs = started.elapsed().as_secs_f64(),
+            "full sync applied"
+        );
+        crate::metrics::full_sync_keys(stats.restored + stats.rewritten);
+        Ok(())
+    }
+}
+
+async fn skip_rdb(link: &mut replica::ReplicaLink) -> Result<(), SyncError> {
+    loop {
+        match link.events.next().await? {
+            Some(Event::RdbEnd) => return Ok(()),
+            Some(_) => {}
+            None => return Err(SyncError::LinkEnded),
+        }
+    }
+}
+
+/// The target's RDB version, from `INFO server` (Redis and Valkey versions map to the
+/// RDB versions they write and accept).
+async fn probe_target_rdb(sink: &mut StandaloneSink) -> Result<Option<TargetRdb>, SyncError> {
+    let reply = sink.query(&[b"INFO", b"server"]).await?;
+    let Some(info) = (match &reply {
+        Frame::Error(_) => None,
+        f => frame_text(f),
+    }) else {
+        return Ok(None);
+    };
+    Ok(target_rdb_from_info(&info))
+}
+
+/// RDB version a server writes (and the newest it reads), by its version string.
+pub fn target_rdb_from_info(info: &str) -> Option<TargetRdb> {
+    let valkey = info_field(info, "server_name").is_some_and(|n| n == "valkey")
+        || info_field(info, "valkey_version").is_some();
+    let ver = info_field(info, "valkey_version")
+        .filter(|_| valkey)
+        .or_else(|| info_field(info, "redis_version"))?;
+    let mut it = ver.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next()?, it.next().unwrap_or(0));
+    let version = if valkey {
+        match major {
+            9.. => 80,
+            8 => 11,
+            _ => 11,
+        }
+    } else {
+        match (major, minor) {
+            (8.., _) | (7, 4..) => 12,
+            (7, 2..) => 11,
+            (7, _) => 10,
+            (5 | 6, _) => 9,
+            (4, _) => 8,
+            (3, 2..) => 7,
+            (3, _) => 6,
+            _ => return None,
+        }
+    };
+    Some(TargetRdb { version, valkey })
+}
