@@ -384,3 +384,6 @@ pub fn frame_to_string(f: &OwnedFrame) -> String {
         other => format!("{other:?}"),
     }
 }
+
+pub mod data;
+pub mod tandem;
