@@ -3,6 +3,7 @@
 //! User errors (bad URL, wrong password, unreachable host) end as one line on stderr
 //! and exit code 1; never a panic or a backtrace.
 
+mod rdb;
 mod sync;
 mod tail;
 
@@ -29,6 +30,15 @@ enum Top {
     /// Redis, Valkey and Tair sources and targets.
     #[command(subcommand)]
     Redis(RedisCmd),
+    /// RDB files.
+    #[command(subcommand)]
+    Rdb(RdbCmd),
+}
+
+#[derive(Subcommand)]
+enum RdbCmd {
+    /// Summarize an RDB file, or print it as JSON lines or RESP commands.
+    Inspect(rdb::InspectArgs),
 }
 
 #[derive(Subcommand)]
@@ -69,6 +79,7 @@ pub fn main() -> ExitCode {
         match cli.cmd {
             Top::Redis(RedisCmd::Tail(args)) => tail::run(args).await,
             Top::Redis(RedisCmd::Sync(args)) => sync::run(args).await,
+            Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args),
         }
     });
     match result {

@@ -14,7 +14,49 @@ pub use batch::{Batch, BatchBuilder};
 pub use checkpoint::{CkptState, TargetCheckpoint};
 pub use standalone::StandaloneSink;
 
-use crate::redis::conn::ConnError;
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::core::ReplPosition;
+use crate::redis::conn::{ConnError, Frame};
+
+/// The boundary between the sync engine and a target.
+///
+/// The engine hands over writes unit by unit: `write` for each command of a source unit
+/// (a `MULTI … EXEC` or a single command), then `end_unit` with the source position
+/// after it. A unit is never split across target transactions. The sink groups units
+/// into batches as it sees fit and writes each batch atomically with its checkpoint.
+///
+/// Contract:
+/// - Order: units are applied in the order given (per key slot for cluster targets).
+/// - `Ok` from `write`/`end_unit` promises nothing about durability; `Ok` from `flush`
+///   promises every unit ended so far is on the target with its checkpoint.
+/// - `applied()` moves forward as batches are confirmed; it never moves backwards and
+///   never covers a unit that is not fully on the target.
+/// - A retryable failure (lost connection, OOM, loading) is retried inside the sink
+///   without applying any unit twice; an `Err` is final.
+#[allow(async_fn_in_trait)]
+pub trait Sink {
+    /// Queue one command of the current unit, to run in target db `db`; `offset` is the
+    /// source offset after it (for error messages).
+    async fn write(&mut self, db: u32, argv: Vec<Bytes>, offset: u64) -> Result<(), SinkError>;
+    /// The current unit is complete; `pos` is the source position after it and `db` the
+    /// source db selected there.
+    async fn end_unit(
+        &mut self,
+        pos: ReplPosition,
+        db: u32,
+        state: CkptState,
+    ) -> Result<(), SinkError>;
+    /// Land everything ended so far and wait for the target to confirm it.
+    async fn flush(&mut self) -> Result<(), SinkError>;
+    /// Follows the last checkpoint the target confirmed.
+    fn applied(&self) -> watch::Receiver<Option<TargetCheckpoint>>;
+    /// The checkpoint the target held when the sink connected.
+    fn checkpoint_at_start(&self) -> Option<&TargetCheckpoint>;
+    /// Run one command outside any batch (probes such as INFO); flushes first.
+    async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, SinkError>;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -37,6 +37,10 @@ pub struct SinkConfig {
     pub timeout: Duration,
     /// How long to keep retrying an unavailable target before giving up.
     pub give_up_after: Duration,
+    /// A batch is sent once it holds this many commands…
+    pub batch_commands: usize,
+    /// …or this many encoded bytes.
+    pub batch_bytes: usize,
 }
 
 impl SinkConfig {
@@ -47,6 +51,8 @@ impl SinkConfig {
             window: 8,
             timeout: Duration::from_secs(30),
             give_up_after: Duration::from_secs(300),
+            batch_commands: 2000,
+            batch_bytes: 4 << 20,
         }
     }
 }
@@ -61,6 +67,9 @@ pub struct StandaloneSink {
     in_flight: VecDeque<Batch>,
     start: Option<TargetCheckpoint>,
     applied: watch::Sender<Option<TargetCheckpoint>>,
+    /// Units ended but not yet sent, and the checkpoint after the last of them.
+    open: BatchBuilder,
+    open_end: Option<(ReplPosition, u32, CkptState)>,
 }
 
 impl StandaloneSink {
@@ -79,17 +88,9 @@ impl StandaloneSink {
             in_flight: VecDeque::new(),
             start,
             applied,
+            open: BatchBuilder::new(),
+            open_end: None,
         })
-    }
-
-    /// The checkpoint found on the target at connect time.
-    pub fn checkpoint_at_start(&self) -> Option<&TargetCheckpoint> {
-        self.start.as_ref()
-    }
-
-    /// Follows the last checkpoint the target confirmed.
-    pub fn applied(&self) -> watch::Receiver<Option<TargetCheckpoint>> {
-        self.applied.subscribe()
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -97,7 +98,7 @@ impl StandaloneSink {
     }
 
     /// Close `builder` with a checkpoint at `pos` and send it.
-    pub async fn submit(
+    async fn submit(
         &mut self,
         builder: BatchBuilder,
         pos: ReplPosition,
@@ -125,22 +126,25 @@ impl StandaloneSink {
     }
 
     /// Wait until every submitted batch is acknowledged.
-    pub async fn flush(&mut self) -> Result<(), SinkError> {
+    async fn settle_all(&mut self) -> Result<(), SinkError> {
         while !self.in_flight.is_empty() {
             self.settle_oldest().await?;
         }
         Ok(())
     }
 
+    /// Send the open batch, if it holds any ended unit.
+    async fn send_open(&mut self) -> Result<(), SinkError> {
+        let Some((pos, db, state)) = self.open_end.take() else {
+            return Ok(());
+        };
+        let b = std::mem::take(&mut self.open);
+        self.submit(b, pos, db, state).await
+    }
+
     /// Batches sent and not yet acknowledged.
     pub fn pending(&self) -> usize {
         self.in_flight.len()
-    }
-
-    /// Run one command outside any batch (probes); flushes first.
-    pub async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, SinkError> {
-        self.flush().await?;
-        Ok(self.conn.request(argv).await?)
     }
 
     /// Read the oldest batch's replies; recover on failure.
@@ -278,6 +282,44 @@ impl StandaloneSink {
             self.read_batch_replies().await?;
         }
         Ok(())
+    }
+}
+
+impl super::Sink for StandaloneSink {
+    async fn write(&mut self, db: u32, argv: Vec<Bytes>, offset: u64) -> Result<(), SinkError> {
+        self.open.push(db, &argv, offset);
+        Ok(())
+    }
+
+    async fn end_unit(
+        &mut self,
+        pos: ReplPosition,
+        db: u32,
+        state: CkptState,
+    ) -> Result<(), SinkError> {
+        self.open_end = Some((pos, db, state));
+        if self.open.len() >= self.cfg.batch_commands || self.open.bytes() >= self.cfg.batch_bytes {
+            self.send_open().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.send_open().await?;
+        self.settle_all().await
+    }
+
+    fn applied(&self) -> watch::Receiver<Option<TargetCheckpoint>> {
+        self.applied.subscribe()
+    }
+
+    fn checkpoint_at_start(&self) -> Option<&TargetCheckpoint> {
+        self.start.as_ref()
+    }
+
+    async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, SinkError> {
+        super::Sink::flush(self).await?;
+        Ok(self.conn.request(argv).await?)
     }
 }
 

@@ -22,7 +22,7 @@ use crate::core::shutdown::Shutdown;
 use crate::redis::conn::{Frame, frame_text, info_field};
 use crate::redis::replica::{self, Event, LinkConfig, LinkError};
 use crate::redis::sink::standalone::SinkConfig;
-use crate::redis::sink::{BatchBuilder, CkptState, SinkError, StandaloneSink};
+use crate::redis::sink::{CkptState, Sink, SinkError, StandaloneSink};
 use crate::redis::url::Endpoint;
 use full::{LoadOptions, TargetRdb, Writes};
 use incr::{IncrError, IncrPolicy, IncrStats, UnitBuilder};
@@ -71,10 +71,21 @@ pub enum SyncError {
 
 /// Run until `shutdown` (or, in `Mode::Full`, until the RDB is applied). On shutdown the
 /// batch in flight is finished and its checkpoint written before returning.
-pub async fn run(cfg: SyncConfig, mut shutdown: Shutdown) -> Result<(), SyncError> {
+pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<(), SyncError> {
     let mut sink_cfg = SinkConfig::new(cfg.target.clone(), &cfg.id);
     sink_cfg.window = cfg.window;
-    let mut sink = StandaloneSink::connect(sink_cfg).await?;
+    sink_cfg.batch_commands = cfg.batch_commands;
+    sink_cfg.batch_bytes = cfg.batch_bytes;
+    let sink = StandaloneSink::connect(sink_cfg).await?;
+    run_with_sink(cfg, sink, shutdown).await
+}
+
+/// Run the engine into any sink.
+pub async fn run_with_sink<S: Sink>(
+    cfg: SyncConfig,
+    mut sink: S,
+    mut shutdown: Shutdown,
+) -> Result<(), SyncError> {
     let target_rdb = probe_target_rdb(&mut sink).await?;
     let start = sink.checkpoint_at_start().cloned();
     let mut link_cfg = LinkConfig::new(cfg.source.clone(), cfg.spool_dir.clone());
@@ -110,8 +121,6 @@ pub async fn run(cfg: SyncConfig, mut shutdown: Shutdown) -> Result<(), SyncErro
         replid: start.map(|c| c.pos.replid).unwrap_or_default(),
         units: UnitBuilder::default(),
         stats: IncrStats::default(),
-        batch: BatchBuilder::new(),
-        batch_end: None,
         db: initial_db,
     };
     let result = eng.run(&mut link, &mut shutdown).await;
@@ -122,21 +131,17 @@ pub async fn run(cfg: SyncConfig, mut shutdown: Shutdown) -> Result<(), SyncErro
     Ok(())
 }
 
-struct Engine<'a> {
+struct Engine<'a, S> {
     cfg: &'a SyncConfig,
-    sink: StandaloneSink,
+    sink: S,
     target_rdb: Option<TargetRdb>,
     replid: String,
     units: UnitBuilder,
     stats: IncrStats,
-    batch: BatchBuilder,
-    /// Offset after the last complete unit in `batch` (None: nothing new since the last
-    /// submitted batch).
-    batch_end: Option<u64>,
     db: u32,
 }
 
-impl Engine<'_> {
+impl<S: Sink> Engine<'_, S> {
     async fn run(
         &mut self,
         link: &mut replica::ReplicaLink,
@@ -176,9 +181,7 @@ impl Engine<'_> {
                     }
                     self.db = 0;
                     // The RDB is applied: this position is now what the target holds.
-                    self.sink
-                        .submit(BatchBuilder::new(), pos, 0, CkptState::Incr)
-                        .await?;
+                    self.sink.end_unit(pos, 0, CkptState::Incr).await?;
                     self.sink.flush().await?;
                     if self.cfg.mode == Mode::Full {
                         return Ok(());
@@ -200,16 +203,12 @@ impl Engine<'_> {
                     let end = unit.end;
                     self.db = unit.db;
                     for (db, argv, off) in self.cfg.policy.writes(unit, &mut self.stats)? {
-                        self.batch.push(db, &argv, off);
+                        self.sink.write(db, argv, off).await?;
                     }
-                    self.batch_end = Some(end);
-                    let full = self.batch.len() >= self.cfg.batch_commands
-                        || self.batch.bytes() >= self.cfg.batch_bytes;
-                    if full {
-                        self.submit().await?;
-                    } else if !link.events.has_pending() && !self.units.in_unit() {
+                    let pos = ReplPosition::new(self.replid.clone(), end);
+                    self.sink.end_unit(pos, self.db, CkptState::Incr).await?;
+                    if !link.events.has_pending() && !self.units.in_unit() {
                         // Nothing more at hand: land it now for low latency.
-                        self.submit().await?;
                         self.sink.flush().await?;
                     }
                 }
@@ -217,19 +216,8 @@ impl Engine<'_> {
         }
     }
 
-    async fn submit(&mut self) -> Result<(), SyncError> {
-        let Some(end) = self.batch_end.take() else {
-            return Ok(());
-        };
-        let b = std::mem::take(&mut self.batch);
-        let pos = ReplPosition::new(self.replid.clone(), end);
-        self.sink.submit(b, pos, self.db, CkptState::Incr).await?;
-        Ok(())
-    }
-
-    /// Submit the complete units held and wait for the target to confirm all.
+    /// Land the complete units held and wait for the target to confirm all.
     async fn finish(&mut self) -> Result<(), SyncError> {
-        self.submit().await?;
         self.sink.flush().await?;
         Ok(())
     }
@@ -283,18 +271,13 @@ impl Engine<'_> {
         };
         let sink = &mut self.sink;
         let apply = async {
-            let mut b = BatchBuilder::new();
             while let Some(group) = writes.recv().await {
                 for (db, argv) in group {
-                    b.push(db, &argv, pos.offset);
-                    if b.len() >= self.cfg.batch_commands || b.bytes() >= self.cfg.batch_bytes {
-                        let full = std::mem::take(&mut b);
-                        sink.submit(full, pos.clone(), 0, CkptState::Full).await?;
-                    }
+                    sink.write(db, argv, pos.offset).await?;
                 }
-            }
-            if !b.is_empty() {
-                sink.submit(b, pos.clone(), 0, CkptState::Full).await?;
+                // RESTOREs are idempotent; a checkpoint in state `full` makes a restart
+                // start over, so any grouping is a valid unit.
+                sink.end_unit(pos.clone(), 0, CkptState::Full).await?;
             }
             sink.flush().await?;
             Ok::<(), SyncError>(())
@@ -338,7 +321,7 @@ async fn skip_rdb(link: &mut replica::ReplicaLink) -> Result<(), SyncError> {
 
 /// The target's RDB version, from `INFO server` (Redis and Valkey versions map to the
 /// RDB versions they write and accept).
-async fn probe_target_rdb(sink: &mut StandaloneSink) -> Result<Option<TargetRdb>, SyncError> {
+async fn probe_target_rdb<S: Sink>(sink: &mut S) -> Result<Option<TargetRdb>, SyncError> {
     let reply = sink.query(&[b"INFO", b"server"]).await?;
     let Some(info) = (match &reply {
         Frame::Error(_) => None,
