@@ -3,6 +3,7 @@
 //! The module tree follows the pipeline; see docs/ARCHITECTURE.md.
 
 pub mod cli;
+pub mod cli_support;
 pub mod core;
 pub mod metrics;
 pub mod redis;

@@ -106,3 +106,26 @@ pub fn serve(addr: std::net::SocketAddr) -> Result<(), String> {
     describe();
     Ok(())
 }
+
+pub const CONFLICTS: &str = "tandem_conflicts_total";
+pub const CONFLICTS_RESOLVED: &str = "tandem_conflicts_resolved_total";
+
+pub fn describe_twoway() {
+    metrics::describe_counter!(
+        CONFLICTS,
+        "Keys written on both sides concurrently, by policy"
+    );
+    metrics::describe_counter!(
+        CONFLICTS_RESOLVED,
+        "Conflicts resolved by copying the winner's value to the other side"
+    );
+}
+
+pub fn conflict(policy: crate::core::conflict::Policy) {
+    let p = format!("{policy:?}").to_lowercase();
+    metrics::counter!(CONFLICTS, "policy" => p).increment(1);
+}
+
+pub fn conflict_resolved() {
+    metrics::counter!(CONFLICTS_RESOLVED).increment(1);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use support::data::{Lcg, assert_same_db, fill_all_types};
-use support::tandem::{Tandem, checkpoint, master_offset, wait_caught_up};
+use support::proc::{Tandem, checkpoint, master_offset, wait_caught_up};
 use support::*;
 
 const SLACK: Duration = Duration::from_millis(1500);

@@ -6,6 +6,7 @@
 mod rdb;
 mod sync;
 mod tail;
+mod twoway;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum RdbCmd {
 enum RedisCmd {
     /// Replicate a source into a target: full sync, then incremental, exactly once.
     Sync(sync::SyncArgs),
+    /// Keep two live deployments in sync both ways, without loops; conflicts converge.
+    Twoway(twoway::TwoWayArgs),
     /// Attach to a source as a replica and print its replication stream with offsets.
     Tail(tail::TailArgs),
 }
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         match cli.cmd {
             Top::Redis(RedisCmd::Tail(args)) => tail::run(args).await,
             Top::Redis(RedisCmd::Sync(args)) => sync::run(args).await,
+            Top::Redis(RedisCmd::Twoway(args)) => twoway::run(args).await,
             Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args),
         }
     });

@@ -9,7 +9,7 @@ use clap::Args;
 use super::CliResult;
 use crate::redis::filter::FilterConfig;
 use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
-use crate::redis::sync::{self, Mode, SyncConfig};
+use crate::redis::sync::{Mode, SyncConfig};
 use crate::redis::url::Endpoint;
 
 #[derive(Args)]
@@ -100,7 +100,8 @@ pub async fn run(args: SyncArgs) -> CliResult {
         spool_max_bytes: args.spool_max_bytes,
     };
     let shutdown = super::shutdown_on_signal();
-    let result = sync::run(cfg, shutdown).await;
+    // Cluster on either side is detected here; standalone → standalone is `sync::run`.
+    let result = crate::redis::cluster::source::run(cfg, shutdown).await;
     if args.spool_dir.is_none() {
         let _ = std::fs::remove_dir_all(&spool_dir);
     }

@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use base64::Engine;
-use bytes::Bytes;
 use clap::{Args, ValueEnum};
 
 use super::CliResult;
@@ -81,7 +79,8 @@ pub async fn run(args: TailArgs) -> CliResult {
             Event::Command(cmd) => {
                 match args.format {
                     Format::Json => {
-                        let argv: Vec<serde_json::Value> = cmd.argv.iter().map(arg_json).collect();
+                        let argv: Vec<serde_json::Value> =
+                            cmd.argv.iter().map(crate::cli_support::arg_json).collect();
                         let line =
                             serde_json::json!({"offset": cmd.offset, "db": cmd.db, "argv": argv});
                         writeln!(out, "{line}")?;
@@ -110,14 +109,6 @@ pub async fn run(args: TailArgs) -> CliResult {
     }
     out.flush()?;
     Ok(())
-}
-
-/// Text when it is UTF-8, `{"b64": …}` otherwise (the same convention as the fixtures).
-pub fn arg_json(a: &Bytes) -> serde_json::Value {
-    match std::str::from_utf8(a) {
-        Ok(s) => serde_json::Value::String(s.to_string()),
-        Err(_) => serde_json::json!({"b64": base64::engine::general_purpose::STANDARD.encode(a)}),
-    }
 }
 
 struct TempDir(PathBuf);

@@ -2,6 +2,7 @@
 //! Nothing here knows about Redis commands or MongoDB documents.
 
 pub mod checkpoint;
+pub mod conflict;
 pub mod position;
 pub mod shutdown;
 

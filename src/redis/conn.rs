@@ -15,8 +15,8 @@ use super::url::Endpoint;
 pub use redis_protocol::resp2::types::BytesFrame as Frame;
 
 /// The byte stream under a connection (TCP now, TLS later).
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {

@@ -386,4 +386,4 @@ pub fn frame_to_string(f: &OwnedFrame) -> String {
 }
 
 pub mod data;
-pub mod tandem;
+pub mod proc;

@@ -12,6 +12,7 @@
 pub mod full;
 pub mod incr;
 pub mod rdb_feed;
+pub mod twoway;
 
 use std::path::PathBuf;
 use tokio::sync::mpsc;
@@ -83,8 +84,18 @@ pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<(), SyncError> {
 /// Run the engine into any sink.
 pub async fn run_with_sink<S: Sink>(
     cfg: SyncConfig,
+    sink: S,
+    shutdown: Shutdown,
+) -> Result<(), SyncError> {
+    run_engine(cfg, sink, shutdown, None).await
+}
+
+/// Run the engine into any sink, with the two-way hooks when given.
+pub async fn run_engine<S: Sink>(
+    cfg: SyncConfig,
     mut sink: S,
     mut shutdown: Shutdown,
+    mut hooks: Option<twoway::Hooks>,
 ) -> Result<(), SyncError> {
     let target_rdb = probe_target_rdb(&mut sink).await?;
     let start = sink.checkpoint_at_start().cloned();
@@ -106,14 +117,21 @@ pub async fn run_with_sink<S: Sink>(
     // Confirm to the source what the target holds, as it happens.
     let mut applied = sink.applied();
     let handle = link.handle.clone();
+    let applied_offset = hooks.as_ref().map(|h| h.applied.clone());
     tokio::spawn(async move {
         while applied.changed().await.is_ok() {
             let c = applied.borrow_and_update().clone();
             if let Some(c) = c.filter(|c| c.state == CkptState::Incr) {
+                if let Some(a) = &applied_offset {
+                    a.send_replace(c.pos.offset);
+                }
                 handle.confirm(c.pos);
             }
         }
     });
+    if let Some(h) = hooks.as_mut() {
+        h.seen_other = start_seen_other(&mut sink, h).await?;
+    }
     let mut eng = Engine {
         cfg: &cfg,
         sink,
@@ -122,6 +140,7 @@ pub async fn run_with_sink<S: Sink>(
         units: UnitBuilder::default(),
         stats: IncrStats::default(),
         db: initial_db,
+        hooks,
     };
     let result = eng.run(&mut link, &mut shutdown).await;
     // Whatever happened, land what is complete and write its checkpoint.
@@ -139,6 +158,7 @@ struct Engine<'a, S> {
     units: UnitBuilder,
     stats: IncrStats,
     db: u32,
+    hooks: Option<twoway::Hooks>,
 }
 
 impl<S: Sink> Engine<'_, S> {
@@ -162,6 +182,9 @@ impl<S: Sink> Engine<'_, S> {
             };
             match ev {
                 Event::FullSync { replid, offset } => {
+                    if let Some(h) = self.hooks.as_mut() {
+                        h.attached();
+                    }
                     if !self.replid.is_empty() {
                         warn!(
                             old = %self.replid, new = %replid,
@@ -189,6 +212,9 @@ impl<S: Sink> Engine<'_, S> {
                 }
                 Event::RdbChunk(_) | Event::RdbEnd => {}
                 Event::Continue { replid, offset } => {
+                    if let Some(h) = self.hooks.as_mut() {
+                        h.attached();
+                    }
                     info!(%replid, offset, "incremental stream continues");
                     if replid != self.replid {
                         // PSYNC2 after a failover: same offsets, new id.
@@ -202,14 +228,30 @@ impl<S: Sink> Engine<'_, S> {
                     };
                     let end = unit.end;
                     self.db = unit.db;
-                    for (db, argv, off) in self.cfg.policy.writes(unit, &mut self.stats)? {
-                        self.sink.write(db, argv, off).await?;
+                    let is_echo = match self.hooks.as_mut() {
+                        Some(h) => h.note_echo(&unit),
+                        None => false,
+                    };
+                    // An echo writes nothing and moves no checkpoint: a checkpoint
+                    // write for it would echo back on the other side, forever.
+                    if !is_echo {
+                        let writes = self.cfg.policy.writes(unit, &mut self.stats)?;
+                        let writes = match self.hooks.as_ref() {
+                            Some(h) => h.judge(writes, end),
+                            None => writes,
+                        };
+                        for (db, argv, off) in writes {
+                            self.sink.write(db, argv, off).await?;
+                        }
+                        let pos = ReplPosition::new(self.replid.clone(), end);
+                        self.sink.end_unit(pos, self.db, CkptState::Incr).await?;
                     }
-                    let pos = ReplPosition::new(self.replid.clone(), end);
-                    self.sink.end_unit(pos, self.db, CkptState::Incr).await?;
                     if !link.events.has_pending() && !self.units.in_unit() {
                         // Nothing more at hand: land it now for low latency.
                         self.sink.flush().await?;
+                        if let Some(h) = self.hooks.as_ref() {
+                            h.settled.send_replace(end);
+                        }
                     }
                 }
             }
@@ -307,6 +349,12 @@ impl<S: Sink> Engine<'_, S> {
         crate::metrics::full_sync_keys(stats.restored + stats.rewritten);
         Ok(())
     }
+}
+
+/// Where the reverse link's checkpoint on this link's *source* stands: what of the other
+/// side this side already holds when the stream starts.
+async fn start_seen_other<S: Sink>(_sink: &mut S, h: &twoway::Hooks) -> Result<u64, SyncError> {
+    Ok(h.initial_seen_other)
 }
 
 async fn skip_rdb(link: &mut replica::ReplicaLink) -> Result<(), SyncError> {

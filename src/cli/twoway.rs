@@ -1,0 +1,121 @@
+//! `tandem redis twoway`: two live deployments kept in sync both ways.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::CliResult;
+use crate::core::conflict::{Policy, Side};
+use crate::redis::filter::FilterConfig;
+use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
+use crate::redis::sync::twoway::{self, FullSync, TwoWayConfig};
+use crate::redis::sync::{Mode, SyncConfig};
+use crate::redis::url::Endpoint;
+
+#[derive(Args)]
+pub struct TwoWayArgs {
+    /// Side A: redis://[user:pass@]host:port
+    #[arg(long)]
+    a: String,
+    /// Side B: redis://[user:pass@]host:port
+    #[arg(long)]
+    b: String,
+    /// What happens to a key written on both sides at once.
+    #[arg(long, value_enum, default_value = "converge")]
+    conflict: ConflictArg,
+    /// The winner when two conflicting writes were observed at the same millisecond.
+    #[arg(long, value_enum, default_value = "a")]
+    prefer: SideArg,
+    /// Copy one side into the other first (the other side's local writes still flow).
+    #[arg(long, value_enum, default_value = "a-to-b")]
+    full_sync: FullSync,
+    /// Link name: checkpoints are `__tandem:ckpt:<id>:a2b` (on B) and `…:b2a` (on A).
+    #[arg(long, default_value = "default")]
+    id: String,
+    /// One JSON line per conflict.
+    #[arg(long)]
+    conflict_log: Option<PathBuf>,
+    /// How long writes are remembered for conflict detection (seconds); conflicts of
+    /// writes further apart (a link lagging more) are not detected.
+    #[arg(long, default_value_t = 300)]
+    conflict_window_secs: u64,
+    #[arg(long, value_enum, default_value = "fail")]
+    on_unsupported: OnUnsupported,
+    #[arg(long, value_enum, default_value = "apply")]
+    on_flush: OnFlush,
+    #[arg(long, default_value_t = 2000)]
+    batch_commands: usize,
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConflictArg {
+    Converge,
+    Ignore,
+    Overwrite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SideArg {
+    A,
+    B,
+}
+
+pub async fn run(args: TwoWayArgs) -> CliResult {
+    let a = Endpoint::parse(&args.a)?;
+    let b = Endpoint::parse(&args.b)?;
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics::serve(addr)?;
+    }
+    let spool_dir = args.spool_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("tandem-twoway-{}-{}", args.id, std::process::id()))
+    });
+    let base = SyncConfig {
+        source: a.clone(),
+        target: b.clone(),
+        id: args.id.clone(),
+        mode: Mode::All,
+        policy: IncrPolicy {
+            filter: FilterConfig::default(),
+            on_unsupported: args.on_unsupported,
+            on_flush: args.on_flush,
+            drop_echoes: true,
+        },
+        big_key_bytes: 64 << 20,
+        rewrite_only: false,
+        batch_commands: args.batch_commands.max(1),
+        batch_bytes: 4 << 20,
+        window: args.window.max(1),
+        spool_dir: spool_dir.clone(),
+        spool_max_bytes: 4 << 30,
+    };
+    let cfg = TwoWayConfig {
+        base,
+        a,
+        b,
+        policy: match args.conflict {
+            ConflictArg::Converge => Policy::Converge,
+            ConflictArg::Ignore => Policy::Ignore,
+            ConflictArg::Overwrite => Policy::Overwrite,
+        },
+        prefer: match args.prefer {
+            SideArg::A => Side::A,
+            SideArg::B => Side::B,
+        },
+        full_sync: args.full_sync,
+        retention: Duration::from_secs(args.conflict_window_secs),
+        conflict_log: args.conflict_log.clone(),
+    };
+    let result = twoway::run(cfg, super::shutdown_on_signal()).await;
+    if args.spool_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&spool_dir);
+    }
+    result?;
+    Ok(())
+}
