@@ -1,6 +1,7 @@
 //! Everything Redis-specific: the replica link (source), the RDB parser, the command
 //! table, and the sinks (targets).
 
+pub mod cluster;
 pub mod command;
 pub mod conn;
 pub mod filter;

@@ -8,10 +8,12 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cluster;
 pub mod standalone;
 
 pub use batch::{Batch, BatchBuilder};
 pub use checkpoint::{CkptState, TargetCheckpoint};
+pub use cluster::ClusterSink;
 pub use standalone::StandaloneSink;
 
 use bytes::Bytes;

@@ -1,0 +1,259 @@
+//! `tandem redis sync` with a cluster on either side.
+//!
+//! - Cluster target: the engine writes into a [`ClusterSink`].
+//! - Cluster source: one replica link + engine per master, all in this process, sharing
+//!   the shutdown. Shard `i`'s link id is `<id>:<lowest slot of the shard when tandem
+//!   first saw it>`; its checkpoints are its own. A shard is followed by the ids of its
+//!   nodes (master and replicas), so a failover (a replica promoted) keeps the identity:
+//!   the monitor sees another master for the same nodes, stops that shard's engine
+//!   (landing what it holds) and starts it again on the new master, which resumes from
+//!   the target's checkpoint with `PSYNC <replid> <offset+1>` (`+CONTINUE` under PSYNC2).
+//! - Resharding on the source: each master's stream carries the writes it served; a
+//!   migrated key arrives as `RESTORE-ASKING` on the importing master's stream and as
+//!   `DEL` on the old one. Masters that get slots after start are picked up by the
+//!   monitor and replicated from scratch (full sync of that master). See docs/CLUSTER.md.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::{Topology, is_cluster};
+use crate::core::shutdown::{Shutdown, shutdown_pair};
+use crate::redis::conn::Conn;
+use crate::redis::sink::standalone::SinkConfig;
+use crate::redis::sink::{ClusterSink, SinkError, StandaloneSink};
+use crate::redis::sync::{SyncConfig, SyncError, run_with_sink};
+use crate::redis::url::Endpoint;
+
+/// How often the source topology is re-read to detect failovers and new masters.
+const MONITOR_EVERY: Duration = Duration::from_millis(500);
+
+/// Run a sync whatever the modes of source and target (detected, not configured).
+pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<(), SyncError> {
+    let timeout = Duration::from_secs(10);
+    let target_cluster = detect(&cfg.target, timeout).await?;
+    let source_cluster = detect(&cfg.source, timeout).await?;
+    if !source_cluster {
+        return run_engine(cfg, target_cluster, shutdown).await;
+    }
+    run_cluster_source(cfg, target_cluster, shutdown).await
+}
+
+async fn detect(ep: &Endpoint, timeout: Duration) -> Result<bool, SyncError> {
+    let mut conn = Conn::connect(&ep.with_db(0), timeout)
+        .await
+        .map_err(SinkError::from)?;
+    Ok(is_cluster(&mut conn).await.map_err(SinkError::from)?)
+}
+
+/// One engine (one source link) into a sink of the target's kind.
+pub async fn run_engine(
+    cfg: SyncConfig,
+    target_cluster: bool,
+    shutdown: Shutdown,
+) -> Result<(), SyncError> {
+    let mut sink_cfg = SinkConfig::new(cfg.target.clone(), &cfg.id);
+    sink_cfg.window = cfg.window;
+    sink_cfg.batch_commands = cfg.batch_commands;
+    sink_cfg.batch_bytes = cfg.batch_bytes;
+    if target_cluster {
+        let sink = ClusterSink::connect(sink_cfg).await?;
+        run_with_sink(cfg, sink, shutdown).await
+    } else {
+        let sink = StandaloneSink::connect(sink_cfg).await?;
+        run_with_sink(cfg, sink, shutdown).await
+    }
+}
+
+/// A source shard as tandem follows it.
+struct Followed {
+    /// `<lowest slot>` when first seen: the link id suffix.
+    name: String,
+    node_ids: HashSet<String>,
+    master: watch::Sender<Endpoint>,
+}
+
+async fn run_cluster_source(
+    cfg: SyncConfig,
+    target_cluster: bool,
+    outer: Shutdown,
+) -> Result<(), SyncError> {
+    let topo = Topology::discover(&cfg.source, Duration::from_secs(10))
+        .await
+        .map_err(|e| cluster_err(&cfg.source, e))?;
+    let (stop_all, shutdown) = shutdown_pair();
+    {
+        let stop_all = stop_all.clone();
+        let mut outer = outer.clone();
+        tokio::spawn(async move {
+            outer.wait().await;
+            stop_all.trigger();
+        });
+    }
+    let mut followed: Vec<Followed> = Vec::new();
+    let mut tasks = JoinSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let spawn = |shard: &super::Shard,
+                 followed: &mut Vec<Followed>,
+                 tasks: &mut JoinSet<Result<(), SyncError>>| {
+        let name = shard.lowest_slot().unwrap_or(0).to_string();
+        let (tx, rx) = watch::channel(shard.master.endpoint(&cfg.source));
+        let mut ids: HashSet<String> = shard.replicas.iter().map(|r| r.id.clone()).collect();
+        ids.insert(shard.master.id.clone());
+        info!(shard = %name, master = %shard.master.addr(), "following source master");
+        let mut shard_cfg = cfg.clone();
+        shard_cfg.id = format!("{}:{name}", cfg.id);
+        shard_cfg.spool_dir = cfg.spool_dir.join(&name);
+        tasks.spawn(follow_shard(
+            shard_cfg,
+            target_cluster,
+            rx,
+            shutdown.clone(),
+        ));
+        followed.push(Followed {
+            name,
+            node_ids: ids,
+            master: tx,
+        });
+    };
+    for shard in &topo.shards {
+        seen.insert(shard.master.id.clone());
+        spawn(shard, &mut followed, &mut tasks);
+    }
+    let mut tick = tokio::time::interval(MONITOR_EVERY);
+    let mut first_error = None;
+    let mut stopping = shutdown.clone();
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(res) => {
+                    let res = res.unwrap_or_else(|e| Err(SyncError::Full {
+                        source_ep: cfg.source.to_string(),
+                        detail: format!("shard task: {e}"),
+                    }));
+                    if let Err(e) = res {
+                        // One shard failing stops the others cleanly: exit non-zero.
+                        first_error.get_or_insert(e);
+                        stop_all.trigger();
+                    }
+                }
+            },
+            _ = tick.tick(), if !stopping.is_triggered() => {
+                let candidates = followed_endpoints(&followed, &cfg.source);
+                let Some(t) = discover_any(&candidates).await else { continue };
+                for shard in &t.shards {
+                    let known = followed.iter_mut().find(|f| {
+                        f.node_ids.contains(&shard.master.id)
+                            || shard.replicas.iter().any(|r| f.node_ids.contains(&r.id))
+                    });
+                    match known {
+                        Some(f) => {
+                            f.node_ids.insert(shard.master.id.clone());
+                            f.node_ids.extend(shard.replicas.iter().map(|r| r.id.clone()));
+                            let ep = shard.master.endpoint(&cfg.source);
+                            if *f.master.borrow() != ep {
+                                warn!(shard = %f.name, master = %shard.master.addr(),
+                                      "source failover: following the new master");
+                                f.master.send_replace(ep);
+                            }
+                        }
+                        None if seen.insert(shard.master.id.clone()) => {
+                            warn!(master = %shard.master.addr(),
+                                  "a new source master serves slots: replicating it too");
+                            spawn(shard, &mut followed, &mut tasks);
+                        }
+                        None => {}
+                    }
+                }
+            },
+            _ = stopping.wait(), if !stopping.is_triggered() => {}
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn followed_endpoints(followed: &[Followed], seed: &Endpoint) -> Vec<Endpoint> {
+    let mut v: Vec<Endpoint> = followed.iter().map(|f| f.master.borrow().clone()).collect();
+    v.push(seed.clone());
+    v
+}
+
+async fn discover_any(candidates: &[Endpoint]) -> Option<Topology> {
+    for ep in candidates {
+        if let Ok(Ok(t)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            Topology::discover(ep, Duration::from_secs(1)),
+        )
+        .await
+        {
+            if !t.shards.is_empty() {
+                return Some(t);
+            }
+        }
+    }
+    None
+}
+
+/// Run one shard's engine; when its master changes, stop it (landing what it holds)
+/// and start again on the new master.
+async fn follow_shard(
+    cfg: SyncConfig,
+    target_cluster: bool,
+    mut master: watch::Receiver<Endpoint>,
+    shutdown: Shutdown,
+) -> Result<(), SyncError> {
+    loop {
+        let ep = master.borrow_and_update().clone();
+        let (stop, local) = shutdown_pair();
+        let mut shard_cfg = cfg.clone();
+        shard_cfg.source = ep.clone();
+        let mut outer = shutdown.clone();
+        let mut changed = master.clone();
+        let relay = tokio::spawn(async move {
+            tokio::select! {
+                _ = outer.wait() => {}
+                _ = changed.changed() => {}
+            }
+            stop.trigger();
+        });
+        let res = run_engine(shard_cfg, target_cluster, local).await;
+        relay.abort();
+        if shutdown.is_triggered() {
+            return res;
+        }
+        let moved = master.has_changed().unwrap_or(false) || *master.borrow() != ep;
+        match res {
+            Ok(()) if !moved => return Ok(()),
+            Ok(()) => info!(id = %cfg.id, "restarting on the new source master"),
+            Err(e) if moved => {
+                warn!(id = %cfg.id, "shard stopped ({e}); restarting on the new source master")
+            }
+            Err(e) => {
+                // The master may be failing over: give the monitor a moment to notice.
+                let mut waited = master.clone();
+                let noticed = tokio::time::timeout(Duration::from_secs(15), waited.changed()).await;
+                if !matches!(noticed, Ok(Ok(()))) {
+                    return Err(e);
+                }
+                warn!(id = %cfg.id, "shard stopped ({e}); restarting on the new source master");
+            }
+        }
+    }
+}
+
+fn cluster_err(ep: &Endpoint, e: super::ClusterError) -> SyncError {
+    match e {
+        super::ClusterError::Conn(c) => SyncError::Sink(SinkError::Conn(c)),
+        super::ClusterError::Topology { detail, .. } => SyncError::Full {
+            source_ep: ep.to_string(),
+            detail,
+        },
+    }
+}

@@ -1,0 +1,838 @@
+//! The cluster-target sink: writes routed by hash slot, one single-slot transaction per
+//! slot batch, each carrying that slot's checkpoint.
+//!
+//! Contract of [`ClusterSink`] (on top of [`super::Sink`]'s):
+//! - Routing: each command goes to the slot of its keys. A unit stays in one slot
+//!   (one target transaction), except a single SPLITTABLE command (MSET, DEL, UNLINK,
+//!   TOUCH, MSETNX → MSET), which is split per slot exactly, and full-sync units
+//!   (idempotent RESTOREs). Anything else spanning slots is a [`SinkError::Refused`]
+//!   naming the command, the source offset and the slots; nothing is dropped.
+//! - Target db is 0; MOVE and SWAPDB are refused; keyless writes (FLUSHALL,
+//!   FUNCTION …, SCRIPT …) are a barrier: everything before lands, then the command runs
+//!   on every master.
+//! - Checkpoints: slot `s`'s batches write `__tandem:ckpt:<id>:{tag(s)}` in the same
+//!   `MULTI … EXEC`. At most one batch per slot is in flight, so a slot's batches land in
+//!   order whatever the redirections; many slots are pipelined per master.
+//!   `__tandem:ckpt:<id>` (the *floor*) is rewritten as [`Sink::applied`] advances:
+//!   every unit at or below it is on the target in every slot.
+//! - Restart: resume from the floor (or the lowest slot checkpoint without one); a unit
+//!   part is skipped when its slot's checkpoint is at or beyond it.
+//! - `MOVED` refreshes the slot map and resends; `ASK` resends with `ASKING` to the
+//!   named node; `TRYAGAIN`/`CLUSTERDOWN` and other retryable refusals wait and resend.
+//!   After a lost connection the slot checkpoints of the batches in flight say which
+//!   landed (`run`/`seq`), so no batch is applied twice.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use super::batch::Batch;
+use super::checkpoint::{self, CkptState, TargetCheckpoint};
+use super::standalone::SinkConfig;
+use super::{ReplyClass, Sink, SinkError, classify_reply};
+use crate::core::ReplPosition;
+use crate::redis::cluster::nodes::{Backoff, Nodes, Redirect, redirect};
+use crate::redis::cluster::tags::slot_ckpt_key;
+use crate::redis::command::{Flags, resolve, target_db};
+use crate::redis::conn::{Conn, ConnError, Frame, encode_command, frame_text};
+use crate::redis::slot::{SLOTS, SplitError, key_slot, split_by_slot};
+
+/// Batches in flight per master, at most.
+const NODE_WINDOW: usize = 256;
+/// How often the floor checkpoint is rewritten while writes flow.
+const FLOOR_EVERY: Duration = Duration::from_millis(500);
+
+/// A batch sent (or to send) for one slot.
+struct Sent {
+    slot: u16,
+    batch: Batch,
+    /// Units with a part in this batch.
+    units: Vec<u64>,
+    /// Send to this node with `ASKING` (an `ASK` redirection).
+    ask: Option<usize>,
+    not_before: Option<Instant>,
+    retry: Option<Backoff>,
+}
+
+#[derive(Default)]
+struct SlotOpen {
+    buf: BytesMut,
+    origin: Vec<Option<(Bytes, u64)>>,
+    units: Vec<u64>,
+    end: Option<(ReplPosition, u32, CkptState)>,
+}
+
+struct Ended {
+    id: u64,
+    pos: ReplPosition,
+    db: u32,
+    state: CkptState,
+    /// Slot batches holding a part of this unit not yet confirmed.
+    remaining: u32,
+}
+
+struct NodeLink {
+    conn: Option<Conn>,
+    in_flight: VecDeque<Sent>,
+}
+
+pub struct ClusterSink {
+    cfg: SinkConfig,
+    nodes: Nodes,
+    links: Vec<NodeLink>,
+    run: String,
+    next_seq: u64,
+    slots: Vec<SlotOpen>,
+    open_list: Vec<u16>,
+    busy: Vec<bool>,
+    open_cmds: usize,
+    open_bytes: usize,
+    retry: VecDeque<Sent>,
+    unit: Vec<(u32, Vec<Bytes>, u64)>,
+    next_unit: u64,
+    ended: VecDeque<Ended>,
+    /// Per slot, the offset its checkpoint held at start (`incr` state only); cleared
+    /// when a full sync starts (another history).
+    skip: Option<Vec<Option<u64>>>,
+    start: Option<TargetCheckpoint>,
+    applied: watch::Sender<Option<TargetCheckpoint>>,
+    floor_key: Bytes,
+    floor_written: Option<(u64, CkptState)>,
+    floor_at: Instant,
+}
+
+impl ClusterSink {
+    /// Discover the target's masters and read every slot checkpoint of `cfg.id`.
+    pub async fn connect(cfg: SinkConfig) -> Result<Self, SinkError> {
+        let mut nodes = Nodes::connect(cfg.target.clone(), cfg.timeout, cfg.give_up_after).await?;
+        let floor_key = Bytes::from(checkpoint::key(&cfg.id));
+        let floor = read_ckpt(&mut nodes, &floor_key).await?;
+        let per_slot = read_slot_ckpts(&mut nodes, &cfg.id).await?;
+        let start = match floor {
+            Some(f) => Some(f),
+            None => {
+                let full = per_slot.iter().flatten().find(|c| c.state.is_full());
+                full.or_else(|| per_slot.iter().flatten().min_by_key(|c| c.pos.offset))
+                    .cloned()
+            }
+        };
+        let skip = per_slot
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .filter(|c| !c.state.is_full())
+                    .map(|c| c.pos.offset)
+            })
+            .collect();
+        let held = per_slot.iter().flatten().count();
+        info!(target = %cfg.target, masters = nodes.topo.shards.len(), slot_checkpoints = held,
+              "cluster target");
+        let links = Vec::new();
+        let (applied, _) = watch::channel(start.clone());
+        Ok(Self {
+            run: format!("{:016x}", run_id()),
+            cfg,
+            nodes,
+            links,
+            next_seq: 1,
+            slots: (0..SLOTS).map(|_| SlotOpen::default()).collect(),
+            open_list: Vec::new(),
+            busy: vec![false; SLOTS as usize],
+            open_cmds: 0,
+            open_bytes: 0,
+            retry: VecDeque::new(),
+            unit: Vec::new(),
+            next_unit: 0,
+            ended: VecDeque::new(),
+            skip: Some(skip),
+            start,
+            applied,
+            floor_key,
+            floor_written: None,
+            floor_at: Instant::now(),
+        })
+    }
+
+    fn refused(&self, command: &str, offset: u64, message: String) -> SinkError {
+        SinkError::Refused {
+            endpoint: self.cfg.target.to_string(),
+            command: command.to_string(),
+            offset,
+            message,
+        }
+    }
+
+    /// Route the buffered unit's writes: `(slot, argv, offset)` and keyless writes.
+    #[allow(clippy::type_complexity)]
+    fn route(
+        &self,
+        writes: Vec<(u32, Vec<Bytes>, u64)>,
+        state: CkptState,
+    ) -> Result<(Vec<(u16, Vec<Bytes>, u64)>, Vec<(Vec<Bytes>, u64)>), SinkError> {
+        let mut parts = Vec::new();
+        let mut keyless = Vec::new();
+        let name = |a: &[Bytes]| String::from_utf8_lossy(&a[0]).to_ascii_uppercase();
+        for (db, argv, off) in &writes {
+            let Some(spec) = resolve(argv) else {
+                return Err(self.refused(&name(argv), *off, "unknown command".into()));
+            };
+            if *db != 0 {
+                return Err(self.refused(
+                    spec.name,
+                    *off,
+                    format!(
+                        "writes to db {db}, but a cluster has only db 0: map the source db to 0 \
+                     with --db-map {db}:0"
+                    ),
+                ));
+            }
+            if spec.has(Flags::NOT_ON_CLUSTER) {
+                return Err(self.refused(
+                    spec.name,
+                    *off,
+                    "cannot be applied to a cluster target (it has only db 0)".into(),
+                ));
+            }
+            if spec.has(Flags::CROSS_DB)
+                && target_db(spec, argv)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, d)| d != 0)
+            {
+                return Err(self.refused(
+                    spec.name,
+                    *off,
+                    "writes to another db, and a cluster target has only db 0".into(),
+                ));
+            }
+            if spec.has(Flags::KEYLESS) {
+                keyless.push((argv.clone(), *off));
+                continue;
+            }
+            match split_by_slot(spec, argv) {
+                Ok(p) => parts.extend(p.into_iter().map(|(s, a)| (s, a, *off))),
+                Err(SplitError::CrossSlot { command, slots }) => {
+                    return Err(self.refused(
+                        command,
+                        *off,
+                        format!(
+                            "keys in slots {slots:?}: a cluster target cannot apply it in one \
+                         transaction and it cannot be split exactly"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(self.refused(spec.name, *off, e.to_string())),
+            }
+        }
+        if state == CkptState::Incr {
+            if !keyless.is_empty() && !parts.is_empty() {
+                let off = keyless[0].1;
+                return Err(self.refused(
+                    "MULTI",
+                    off,
+                    "a transaction mixing keyless commands (FLUSHALL, FUNCTION, SCRIPT) with \
+                     key writes cannot be applied atomically on a cluster target"
+                        .into(),
+                ));
+            }
+            let mut slots: Vec<u16> = parts.iter().map(|p| p.0).collect();
+            slots.dedup();
+            slots.sort_unstable();
+            slots.dedup();
+            let one_command = writes.windows(2).all(|w| w[0].2 == w[1].2);
+            let splittable = writes
+                .iter()
+                .all(|w| resolve(&w.1).is_some_and(|s| s.has(Flags::SPLITTABLE)));
+            if slots.len() > 1 && !(one_command && splittable) {
+                let off = parts.last().map(|p| p.2).unwrap_or_default();
+                return Err(self.refused(
+                    "MULTI",
+                    off,
+                    format!(
+                        "a source transaction (or script) writing keys in slots {slots:?}: a \
+                     cluster target cannot apply it atomically"
+                    ),
+                ));
+            }
+        }
+        Ok((parts, keyless))
+    }
+
+    fn queue_part(&mut self, unit: u64, slot: u16, argv: &[Bytes], offset: u64) -> bool {
+        if let Some(skip) = &self.skip {
+            if skip[slot as usize].is_some_and(|held| offset <= held) {
+                return false;
+            }
+        }
+        let open = &mut self.slots[slot as usize];
+        if open.origin.is_empty() {
+            self.open_list.push(slot);
+        }
+        let before = open.buf.len();
+        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
+        encode_command(&mut open.buf, &args);
+        self.open_bytes += open.buf.len() - before;
+        open.origin.push(Some((argv[0].clone(), offset)));
+        self.open_cmds += 1;
+        if open.units.last() != Some(&unit) {
+            open.units.push(unit);
+            return true;
+        }
+        false
+    }
+
+    /// Close slot `slot`'s open batch with its checkpoint.
+    fn build(&mut self, slot: u16) -> Sent {
+        let open = std::mem::take(&mut self.slots[slot as usize]);
+        let (pos, db, state) = open.end.expect("an open slot has an ended unit");
+        let ckpt = TargetCheckpoint {
+            pos,
+            db,
+            state,
+            run: self.run.clone(),
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        self.open_cmds -= open.origin.len();
+        self.open_bytes -= open.buf.len();
+        let mut buf = BytesMut::with_capacity(open.buf.len() + 256);
+        encode_command(&mut buf, &[b"MULTI"]);
+        buf.extend_from_slice(&open.buf);
+        let key = Bytes::from(slot_ckpt_key(&self.cfg.id, slot));
+        let argv = ckpt.hset_argv(&key);
+        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
+        encode_command(&mut buf, &args);
+        encode_command(&mut buf, &[b"EXEC"]);
+        let mut origin = open.origin;
+        let data_commands = origin.len();
+        origin.push(None);
+        self.busy[slot as usize] = true;
+        Sent {
+            slot,
+            batch: Batch {
+                payload: buf.freeze(),
+                origin,
+                data_commands,
+                ckpt,
+            },
+            units: open.units,
+            ask: None,
+            not_before: None,
+            retry: None,
+        }
+    }
+
+    fn link(&mut self, node: usize) -> &mut NodeLink {
+        while self.links.len() <= node {
+            self.links.push(NodeLink {
+                conn: None,
+                in_flight: VecDeque::new(),
+            });
+        }
+        &mut self.links[node]
+    }
+
+    /// Queue `sent` on its node's pipeline (not flushed).
+    async fn send(&mut self, mut sent: Sent) -> Result<(), SinkError> {
+        let node = match sent.ask.or_else(|| self.nodes.owner(sent.slot)) {
+            Some(n) => n,
+            None => {
+                self.nodes.refresh().await.ok();
+                return self
+                    .postpone(sent, "slot not served by any master".into())
+                    .await;
+            }
+        };
+        while self.link(node).in_flight.len() >= NODE_WINDOW {
+            self.settle(node).await?;
+        }
+        if self.link(node).conn.is_none() {
+            match self.nodes.open(node).await {
+                Ok(c) => self.link(node).conn = Some(c),
+                Err(e) if e.is_retryable() => {
+                    sent.ask = None;
+                    self.nodes.refresh().await.ok();
+                    return self.postpone(sent, e.to_string()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let link = self.link(node);
+        let conn = link.conn.as_mut().expect("connected");
+        if sent.ask.is_some() {
+            conn.queue(&[b"ASKING"]);
+        }
+        conn.queue_raw(&sent.batch.payload);
+        link.in_flight.push_back(sent);
+        Ok(())
+    }
+
+    /// Resend later (retryable refusal, no route yet); gives up after `give_up_after`.
+    async fn postpone(&mut self, mut sent: Sent, why: String) -> Result<(), SinkError> {
+        let b = sent
+            .retry
+            .get_or_insert_with(|| Backoff::new(self.cfg.give_up_after));
+        // The backoff sleeps; fine, since every other batch keeps flowing on the servers.
+        b.wait(&self.cfg.target, &why).await?;
+        sent.not_before = None;
+        self.retry.push_back(sent);
+        Ok(())
+    }
+
+    /// Send every open slot that has no batch in flight, and every retry.
+    async fn pump(&mut self) -> Result<(), SinkError> {
+        let retries = std::mem::take(&mut self.retry);
+        for s in retries {
+            self.send(s).await?;
+        }
+        let list = std::mem::take(&mut self.open_list);
+        let mut keep = Vec::new();
+        for slot in list {
+            if self.busy[slot as usize] {
+                keep.push(slot);
+            } else {
+                let s = self.build(slot);
+                self.send(s).await?;
+            }
+        }
+        keep.append(&mut self.open_list);
+        self.open_list = keep;
+        for node in 0..self.links.len() {
+            let Some(conn) = self.links[node].conn.as_mut() else {
+                continue;
+            };
+            if let Err(e) = conn.flush().await {
+                self.node_failed(node, e).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.links.iter().map(|l| l.in_flight.len()).sum()
+    }
+
+    /// Read the replies of the oldest batch on `node` and act on them.
+    async fn settle(&mut self, node: usize) -> Result<(), SinkError> {
+        match self.read_front(node).await {
+            Ok(()) => Ok(()),
+            Err(Failure::Conn(e)) => self.node_failed(node, e).await,
+            Err(Failure::Sink(e)) => Err(e),
+        }
+    }
+
+    async fn read_front(&mut self, node: usize) -> Result<(), Failure> {
+        let link = &mut self.links[node];
+        let conn = link.conn.as_mut().expect("in flight means connected");
+        let front = link.in_flight.front().expect("a batch in flight");
+        if front.ask.is_some() {
+            conn.read_frame().await?;
+        }
+        let expected = front.batch.replies();
+        let mut queued_error: Option<(usize, String)> = None;
+        let mut exec = None;
+        for i in 0..expected {
+            let frame = conn.read_frame().await?;
+            if i + 1 == expected {
+                exec = Some(frame);
+            } else if let Frame::Error(e) = frame {
+                queued_error.get_or_insert((i.saturating_sub(1), e.to_string()));
+            }
+        }
+        let mut sent = link.in_flight.pop_front().expect("a batch in flight");
+        match exec.expect("at least MULTI and EXEC") {
+            Frame::Array(results) => {
+                for (i, r) in results.iter().enumerate() {
+                    if let Frame::Error(e) = r {
+                        self.command_failed(&sent, i, e)?;
+                    }
+                }
+                self.confirm(sent);
+                Ok(())
+            }
+            Frame::Error(e) => {
+                let (i, cause) = queued_error.unwrap_or((usize::MAX, e.to_string()));
+                match redirect(&cause) {
+                    Some(Redirect::Moved(addr)) => {
+                        sent.ask = None;
+                        self.nodes.moved(sent.slot, &addr);
+                        // Redirected again: the map lags; do not spin.
+                        match sent.retry.as_mut() {
+                            Some(b) => b.wait_quietly().await.map_err(Failure::Sink)?,
+                            None => sent.retry = Some(Backoff::new(self.cfg.give_up_after)),
+                        }
+                        self.retry.push_back(sent);
+                        Ok(())
+                    }
+                    Some(Redirect::Ask(addr)) => {
+                        sent.ask = Some(self.nodes.index_of_addr(&addr));
+                        self.retry.push_back(sent);
+                        Ok(())
+                    }
+                    None => {
+                        let err = self.refusal(&sent, i, &cause);
+                        if classify_reply(&cause) == ReplyClass::Retry {
+                            sent.ask = None;
+                            self.postpone(sent, err.to_string())
+                                .await
+                                .map_err(Failure::Sink)
+                        } else {
+                            Err(Failure::Sink(err))
+                        }
+                    }
+                }
+            }
+            other => Err(Failure::Conn(ConnError::Protocol {
+                endpoint: self.nodes.endpoint(node).to_string(),
+                detail: format!("EXEC answered {other:?}"),
+            })),
+        }
+    }
+
+    fn origin(batch: &Batch, i: usize) -> (String, u64) {
+        match batch.origin.get(i) {
+            Some(Some((name, off))) => (String::from_utf8_lossy(name).to_ascii_uppercase(), *off),
+            Some(None) => ("(tandem checkpoint)".into(), batch.ckpt.pos.offset),
+            None => ("EXEC".into(), batch.ckpt.pos.offset),
+        }
+    }
+
+    fn refusal(&self, sent: &Sent, i: usize, message: &str) -> SinkError {
+        let (command, offset) = Self::origin(&sent.batch, i);
+        self.refused(&command, offset, format!("slot {}: {message}", sent.slot))
+    }
+
+    fn command_failed(&self, sent: &Sent, i: usize, message: &str) -> Result<(), Failure> {
+        let (command, offset) = Self::origin(&sent.batch, i);
+        if classify_reply(message) == ReplyClass::Fatal || sent.batch.origin.get(i) == Some(&None) {
+            return Err(Failure::Sink(self.refusal(sent, i, message)));
+        }
+        crate::metrics::sink_command_error(&command);
+        error!(target = %self.cfg.target, command = %command, offset, slot = sent.slot,
+               "target rejected a replicated command (source and target differ): {message}");
+        Ok(())
+    }
+
+    /// The batch is on the target.
+    fn confirm(&mut self, sent: Sent) {
+        self.busy[sent.slot as usize] = false;
+        crate::metrics::sink_batch(sent.batch.data_commands);
+        if let Some(base) = self.ended.front().map(|e| e.id) {
+            for u in sent.units {
+                if let Some(e) = self.ended.get_mut((u - base) as usize) {
+                    e.remaining -= 1;
+                }
+            }
+        }
+        self.advance();
+    }
+
+    fn advance(&mut self) {
+        let mut last = None;
+        while self.ended.front().is_some_and(|e| e.remaining == 0) {
+            last = self.ended.pop_front();
+        }
+        if let Some(e) = last {
+            self.applied.send_replace(Some(TargetCheckpoint {
+                pos: e.pos,
+                db: e.db,
+                state: e.state,
+                run: self.run.clone(),
+                seq: 0,
+            }));
+        }
+    }
+
+    /// `node`'s connection broke: learn from the slot checkpoints which of its batches
+    /// landed; resend the others (to whoever owns their slot now).
+    async fn node_failed(&mut self, node: usize, e: ConnError) -> Result<(), SinkError> {
+        if !e.is_retryable() {
+            return Err(e.into());
+        }
+        crate::metrics::sink_retry();
+        tracing::warn!(target = %self.nodes.endpoint(node), "cluster target connection lost: {e}");
+        let link = &mut self.links[node];
+        link.conn = None;
+        let lost: Vec<Sent> = link.in_flight.drain(..).collect();
+        self.nodes.refresh().await.ok();
+        for mut sent in lost {
+            let key = Bytes::from(slot_ckpt_key(&self.cfg.id, sent.slot));
+            let held = read_ckpt(&mut self.nodes, &key).await?;
+            let landed = held.is_some_and(|h| h.run == self.run && h.seq >= sent.batch.ckpt.seq);
+            if landed {
+                self.confirm(sent);
+            } else {
+                sent.ask = None;
+                self.retry.push_back(sent);
+            }
+        }
+        Ok(())
+    }
+
+    /// Send everything and wait until the target confirmed all of it.
+    async fn drain(&mut self) -> Result<(), SinkError> {
+        loop {
+            self.pump().await?;
+            if self.in_flight() == 0 {
+                if self.retry.is_empty() && self.open_list.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            let node = (0..self.links.len())
+                .find(|&n| !self.links[n].in_flight.is_empty())
+                .expect("something in flight");
+            self.settle(node).await?;
+        }
+    }
+
+    /// Rewrite the floor checkpoint to what `applied` says, if it moved.
+    async fn write_floor(&mut self) -> Result<(), SinkError> {
+        let Some(c) = self.applied.borrow().clone() else {
+            return Ok(());
+        };
+        if self.floor_written == Some((c.pos.offset, c.state)) {
+            return Ok(());
+        }
+        let argv = c.hset_argv(&self.floor_key);
+        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
+        let slot = key_slot(&self.floor_key);
+        match self.nodes.request_slot(slot, &args).await? {
+            Frame::Error(e) => {
+                Err(self.refused("(tandem checkpoint)", c.pos.offset, e.to_string()))
+            }
+            _ => {
+                self.floor_written = Some((c.pos.offset, c.state));
+                self.floor_at = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    /// Keyless write: everything before it lands, then it runs on every master.
+    async fn keyless(&mut self, argv: &[Bytes], offset: u64) -> Result<(), SinkError> {
+        self.drain().await?;
+        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
+        for (node, reply) in self.nodes.request_all(&args).await? {
+            if let Frame::Error(e) = reply {
+                let name = String::from_utf8_lossy(&argv[0]).to_ascii_uppercase();
+                if classify_reply(&e) == ReplyClass::Fatal {
+                    return Err(self.refused(&name, offset, e.to_string()));
+                }
+                // Replayed after a crash (FUNCTION LOAD of a library already there)
+                // or a diverged target: logged, as any data error.
+                crate::metrics::sink_command_error(&name);
+                error!(target = %self.nodes.endpoint(node), command = %name, offset,
+                       "target rejected a keyless command: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Failure {
+    Conn(ConnError),
+    Sink(SinkError),
+}
+
+impl From<ConnError> for Failure {
+    fn from(e: ConnError) -> Self {
+        Failure::Conn(e)
+    }
+}
+
+impl Sink for ClusterSink {
+    async fn write(&mut self, db: u32, argv: Vec<Bytes>, offset: u64) -> Result<(), SinkError> {
+        self.unit.push((db, argv, offset));
+        Ok(())
+    }
+
+    async fn end_unit(
+        &mut self,
+        pos: ReplPosition,
+        db: u32,
+        state: CkptState,
+    ) -> Result<(), SinkError> {
+        let writes = std::mem::take(&mut self.unit);
+        if state.is_full() {
+            // A full sync starts another history: the held checkpoints say nothing of it.
+            self.skip = None;
+        }
+        let (parts, keyless) = self.route(writes, state)?;
+        for (argv, off) in &keyless {
+            self.keyless(argv, *off).await?;
+        }
+        let id = self.next_unit;
+        self.next_unit += 1;
+        let mut remaining = 0;
+        for (slot, argv, off) in &parts {
+            if self.queue_part(id, *slot, argv, *off) {
+                remaining += 1;
+            }
+            let open = &mut self.slots[*slot as usize];
+            if !open.origin.is_empty() {
+                open.end = Some((pos.clone(), db, state));
+            }
+        }
+        self.ended.push_back(Ended {
+            id,
+            pos,
+            db,
+            state,
+            remaining,
+        });
+        self.advance();
+        if !keyless.is_empty() {
+            // The barrier is complete once this unit is; record it at once.
+            self.drain().await?;
+            self.write_floor().await?;
+        }
+        if self.open_cmds >= self.cfg.batch_commands || self.open_bytes >= self.cfg.batch_bytes {
+            self.pump().await?;
+            // Bound memory: slots busy with a batch keep accumulating.
+            while self.open_cmds >= self.cfg.batch_commands.saturating_mul(4)
+                && self.in_flight() > 0
+            {
+                let node = (0..self.links.len())
+                    .find(|&n| !self.links[n].in_flight.is_empty())
+                    .expect("something in flight");
+                self.settle(node).await?;
+                self.pump().await?;
+            }
+            if self.floor_at.elapsed() >= FLOOR_EVERY {
+                self.write_floor().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.drain().await?;
+        self.write_floor().await
+    }
+
+    fn applied(&self) -> watch::Receiver<Option<TargetCheckpoint>> {
+        self.applied.subscribe()
+    }
+
+    fn checkpoint_at_start(&self) -> Option<&TargetCheckpoint> {
+        self.start.as_ref()
+    }
+
+    async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, SinkError> {
+        self.drain().await?;
+        let node = self.nodes.masters()[0];
+        Ok(self.nodes.request_node(node, false, argv).await?)
+    }
+}
+
+/// Read the checkpoint hash at `key`, following redirections.
+async fn read_ckpt(nodes: &mut Nodes, key: &Bytes) -> Result<Option<TargetCheckpoint>, SinkError> {
+    let reply = nodes
+        .request_slot(key_slot(key), &[b"HGETALL", key])
+        .await?;
+    parse_ckpt(&nodes.seed.to_string(), key, reply)
+}
+
+/// Every slot checkpoint of link `id`: one pipeline of HGETALLs per master; a slot that
+/// answers with a redirection (a migration in progress) is read again on its own.
+async fn read_slot_ckpts(
+    nodes: &mut Nodes,
+    id: &str,
+) -> Result<Vec<Option<TargetCheckpoint>>, SinkError> {
+    let mut out: Vec<Option<TargetCheckpoint>> = vec![None; SLOTS as usize];
+    let mut again = Vec::new();
+    let endpoint = nodes.seed.to_string();
+    for shard in nodes.topo.shards.clone() {
+        let node = nodes.index_of(&shard.master);
+        let mut conn = nodes.open(node).await?;
+        let slots: Vec<u16> = shard.slots.iter().flat_map(|&(lo, hi)| lo..=hi).collect();
+        for chunk in slots.chunks(1024) {
+            for &slot in chunk {
+                conn.queue(&[b"HGETALL", slot_ckpt_key(id, slot).as_bytes()]);
+            }
+            conn.flush().await?;
+            for &slot in chunk {
+                match conn.read_frame().await? {
+                    Frame::Error(_) => again.push(slot),
+                    f => {
+                        let key = slot_ckpt_key(id, slot);
+                        out[slot as usize] = parse_ckpt(&endpoint, key.as_bytes(), f)?;
+                    }
+                }
+            }
+        }
+    }
+    for slot in again {
+        out[slot as usize] = read_ckpt(nodes, &Bytes::from(slot_ckpt_key(id, slot))).await?;
+    }
+    Ok(out)
+}
+
+/// A value unlikely to repeat across tandem runs (identifies this run's batches).
+fn run_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// An HGETALL reply as a checkpoint (empty: none).
+fn parse_ckpt(
+    endpoint: &str,
+    key: &[u8],
+    reply: Frame,
+) -> Result<Option<TargetCheckpoint>, SinkError> {
+    let bad = |detail: String| SinkError::BadCheckpoint {
+        endpoint: endpoint.to_string(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail,
+    };
+    let Frame::Array(items) = reply else {
+        return Err(bad(format!("HGETALL answered {reply:?}")));
+    };
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = std::collections::HashMap::new();
+    for pair in items.chunks(2) {
+        if let [f, v] = pair {
+            fields.insert(
+                frame_text(f).unwrap_or_default(),
+                frame_text(v).unwrap_or_default(),
+            );
+        }
+    }
+    let get = |n: &str| {
+        fields
+            .get(n)
+            .cloned()
+            .ok_or_else(|| bad(format!("field {n} missing")))
+    };
+    let num = |n: &str| -> Result<u64, SinkError> {
+        get(n)?
+            .parse()
+            .map_err(|_| bad(format!("field {n} is not a number")))
+    };
+    let state = match get("state")?.as_str() {
+        "full" => CkptState::Full,
+        "incr" => CkptState::Incr,
+        other => return Err(bad(format!("unknown state {other:?}"))),
+    };
+    Ok(Some(TargetCheckpoint {
+        pos: ReplPosition::new(get("replid")?, num("offset")?),
+        db: num("db")? as u32,
+        state,
+        run: get("run")?,
+        seq: num("seq")?,
+    }))
+}
