@@ -7,6 +7,8 @@ mod support_cluster;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use support::data::{fill_all_types, snapshot};
 use support::proc::{Tandem, master_offset};
 use support::*;
@@ -99,4 +101,272 @@ fn standalone_to_cluster_every_type_and_cross_slot_split() {
     assert!(err[0].contains(&format!("offset {offset}")), "{}", err[0]);
     // Nothing of the RENAME applied.
     assert_same_snapshot(&before, &cluster_snapshot(&dst), SLACK);
+}
+
+fn sync_urls(src: &str, dst: &str, extra: &[&str]) -> Tandem {
+    let mut args = vec!["redis", "sync", "--source", src, "--target", dst];
+    args.extend_from_slice(extra);
+    Tandem::start(&args)
+}
+
+/// Lowest slot of each master of a fresh 3-master cluster: the shard names in link ids.
+const SHARDS: [u16; 3] = [0, 5461, 10922];
+
+/// Wait until every shard's checkpoint (read by `read(link id)`) reached the offset of
+/// the shard's current master.
+fn wait_shards(src: &Cluster, read: &dyn Fn(&str) -> Option<(String, u64)>) {
+    wait_until("every shard caught up", CATCH_UP, || {
+        SHARDS.iter().all(|&s| {
+            let port = src.owner_port(s);
+            let m = src.nodes().find(|n| n.port == port).unwrap();
+            let want = master_offset(m);
+            read(&format!("default:{s}")).is_some_and(|(st, o)| st == "incr" && o == want)
+        })
+    });
+}
+
+/// Every type on every master of `c` (keys hash-tagged to stay on their master).
+fn fill_cluster(c: &Cluster, seed: u64) {
+    for (i, p) in tagged_prefixes(c).iter().enumerate() {
+        fill_all_types(&mut c.master_for(p).client(), 0, p, seed + i as u64);
+    }
+}
+
+fn live_writes(cc: &mut ClusterClient, n: usize) {
+    for i in 0..n {
+        let k = format!("live:{i}");
+        cc.cmd(&["INCRBY", &k, "3"], 1);
+        cc.cmd(&["RPUSH", &format!("llist:{}", i % 17), &k], 1);
+        cc.cmd(
+            &[
+                "MSET",
+                &format!("{{m{i}}}a"),
+                "1",
+                &format!("{{m{i}}}b"),
+                "2",
+            ],
+            1,
+        );
+    }
+    cc.cmd(&["DEL", "live:3"], 1);
+    cc.cmd(&["EXPIRE", "live:4", "1000"], 1);
+}
+
+#[test]
+fn cluster_to_cluster_every_type() {
+    let src = cluster(0);
+    let dst = cluster(0);
+    fill_cluster(&src, 10);
+    let _t = sync_urls(&src.url(), &dst.url(), &[]);
+    wait_shards(&src, &|id| cluster_checkpoint(&dst, id));
+    assert_same_snapshot(&cluster_snapshot(&src), &cluster_snapshot(&dst), SLACK);
+    let mut cc = ClusterClient::new(&src);
+    live_writes(&mut cc, 300);
+    wait_shards(&src, &|id| cluster_checkpoint(&dst, id));
+    assert_same_snapshot(&cluster_snapshot(&src), &cluster_snapshot(&dst), SLACK);
+}
+
+#[test]
+fn cluster_to_standalone_every_type() {
+    let src = cluster(0);
+    let dst = RedisServer::start();
+    fill_cluster(&src, 20);
+    let mut t = sync_urls(&src.url(), &dst.url(), &[]);
+    wait_shards(&src, &|id| support::proc::checkpoint(&dst, id));
+    assert_same_snapshot(&cluster_snapshot(&src), &snapshot(&dst, 0), SLACK);
+    let mut cc = ClusterClient::new(&src);
+    live_writes(&mut cc, 300);
+    wait_shards(&src, &|id| support::proc::checkpoint(&dst, id));
+    assert_same_snapshot(&cluster_snapshot(&src), &snapshot(&dst, 0), SLACK);
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+}
+
+/// A writer of INCRs and RPUSHes through a cluster-aware client; returns the number
+/// of rounds of `keys` INCRs it completed.
+fn cluster_writer(
+    c: &Cluster,
+    keys: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let mut cc = ClusterClient::new(c);
+    std::thread::spawn(move || {
+        let mut rounds = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && rounds < 100_000 {
+            for k in 0..keys {
+                cc.cmd(&["INCR", &format!("cnt:{k}")], 1);
+            }
+            cc.cmd(
+                &[
+                    "RPUSH",
+                    &format!("lst:{}", rounds % 20),
+                    &rounds.to_string(),
+                ],
+                1,
+            );
+            rounds += 1;
+        }
+        rounds
+    })
+}
+
+fn standalone_writer(
+    src: &RedisServer,
+    keys: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let port = src.port;
+    std::thread::spawn(move || {
+        let mut c = Client::connect(port).unwrap();
+        let mut rounds = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && rounds < 100_000 {
+            let mut cmds = Vec::new();
+            for k in 0..keys {
+                cmds.push(vec![Bytes::from("INCR"), Bytes::from(format!("cnt:{k}"))]);
+            }
+            cmds.push(vec![
+                Bytes::from("RPUSH"),
+                Bytes::from(format!("lst:{}", rounds % 20)),
+                Bytes::from(rounds.to_string()),
+            ]);
+            c.pipeline(&cmds);
+            rounds += 1;
+        }
+        rounds
+    })
+}
+
+/// Counters and lists on the target equal the writer's exact totals.
+fn assert_counters(read: &mut dyn FnMut(&[&str]) -> Frame, keys: u64, rounds: u64) {
+    for k in 0..keys {
+        let key = format!("cnt:{k}");
+        assert_eq!(
+            read(&["GET", &key]),
+            Frame::BulkString(rounds.to_string().into_bytes()),
+            "{key}"
+        );
+    }
+    let mut total = 0;
+    for l in 0..20 {
+        match read(&["LLEN", &format!("lst:{l}")]) {
+            Frame::Integer(n) => total += n as u64,
+            other => panic!("LLEN {other:?}"),
+        }
+    }
+    assert_eq!(total, rounds, "every RPUSH once");
+}
+
+#[test]
+fn source_failover_under_load_keeps_counters_exact() {
+    let src = cluster(1);
+    let dst = RedisServer::start();
+    let t = sync_urls(&src.url(), &dst.url(), &[]);
+    wait_shards(&src, &|id| support::proc::checkpoint(&dst, id));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = cluster_writer(&src, 60, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    // The replica of the first master takes over (a manual failover: no write lost).
+    let replica = &src.replicas[0];
+    assert_eq!(
+        replica.cmd(&["CLUSTER", "FAILOVER"]),
+        Frame::SimpleString("OK".into())
+    );
+    wait_until("replica promoted", Duration::from_secs(30), || {
+        replica.info_field("replication", "role").as_deref() == Some("master")
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = writer.join().unwrap();
+    assert!(rounds > 5, "the writer barely ran ({rounds})");
+    wait_shards(&src, &|id| support::proc::checkpoint(&dst, id));
+    let mut d = dst.client();
+    assert_counters(&mut |a| d.cmd(a), 60, rounds);
+    let log = t.log_text();
+    assert!(log.contains("source failover"), "{log}");
+    // The new master continued the stream: no full resync on it.
+    assert_eq!(
+        replica.info_field("stats", "sync_full").as_deref(),
+        Some("0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn target_slot_migration_under_load_loses_nothing() {
+    let src = source();
+    let dst = cluster(0);
+    let _t = sync_to_cluster(&src, &dst, &[]);
+    wait_cluster_target(&src, &dst, "default");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = standalone_writer(&src, 200, stop.clone());
+    // Move the slot of cnt:7 (and with it its checkpoint key) to another master.
+    let slot = tandem::redis::slot::key_slot(b"cnt:7");
+    let from_port = dst.owner_port(slot);
+    let from = dst.masters.iter().find(|m| m.port == from_port).unwrap();
+    let to = dst.masters.iter().find(|m| m.port != from_port).unwrap();
+    let from_id = from.client().cmd_text(&["CLUSTER", "MYID"]);
+    let to_id = to.client().cmd_text(&["CLUSTER", "MYID"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let s = slot.to_string();
+    to.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    from.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    let mut fc = from.client();
+    let mut moved = 0;
+    for _ in 0..1000 {
+        let Frame::Array(keys) = fc.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "10"]) else {
+            panic!("GETKEYSINSLOT")
+        };
+        if keys.is_empty() {
+            break;
+        }
+        let keys: Vec<String> = keys.iter().map(frame_to_string).collect();
+        let port = to.port.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().map(|k| k.as_str()));
+        let r = fc.cmd(&args);
+        assert_eq!(r, Frame::SimpleString("OK".into()), "MIGRATE");
+        moved += keys.len();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(moved > 0, "the slot held keys");
+    for m in &dst.masters {
+        m.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = writer.join().unwrap();
+    wait_cluster_target(&src, &dst, "default");
+    let mut cc = ClusterClient::new(&dst);
+    assert_counters(&mut |a| cc.cmd(a, 1), 200, rounds);
+    assert_eq!(dst.owner_port(slot), to.port);
+}
+
+#[test]
+fn kill9_under_load_into_a_cluster_keeps_counters_exact() {
+    let src = source();
+    let dst = cluster(0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = standalone_writer(&src, 200, stop.clone());
+    for round in 0..4 {
+        let mut t = sync_to_cluster(&src, &dst, &["--batch-commands", "300"]);
+        let before = cluster_checkpoint(&dst, "default")
+            .map(|c| c.1)
+            .unwrap_or(0);
+        wait_until("tandem makes progress", CATCH_UP, || {
+            cluster_checkpoint(&dst, "default").is_some_and(|(s, o)| s == "incr" && o > before)
+        });
+        std::thread::sleep(Duration::from_millis(200 + 100 * round));
+        assert!(t.is_running(), "tandem died: {}", t.log_text());
+        t.kill9();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = writer.join().unwrap();
+    let t = sync_to_cluster(&src, &dst, &[]);
+    wait_cluster_target(&src, &dst, "default");
+    assert!(
+        t.log_text()
+            .contains("resuming from the target's checkpoint")
+    );
+    let mut cc = ClusterClient::new(&dst);
+    assert_counters(&mut |a| cc.cmd(a, 1), 200, rounds);
+    assert_eq!(src.info_field("stats", "sync_full").as_deref(), Some("1"));
 }
