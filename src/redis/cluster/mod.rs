@@ -6,6 +6,7 @@
 pub mod topology;
 
 pub use topology::{ClusterError, NodeAddr, Shard, SlotMap, Topology, is_cluster};
+pub mod ckpt;
 pub mod nodes;
 pub mod source;
 pub mod tags;

@@ -192,10 +192,9 @@ async fn discover_any(candidates: &[Endpoint]) -> Option<Topology> {
             Topology::discover(ep, Duration::from_secs(1)),
         )
         .await
+            && !t.shards.is_empty()
         {
-            if !t.shards.is_empty() {
-                return Some(t);
-            }
+            return Some(t);
         }
     }
     None

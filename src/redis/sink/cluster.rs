@@ -34,10 +34,11 @@ use super::checkpoint::{self, CkptState, TargetCheckpoint};
 use super::standalone::SinkConfig;
 use super::{ReplyClass, Sink, SinkError, classify_reply};
 use crate::core::ReplPosition;
+use crate::redis::cluster::ckpt::{read_ckpt, read_slot_ckpts, run_id};
 use crate::redis::cluster::nodes::{Backoff, Nodes, Redirect, redirect};
 use crate::redis::cluster::tags::slot_ckpt_key;
 use crate::redis::command::{Flags, resolve, target_db};
-use crate::redis::conn::{Conn, ConnError, Frame, encode_command, frame_text};
+use crate::redis::conn::{Conn, ConnError, Frame, encode_command};
 use crate::redis::slot::{SLOTS, SplitError, key_slot, split_by_slot};
 
 /// Batches in flight per master, at most.
@@ -262,10 +263,10 @@ impl ClusterSink {
     }
 
     fn queue_part(&mut self, unit: u64, slot: u16, argv: &[Bytes], offset: u64) -> bool {
-        if let Some(skip) = &self.skip {
-            if skip[slot as usize].is_some_and(|held| offset <= held) {
-                return false;
-            }
+        if let Some(skip) = &self.skip
+            && skip[slot as usize].is_some_and(|held| offset <= held)
+        {
+            return false;
         }
         let open = &mut self.slots[slot as usize];
         if open.origin.is_empty() {
@@ -727,112 +728,4 @@ impl Sink for ClusterSink {
         let node = self.nodes.masters()[0];
         Ok(self.nodes.request_node(node, false, argv).await?)
     }
-}
-
-/// Read the checkpoint hash at `key`, following redirections.
-async fn read_ckpt(nodes: &mut Nodes, key: &Bytes) -> Result<Option<TargetCheckpoint>, SinkError> {
-    let reply = nodes
-        .request_slot(key_slot(key), &[b"HGETALL", key])
-        .await?;
-    parse_ckpt(&nodes.seed.to_string(), key, reply)
-}
-
-/// Every slot checkpoint of link `id`: one pipeline of HGETALLs per master; a slot that
-/// answers with a redirection (a migration in progress) is read again on its own.
-async fn read_slot_ckpts(
-    nodes: &mut Nodes,
-    id: &str,
-) -> Result<Vec<Option<TargetCheckpoint>>, SinkError> {
-    let mut out: Vec<Option<TargetCheckpoint>> = vec![None; SLOTS as usize];
-    let mut again = Vec::new();
-    let endpoint = nodes.seed.to_string();
-    for shard in nodes.topo.shards.clone() {
-        let node = nodes.index_of(&shard.master);
-        let mut conn = nodes.open(node).await?;
-        let slots: Vec<u16> = shard.slots.iter().flat_map(|&(lo, hi)| lo..=hi).collect();
-        for chunk in slots.chunks(1024) {
-            for &slot in chunk {
-                conn.queue(&[b"HGETALL", slot_ckpt_key(id, slot).as_bytes()]);
-            }
-            conn.flush().await?;
-            for &slot in chunk {
-                match conn.read_frame().await? {
-                    Frame::Error(_) => again.push(slot),
-                    f => {
-                        let key = slot_ckpt_key(id, slot);
-                        out[slot as usize] = parse_ckpt(&endpoint, key.as_bytes(), f)?;
-                    }
-                }
-            }
-        }
-    }
-    for slot in again {
-        out[slot as usize] = read_ckpt(nodes, &Bytes::from(slot_ckpt_key(id, slot))).await?;
-    }
-    Ok(out)
-}
-
-/// A value unlikely to repeat across tandem runs (identifies this run's batches).
-fn run_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// An HGETALL reply as a checkpoint (empty: none).
-fn parse_ckpt(
-    endpoint: &str,
-    key: &[u8],
-    reply: Frame,
-) -> Result<Option<TargetCheckpoint>, SinkError> {
-    let bad = |detail: String| SinkError::BadCheckpoint {
-        endpoint: endpoint.to_string(),
-        key: String::from_utf8_lossy(key).into_owned(),
-        detail,
-    };
-    let Frame::Array(items) = reply else {
-        return Err(bad(format!("HGETALL answered {reply:?}")));
-    };
-    if items.is_empty() {
-        return Ok(None);
-    }
-    let mut fields = std::collections::HashMap::new();
-    for pair in items.chunks(2) {
-        if let [f, v] = pair {
-            fields.insert(
-                frame_text(f).unwrap_or_default(),
-                frame_text(v).unwrap_or_default(),
-            );
-        }
-    }
-    let get = |n: &str| {
-        fields
-            .get(n)
-            .cloned()
-            .ok_or_else(|| bad(format!("field {n} missing")))
-    };
-    let num = |n: &str| -> Result<u64, SinkError> {
-        get(n)?
-            .parse()
-            .map_err(|_| bad(format!("field {n} is not a number")))
-    };
-    let state = match get("state")?.as_str() {
-        "full" => CkptState::Full,
-        "incr" => CkptState::Incr,
-        other => return Err(bad(format!("unknown state {other:?}"))),
-    };
-    Ok(Some(TargetCheckpoint {
-        pos: ReplPosition::new(get("replid")?, num("offset")?),
-        db: num("db")? as u32,
-        state,
-        run: get("run")?,
-        seq: num("seq")?,
-    }))
 }
