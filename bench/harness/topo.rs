@@ -118,7 +118,13 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             Ok((v, rss)) => {
                 push(&mut ab.baseline, v);
                 push(&mut ba.baseline, v);
-                ab.tandem_rss.extend(rss);
+                // The RSS column is the two-way process's; one-way's goes in a note.
+                if let Some(r) = rss {
+                    ab.notes.push(format!(
+                        "one-way run {run}: tandem peak RSS {:.1} MB",
+                        r as f64 / (1 << 20) as f64
+                    ));
+                }
             }
             Err(e) => {
                 ab.baseline = Outcome::Failed(e.to_string());
@@ -129,6 +135,7 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             Ok((x, y, rss)) => {
                 push(&mut ab.tandem, x);
                 push(&mut ba.tandem, y);
+                ab.tandem_rss.extend(rss);
                 ba.tandem_rss.extend(rss);
             }
             Err(e) => {
