@@ -231,7 +231,9 @@ impl SpoolReader {
             if let Some(rec) = self.try_next()? {
                 return Ok(Some(rec));
             }
-            if *closed.borrow_and_update() && self.pos >= *written.borrow_and_update() {
+            // `borrow`, not `borrow_and_update`: marking a write as seen here, before
+            // its bytes were read, would make `changed()` sleep until the next write.
+            if *closed.borrow_and_update() && self.pos >= *written.borrow() {
                 return Ok(None);
             }
             tokio::select! {
