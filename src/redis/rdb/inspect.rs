@@ -388,7 +388,7 @@ fn summary<R: Read>(p: &mut RdbParser<R>, out: &mut dyn Write) -> Result<()> {
             *encodings.entry(encoding_name(k.rdb_type)).or_default() += 1;
             biggest.push((size, k.db, k.key, type_name(k.rdb_type)));
             if biggest.len() > 64 {
-                biggest.sort_by(|a, b| b.0.cmp(&a.0));
+                biggest.sort_by_key(|b| std::cmp::Reverse(b.0));
                 biggest.truncate(10);
             }
         };
@@ -419,7 +419,7 @@ fn summary<R: Read>(p: &mut RdbParser<R>, out: &mut dyn Write) -> Result<()> {
             _ => {}
         }
     }
-    biggest.sort_by(|a, b| b.0.cmp(&a.0));
+    biggest.sort_by_key(|b| std::cmp::Reverse(b.0));
     biggest.truncate(10);
     let mut s = String::new();
     use std::fmt::Write as _;

@@ -72,11 +72,11 @@ impl<R: Read> Source<R> {
             self.crc = crc64(self.crc, &self.buf[self.crc_from..self.pos]);
             self.crc_from = self.pos;
         }
-        if let Some(t) = &mut self.tee {
-            if self.pos > t.from {
-                t.data.extend_from_slice(&self.buf[t.from..self.pos]);
-                t.from = self.pos;
-            }
+        if let Some(t) = &mut self.tee
+            && self.pos > t.from
+        {
+            t.data.extend_from_slice(&self.buf[t.from..self.pos]);
+            t.from = self.pos;
         }
     }
 
@@ -90,10 +90,10 @@ impl<R: Read> Source<R> {
     #[cold]
     fn refill(&mut self, n: usize, what: &'static str) -> Result<()> {
         self.flush_side();
-        if let Some(t) = &self.tee {
-            if t.data.len() > t.limit {
-                return Err(RdbError::new(RdbErrorKind::RawLimit, self.offset()));
-            }
+        if let Some(t) = &self.tee
+            && t.data.len() > t.limit
+        {
+            return Err(RdbError::new(RdbErrorKind::RawLimit, self.offset()));
         }
         // Compact: keep the unconsumed tail at the front.
         let keep = self.end - self.pos;

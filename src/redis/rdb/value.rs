@@ -111,7 +111,7 @@ fn blob_err(at: u64, what: &'static str) -> impl Fn((usize, String)) -> RdbError
 }
 
 fn pairs<T>(v: Vec<T>, at: u64, what: &'static str) -> Result<Vec<(T, T)>> {
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return Err(RdbError::corrupt(at, what, "odd number of elements"));
     }
     let mut out = Vec::with_capacity(v.len() / 2);
@@ -186,10 +186,10 @@ impl Decoder {
                     return Ok(Some(ValueChunk::StringAppend(piece)));
                 }
                 State::Quicklist { v2, left } => {
-                    if let Some(q) = &mut self.queue {
-                        if q.len() > 0 {
-                            return Ok(Some(q.take(lim)));
-                        }
+                    if let Some(q) = &mut self.queue
+                        && q.len() > 0
+                    {
+                        return Ok(Some(q.take(lim)));
                     }
                     if *left == 0 {
                         self.state = State::Done;
