@@ -74,8 +74,8 @@ pub struct Write {
     pub seen_other: u64,
     /// Wall-clock milliseconds when the link observed it.
     pub at_ms: u64,
-    /// The command, for the conflict log.
-    pub command: String,
+    /// The command's name, for the conflict log.
+    pub command: &'static str,
 }
 
 /// What the link should do with the write it is about to apply to the other side.
@@ -100,8 +100,12 @@ struct Entry {
 
 struct State<K> {
     entries: HashMap<K, Entry>,
-    /// (observation time, key), oldest first, for retention.
-    order: VecDeque<(u64, K)>,
+    /// Per side, (own offset, observation time, key) of each write, oldest first: a
+    /// write is forgotten once the other side holds it (no later write there can be
+    /// concurrent with it) or once it is older than the retention.
+    order: [VecDeque<(u64, u64, K)>; 2],
+    /// Per side, how much of the other side's stream it holds (`seen_other`).
+    seen_other: [u64; 2],
     /// Converge: conflicts waiting until both writes landed both ways.
     pending: HashMap<K, Conflict<K>>,
     detected: u64,
@@ -122,7 +126,8 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             retention_ms: retention.as_millis() as u64,
             state: Mutex::new(State {
                 entries: HashMap::new(),
-                order: VecDeque::new(),
+                order: [VecDeque::new(), VecDeque::new()],
+                seen_other: [0, 0],
                 pending: HashMap::new(),
                 detected: 0,
             }),
@@ -138,7 +143,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
     pub fn observe(&self, side: Side, key: K, w: Write) -> (Verdict, Option<Conflict<K>>) {
         let mut st = self.state.lock().unwrap();
         self.evict(&mut st, w.at_ms);
-        st.order.push_back((w.at_ms, key.clone()));
+        st.order[side.idx()].push_back((w.own, w.at_ms, key.clone()));
         let entry = st
             .entries
             .entry(key.clone())
@@ -210,17 +215,38 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         self.state.lock().unwrap().pending.len()
     }
 
+    /// `side` now holds the other side's stream up to `offset` (its link read the
+    /// reverse link's checkpoint there): the other side's writes up to it can no longer
+    /// be concurrent with anything new on `side`.
+    pub fn note_seen(&self, side: Side, offset: u64) {
+        let mut st = self.state.lock().unwrap();
+        let seen = &mut st.seen_other[side.idx()];
+        *seen = (*seen).max(offset);
+    }
+
+    /// Entries (keys with remembered writes) held now.
+    pub fn remembered(&self) -> usize {
+        self.state.lock().unwrap().entries.len()
+    }
+
     fn evict(&self, st: &mut State<K>, now_ms: u64) {
-        while let Some((at, _)) = st.order.front() {
-            if now_ms.saturating_sub(*at) <= self.retention_ms {
-                break;
-            }
-            let (at, key) = st.order.pop_front().unwrap();
-            let stale = st.entries.get(&key).is_some_and(|e| {
-                e.last.iter().flatten().all(|w| w.at_ms <= at) && !st.pending.contains_key(&key)
-            });
-            if stale {
-                st.entries.remove(&key);
+        for side in [Side::A, Side::B] {
+            let held = st.seen_other[side.other().idx()];
+            while let Some((own, at, _)) = st.order[side.idx()].front() {
+                let expired = now_ms.saturating_sub(*at) > self.retention_ms;
+                if !expired && *own > held {
+                    break;
+                }
+                let (own, _, key) = st.order[side.idx()].pop_front().unwrap();
+                let pending = st.pending.contains_key(&key);
+                if let Some(e) = st.entries.get_mut(&key) {
+                    if e.last[side.idx()].as_ref().is_some_and(|w| w.own == own) && !pending {
+                        e.last[side.idx()] = None;
+                    }
+                    if e.last.iter().all(Option::is_none) {
+                        st.entries.remove(&key);
+                    }
+                }
             }
         }
     }
@@ -235,7 +261,7 @@ mod tests {
             own,
             seen_other,
             at_ms,
-            command: "SET".into(),
+            command: "SET",
         }
     }
 
@@ -280,6 +306,18 @@ mod tests {
         assert_eq!(v, Verdict::Skip);
         assert_eq!(c.unwrap().winner, Side::B);
         assert_eq!(d.pending(), 0, "ignore does not resolve");
+    }
+
+    #[test]
+    fn writes_the_other_side_holds_are_forgotten() {
+        let d = det(Policy::Converge);
+        d.observe(Side::A, "k", w(10, 0, 1));
+        d.observe(Side::A, "j", w(20, 0, 1));
+        // B's stream shows it holds A up to 15: A's write at 10 is settled.
+        d.note_seen(Side::B, 15);
+        d.observe(Side::B, "x", w(5, 15, 2));
+        assert_eq!(d.remembered(), 2, "k forgotten, j and x kept");
+        assert_eq!(d.last_writes(&"k"), [None, None]);
     }
 
     #[test]

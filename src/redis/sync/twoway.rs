@@ -16,7 +16,7 @@ use crate::core::conflict::{Conflict, Detector, Policy, Side, Verdict, Write};
 use crate::core::shutdown::{Shutdown, shutdown_pair};
 use crate::redis::command::{Flags, key_indexes, resolve};
 use crate::redis::conn::{Conn, ConnError, Frame, frame_text, info_field};
-use crate::redis::filter::{TANDEM_PREFIX, command_name, unit_writes_tandem_key};
+use crate::redis::filter::{TANDEM_PREFIX, unit_writes_tandem_key};
 use crate::redis::sink::StandaloneSink;
 use crate::redis::sink::checkpoint;
 use crate::redis::sink::standalone::SinkConfig;
@@ -72,6 +72,7 @@ impl Hooks {
                     .and_then(|o| std::str::from_utf8(&o).ok()?.parse::<u64>().ok());
                 if let (true, Some(off)) = (incr, off) {
                     self.seen_other = self.seen_other.max(off);
+                    self.detector.note_seen(self.side, self.seen_other);
                 }
             }
         }
@@ -88,11 +89,11 @@ impl Hooks {
         let now = now_ms();
         let mut out = Vec::with_capacity(writes.len());
         for (db, argv, off) in writes {
-            let keys = match resolve(&argv) {
+            let (keys, name) = match resolve(&argv) {
                 Some(spec) if spec.has(Flags::WRITE) => {
-                    key_indexes(spec, &argv).unwrap_or_default()
+                    (key_indexes(spec, &argv).unwrap_or_default(), spec.name)
                 }
-                _ => Vec::new(),
+                _ => (Vec::new(), ""),
             };
             let mut skip = false;
             for k in keys {
@@ -103,7 +104,7 @@ impl Hooks {
                     own: unit_end,
                     seen_other: self.seen_other,
                     at_ms: now,
-                    command: command_name(&argv),
+                    command: name,
                 };
                 let (verdict, conflict) =
                     self.detector.observe(self.side, (db, argv[k].clone()), w);
@@ -225,6 +226,7 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError>
         // What this side already holds of the other: the reverse link's checkpoint
         // here, if a previous run left one.
         let initial_seen_other = read_offset(&link.source, &ids[side.other() as usize]).await?;
+        detector.note_seen(side, initial_seen_other);
         let hooks = Hooks {
             side,
             detector: detector.clone(),
