@@ -100,7 +100,7 @@ fn generate(path: &Path, mb: u64, streams: bool) {
             }
             13..=14 => {
                 let mut v = vec!["SADD".into(), k];
-                let ints = i % 2 == 0;
+                let ints = i.is_multiple_of(2);
                 for _ in 0..(10 + r.next() % 200) {
                     v.push(if ints {
                         s(r.next() % 100_000)
@@ -160,7 +160,7 @@ fn generate(path: &Path, mb: u64, streams: bool) {
                 ]
             }
         };
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let key = a[1].clone();
             written += resp(&mut w, &a) as u64;
             a = vec!["PEXPIREAT".into(), key, s(4_102_444_800_000 + i)];

@@ -63,13 +63,11 @@ fn parse_all(data: &[u8], raw: bool) -> Result<(), RdbError> {
     let version = p.version();
     while let Some(ev) = p.next_event()? {
         if let Event::Key(k) = ev {
-            if raw {
-                if let RawValue::Complete(r) = p.read_raw(1 << 12)? {
-                    let mut v = RdbParser::for_value(&r[..], version, opts)?;
-                    let mut kc = KeyCommands::new(&k, CommandOptions::default());
-                    while kc.next_batch(&mut v)?.is_some() {}
-                    continue;
-                }
+            if raw && let RawValue::Complete(r) = p.read_raw(1 << 12)? {
+                let mut v = RdbParser::for_value(&r[..], version, opts)?;
+                let mut kc = KeyCommands::new(&k, CommandOptions::default());
+                while kc.next_batch(&mut v)?.is_some() {}
+                continue;
             }
             let mut kc = KeyCommands::new(&k, CommandOptions::default());
             while kc.next_batch(&mut p)?.is_some() {}

@@ -20,9 +20,12 @@ fn project() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/rdb")
 }
 
+/// Per (db, key): type, canonical value, expiry, module info, RDB type byte.
+type ParsedKey = (String, Value, Option<i64>, Option<Value>, u8);
+
 struct Parsed {
     version: u32,
-    keys: BTreeMap<(u64, String), (String, Value, Option<i64>, Option<Value>, u8)>,
+    keys: BTreeMap<(u64, String), ParsedKey>,
     functions: Vec<Vec<u8>>,
     aux: Vec<(Vec<u8>, Vec<u8>)>,
     checksum: Option<u64>,

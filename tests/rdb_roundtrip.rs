@@ -252,10 +252,10 @@ fn describe(c: &mut Client, key: &[u8]) -> (String, String) {
                 let mut name = vec![];
                 for p in g.chunks(2) {
                     let k = text(&p[0]);
-                    if k == "name" {
-                        if let Frame::BulkString(n) = &p[1] {
-                            name = n.clone();
-                        }
+                    if k == "name"
+                        && let Frame::BulkString(n) = &p[1]
+                    {
+                        name = n.clone();
                     }
                     if [
                         "name",
@@ -533,8 +533,8 @@ fn inspect_resp_recreates_dataset() {
                 for _ in 0..n.max(0) {
                     line.clear();
                     std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-                    if line.starts_with('$') {
-                        let k: i64 = line[1..].trim().parse().unwrap();
+                    if let Some(len) = line.strip_prefix('$') {
+                        let k: i64 = len.trim().parse().unwrap();
                         let mut b = vec![0; k.max(0) as usize + 2];
                         std::io::Read::read_exact(&mut reader, &mut b).unwrap();
                     }

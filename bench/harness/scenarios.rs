@@ -13,7 +13,7 @@ use super::{Config, Outcome, Res, Row, data};
 /// Native first on even runs, tandem first on odd ones: whatever the machine does over
 /// time (page cache, other engineers' builds) falls on both sides.
 fn order(run: usize) -> [Kind; 2] {
-    if run % 2 == 0 {
+    if run.is_multiple_of(2) {
         [Kind::Native, Kind::Tandem]
     } else {
         [Kind::Tandem, Kind::Native]

@@ -30,7 +30,7 @@ struct Cli {
 enum Top {
     /// Redis, Valkey and Tair sources and targets.
     #[command(subcommand)]
-    Redis(RedisCmd),
+    Redis(Box<RedisCmd>),
     /// RDB files.
     #[command(subcommand)]
     Rdb(RdbCmd),
@@ -80,9 +80,11 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.cmd {
-            Top::Redis(RedisCmd::Tail(args)) => tail::run(args).await,
-            Top::Redis(RedisCmd::Sync(args)) => sync::run(args).await,
-            Top::Redis(RedisCmd::Twoway(args)) => twoway::run(args).await,
+            Top::Redis(cmd) => match *cmd {
+                RedisCmd::Tail(args) => tail::run(args).await,
+                RedisCmd::Sync(args) => sync::run(args).await,
+                RedisCmd::Twoway(args) => twoway::run(args).await,
+            },
             Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args),
         }
     });

@@ -90,13 +90,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_text() {
-        for s in [
-            "",
-            "x:1",
-            &format!("{A}"),
-            &format!("{A}:-1"),
-            &format!("{A}:z"),
-        ] {
+        for s in ["", "x:1", A, &format!("{A}:-1"), &format!("{A}:z")] {
             assert!(s.parse::<ReplPosition>().is_err(), "{s:?} parsed");
         }
     }

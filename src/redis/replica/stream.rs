@@ -78,10 +78,10 @@ impl EventReader {
     /// The next event; `Ok(None)` once the link has stopped and everything was read.
     pub async fn next(&mut self) -> Result<Option<Event>, LinkError> {
         loop {
-            if self.in_stream {
-                if let Some(cmd) = self.parse_command()? {
-                    return Ok(Some(Event::Command(cmd)));
-                }
+            if self.in_stream
+                && let Some(cmd) = self.parse_command()?
+            {
+                return Ok(Some(Event::Command(cmd)));
             }
             let Some(rec) = self.spool.next().await? else {
                 return Ok(None);
@@ -142,54 +142,52 @@ impl EventReader {
     }
 
     fn parse_command(&mut self) -> Result<Option<Command>, LinkError> {
-        loop {
-            // Bare newlines are keep-alives; they still count as stream bytes.
-            let skip = self
-                .buf
-                .iter()
-                .take_while(|&&b| b == b'\n' || b == b'\r')
-                .count();
-            if skip > 0 {
-                let _ = self.buf.split_to(skip);
-                self.offset += skip as u64;
-            }
-            if self.buf.is_empty() {
-                return Ok(None);
-            }
-            let start = self.offset;
-            let decoded = decode_bytes_mut(&mut self.buf).map_err(|e| self.bad(e.details()))?;
-            let Some((frame, used, _)) = decoded else {
-                self.partial = true;
-                return Ok(None);
-            };
-            self.offset += used as u64;
-            let argv = match frame {
-                BytesFrame::Array(items) => items
-                    .into_iter()
-                    .map(|f| match f {
-                        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
-                        other => Err(format!("{:?} inside a command", other.kind())),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|d| self.bad_at(start, &d))?,
-                other => return Err(self.bad_at(start, &format!("{:?} frame", other.kind()))),
-            };
-            if argv.is_empty() {
-                return Err(self.bad_at(start, "empty command"));
-            }
-            if argv[0].eq_ignore_ascii_case(b"SELECT") {
-                self.db = argv
-                    .get(1)
-                    .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
-                    .ok_or_else(|| self.bad_at(start, "SELECT without a db number"))?;
-            }
-            return Ok(Some(Command {
-                db: self.db,
-                argv,
-                start,
-                offset: self.offset,
-            }));
+        // Bare newlines are keep-alives; they still count as stream bytes.
+        let skip = self
+            .buf
+            .iter()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
+        if skip > 0 {
+            let _ = self.buf.split_to(skip);
+            self.offset += skip as u64;
         }
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let start = self.offset;
+        let decoded = decode_bytes_mut(&mut self.buf).map_err(|e| self.bad(e.details()))?;
+        let Some((frame, used, _)) = decoded else {
+            self.partial = true;
+            return Ok(None);
+        };
+        self.offset += used as u64;
+        let argv = match frame {
+            BytesFrame::Array(items) => items
+                .into_iter()
+                .map(|f| match f {
+                    BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
+                    other => Err(format!("{:?} inside a command", other.kind())),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|d| self.bad_at(start, &d))?,
+            other => return Err(self.bad_at(start, &format!("{:?} frame", other.kind()))),
+        };
+        if argv.is_empty() {
+            return Err(self.bad_at(start, "empty command"));
+        }
+        if argv[0].eq_ignore_ascii_case(b"SELECT") {
+            self.db = argv
+                .get(1)
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                .ok_or_else(|| self.bad_at(start, "SELECT without a db number"))?;
+        }
+        Ok(Some(Command {
+            db: self.db,
+            argv,
+            start,
+            offset: self.offset,
+        }))
     }
 
     fn bad(&self, detail: &str) -> LinkError {

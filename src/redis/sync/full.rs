@@ -98,27 +98,25 @@ pub fn load(
                 }
                 let tdb = filter.map_db(db);
                 let key = Bytes::from(k.key.clone());
-                if restore {
-                    if let RawValue::Complete(raw) = p.read_raw(opts.big_key_bytes)? {
-                        let payload = rdb::dump_payload(&raw, version as u16);
-                        let ttl = k.expire_at_ms.unwrap_or(0).to_string();
-                        group.push((
-                            tdb,
-                            vec![
-                                Bytes::from_static(b"RESTORE"),
-                                key,
-                                Bytes::from(ttl),
-                                Bytes::from(payload),
-                                Bytes::from_static(b"REPLACE"),
-                                Bytes::from_static(b"ABSTTL"),
-                            ],
-                        ));
-                        stats.restored += 1;
-                        if group.len() >= GROUP_WRITES {
-                            send(&mut group)?;
-                        }
-                        continue;
+                if restore && let RawValue::Complete(raw) = p.read_raw(opts.big_key_bytes)? {
+                    let payload = rdb::dump_payload(&raw, version as u16);
+                    let ttl = k.expire_at_ms.unwrap_or(0).to_string();
+                    group.push((
+                        tdb,
+                        vec![
+                            Bytes::from_static(b"RESTORE"),
+                            key,
+                            Bytes::from(ttl),
+                            Bytes::from(payload),
+                            Bytes::from_static(b"REPLACE"),
+                            Bytes::from_static(b"ABSTTL"),
+                        ],
+                    ));
+                    stats.restored += 1;
+                    if group.len() >= GROUP_WRITES {
+                        send(&mut group)?;
                     }
+                    continue;
                 }
                 // Rewrite: chunk by chunk, so a huge key never sits in memory.
                 stats.rewritten += 1;

@@ -210,10 +210,10 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError>
             Side::A => (cfg.a.clone(), cfg.b.clone()),
             Side::B => (cfg.b.clone(), cfg.a.clone()),
         };
-        let copies = match (cfg.full_sync, side) {
-            (FullSync::AToB, Side::A) | (FullSync::BToA, Side::B) => true,
-            _ => false,
-        };
+        let copies = matches!(
+            (cfg.full_sync, side),
+            (FullSync::AToB, Side::A) | (FullSync::BToA, Side::B)
+        );
         let mut link = cfg.base.clone();
         link.source = src;
         link.target = dst.clone();
@@ -281,10 +281,10 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError>
         }
     }
     stop.trigger();
-    if let Ok(Err(e)) = resolver.await {
-        if result.is_ok() {
-            result = Err(e);
-        }
+    if let Ok(Err(e)) = resolver.await
+        && result.is_ok()
+    {
+        result = Err(e);
     }
     result
 }
