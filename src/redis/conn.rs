@@ -265,6 +265,19 @@ impl Conn {
         }
     }
 
+    /// Consume `reply` if the buffered input starts with exactly it. For the fixed
+    /// replies a pipeline gets by the thousand (`+QUEUED`), skipping them this way
+    /// instead of building a frame each showed in profiles; anything else goes through
+    /// the RESP decoder.
+    pub fn skip_buffered(&mut self, reply: &[u8]) -> bool {
+        if self.rbuf.starts_with(reply) {
+            let _ = self.rbuf.split_to(reply.len());
+            true
+        } else {
+            false
+        }
+    }
+
     /// Split off everything buffered so far.
     pub fn take_buffered(&mut self) -> BytesMut {
         self.rbuf.split()

@@ -21,6 +21,8 @@ pub struct Command {
     pub start: u64,
     /// Offset just after the command: the position to confirm once it is applied.
     pub offset: u64,
+    /// The command exactly as received (RESP), to forward unchanged without re-encoding.
+    pub raw: Bytes,
 }
 
 impl Command {
@@ -78,46 +80,71 @@ impl EventReader {
     /// The next event; `Ok(None)` once the link has stopped and everything was read.
     pub async fn next(&mut self) -> Result<Option<Event>, LinkError> {
         loop {
+            if let Some(ev) = self.try_next()? {
+                return Ok(Some(ev));
+            }
+            let Some(rec) = self.spool.next().await? else {
+                return Ok(None);
+            };
+            if let Some(ev) = self.take(rec)? {
+                return Ok(Some(ev));
+            }
+        }
+    }
+
+    /// The next event if one is at hand, without waiting (the hot loop calls this and
+    /// only awaits — with its shutdown check — when nothing is ready).
+    pub fn try_next(&mut self) -> Result<Option<Event>, LinkError> {
+        loop {
             if self.in_stream
                 && let Some(cmd) = self.parse_command()?
             {
                 return Ok(Some(Event::Command(cmd)));
             }
-            let Some(rec) = self.spool.next().await? else {
+            let Some(rec) = self.spool.try_next()? else {
                 return Ok(None);
             };
-            match rec {
-                Record::Stream(bytes) => {
-                    self.partial = false;
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::from(bytes);
-                    } else {
-                        self.buf.extend_from_slice(&bytes);
-                    }
-                }
-                Record::FullResync { replid, offset } => {
-                    self.reset(offset);
-                    self.in_stream = false;
-                    return Ok(Some(Event::FullSync { replid, offset }));
-                }
-                Record::Rdb(b) => return Ok(Some(Event::RdbChunk(b))),
-                Record::RdbEnd => {
-                    self.in_stream = true;
-                    return Ok(Some(Event::RdbEnd));
-                }
-                Record::Continue { replid, offset } => {
-                    // After a reconnect the stream resumes exactly at the byte after
-                    // the last one received, which may be inside a command: keep the
-                    // partial bytes. At start-up there are none.
-                    if !self.in_stream || offset != self.offset + self.buf.len() as u64 {
-                        self.reset(offset);
-                    }
-                    self.in_stream = true;
-                    return Ok(Some(Event::Continue { replid, offset }));
-                }
-                Record::Failed(why) => return Err(LinkError::Stopped(why)),
+            if let Some(ev) = self.take(rec)? {
+                return Ok(Some(ev));
             }
         }
+    }
+
+    /// Apply one spool record: stream bytes are buffered (no event yet), the others are
+    /// events.
+    fn take(&mut self, rec: Record) -> Result<Option<Event>, LinkError> {
+        Ok(Some(match rec {
+            Record::Stream(bytes) => {
+                self.partial = false;
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::from(bytes);
+                } else {
+                    self.buf.extend_from_slice(&bytes);
+                }
+                return Ok(None);
+            }
+            Record::FullResync { replid, offset } => {
+                self.reset(offset);
+                self.in_stream = false;
+                Event::FullSync { replid, offset }
+            }
+            Record::Rdb(b) => Event::RdbChunk(b),
+            Record::RdbEnd => {
+                self.in_stream = true;
+                Event::RdbEnd
+            }
+            Record::Continue { replid, offset } => {
+                // After a reconnect the stream resumes exactly at the byte after the last
+                // one received, which may be inside a command: keep the partial bytes.
+                // At start-up there are none.
+                if !self.in_stream || offset != self.offset + self.buf.len() as u64 {
+                    self.reset(offset);
+                }
+                self.in_stream = true;
+                Event::Continue { replid, offset }
+            }
+            Record::Failed(why) => return Err(LinkError::Stopped(why)),
+        }))
     }
 
     fn reset(&mut self, offset: u64) {
@@ -157,7 +184,7 @@ impl EventReader {
         }
         let start = self.offset;
         let decoded = decode_bytes_mut(&mut self.buf).map_err(|e| self.bad(e.details()))?;
-        let Some((frame, used, _)) = decoded else {
+        let Some((frame, used, raw)) = decoded else {
             self.partial = true;
             return Ok(None);
         };
@@ -187,6 +214,7 @@ impl EventReader {
             argv,
             start,
             offset: self.offset,
+            raw,
         }))
     }
 

@@ -44,6 +44,15 @@ impl BatchBuilder {
         self.data_commands += 1;
     }
 
+    /// Queue a command already encoded as RESP (`raw`, forwarded as is); `name` is its
+    /// first argument, for error messages.
+    pub fn push_encoded(&mut self, db: u32, name: Bytes, raw: &[u8], offset: u64) {
+        self.select(db);
+        self.buf.extend_from_slice(raw);
+        self.origin.push(Some((name, offset)));
+        self.data_commands += 1;
+    }
+
     fn select(&mut self, db: u32) {
         if self.db != Some(db) {
             encode_command(&mut self.buf, &[b"SELECT", db.to_string().as_bytes()]);

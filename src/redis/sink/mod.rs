@@ -42,6 +42,18 @@ pub trait Sink {
     /// Queue one command of the current unit, to run in target db `db`; `offset` is the
     /// source offset after it (for error messages).
     async fn write(&mut self, db: u32, argv: Vec<Bytes>, offset: u64) -> Result<(), SinkError>;
+    /// `write` of a command whose RESP encoding is at hand (`raw`, as received from the
+    /// source): a sink may forward those bytes instead of encoding `argv` again.
+    async fn write_encoded(
+        &mut self,
+        db: u32,
+        argv: Vec<Bytes>,
+        raw: Bytes,
+        offset: u64,
+    ) -> Result<(), SinkError> {
+        let _ = raw;
+        self.write(db, argv, offset).await
+    }
     /// The current unit is complete; `pos` is the source position after it and `db` the
     /// source db selected there.
     async fn end_unit(

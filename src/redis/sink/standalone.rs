@@ -161,6 +161,9 @@ impl StandaloneSink {
         let mut queued_error: Option<(usize, String)> = None;
         let mut exec = None;
         for i in 0..expected {
+            if i + 1 < expected && self.conn.skip_buffered(b"+QUEUED\r\n") {
+                continue;
+            }
             let frame = self.conn.read_frame().await?;
             if i + 1 == expected {
                 exec = Some(frame);
@@ -288,6 +291,17 @@ impl StandaloneSink {
 impl super::Sink for StandaloneSink {
     async fn write(&mut self, db: u32, argv: Vec<Bytes>, offset: u64) -> Result<(), SinkError> {
         self.open.push(db, &argv, offset);
+        Ok(())
+    }
+
+    async fn write_encoded(
+        &mut self,
+        db: u32,
+        argv: Vec<Bytes>,
+        raw: Bytes,
+        offset: u64,
+    ) -> Result<(), SinkError> {
+        self.open.push_encoded(db, argv[0].clone(), &raw, offset);
         Ok(())
     }
 

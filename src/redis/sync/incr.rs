@@ -113,6 +113,17 @@ impl UnitBuilder {
     }
 }
 
+/// One write for the target.
+#[derive(Debug, Clone)]
+pub struct TargetWrite {
+    pub db: u32,
+    pub argv: Vec<Bytes>,
+    /// Source offset after the command (for messages).
+    pub offset: u64,
+    /// The command's RESP bytes as received, when it is forwarded unchanged.
+    pub raw: Option<Bytes>,
+}
+
 /// Counters of what the policy did, for logs and metrics.
 #[derive(Debug, Default, Clone)]
 pub struct IncrStats {
@@ -124,11 +135,7 @@ pub struct IncrStats {
 
 impl IncrPolicy {
     /// Turn a unit into target writes `(target db, argv)`.
-    pub fn writes(
-        &self,
-        unit: Unit,
-        stats: &mut IncrStats,
-    ) -> Result<Vec<(u32, Vec<Bytes>, u64)>, IncrError> {
+    pub fn writes(&self, unit: Unit, stats: &mut IncrStats) -> Result<Vec<TargetWrite>, IncrError> {
         if self.drop_echoes {
             let argvs: Vec<Vec<Bytes>> = unit.cmds.iter().map(|c| c.argv.clone()).collect();
             if unit_writes_tandem_key(&argvs) {
@@ -146,17 +153,34 @@ impl IncrPolicy {
                 continue;
             }
             if spec.is_some_and(|s| s.has(Flags::DB_SCOPE) && s.name != "SWAPDB") {
-                if let Some(w) = self.flush(&cmd, stats)? {
-                    out.push((w.0, w.1, offset));
+                if let Some((db, argv)) = self.flush(&cmd, stats)? {
+                    out.push(TargetWrite {
+                        db,
+                        argv,
+                        offset,
+                        raw: None,
+                    });
                 }
                 continue;
             }
+            let raw = cmd.raw;
+            let tdb = self.filter.map_db(db);
             match self.filter.apply(db, cmd.argv) {
-                FilterDecision::Keep(argv) => out.push((self.filter.map_db(db), argv, offset)),
+                FilterDecision::Keep(argv) => out.push(TargetWrite {
+                    db: tdb,
+                    argv,
+                    offset,
+                    raw: Some(raw),
+                }),
                 FilterDecision::Drop => {}
                 FilterDecision::Rewritten(list) => {
                     for argv in list {
-                        out.push((self.filter.map_db(db), argv, offset));
+                        out.push(TargetWrite {
+                            db: tdb,
+                            argv,
+                            offset,
+                            raw: None,
+                        });
                     }
                 }
                 FilterDecision::Error(crate::redis::filter::FilterError::Unsupported(name)) => {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
-use super::incr::Unit;
+use super::incr::{TargetWrite, Unit};
 use super::{Mode, SyncConfig, SyncError};
 use crate::core::conflict::{Conflict, Detector, Policy, Side, Verdict, Write};
 use crate::core::shutdown::{Shutdown, shutdown_pair};
@@ -81,14 +81,11 @@ impl Hooks {
     }
 
     /// Run each write's keys through the detector; drop the writes it says to skip.
-    pub fn judge(
-        &self,
-        writes: Vec<(u32, Vec<Bytes>, u64)>,
-        unit_end: u64,
-    ) -> Vec<(u32, Vec<Bytes>, u64)> {
+    pub fn judge(&self, writes: Vec<TargetWrite>, unit_end: u64) -> Vec<TargetWrite> {
         let now = now_ms();
         let mut out = Vec::with_capacity(writes.len());
-        for (db, argv, off) in writes {
+        for w in writes {
+            let (db, argv) = (w.db, &w.argv);
             let (keys, name) = match resolve(&argv) {
                 Some(spec) if spec.has(Flags::WRITE) => {
                     (key_indexes(spec, &argv).unwrap_or_default(), spec.name)
@@ -114,7 +111,7 @@ impl Hooks {
                 skip |= verdict == Verdict::Skip;
             }
             if !skip {
-                out.push((db, argv, off));
+                out.push(w);
             }
         }
         out
