@@ -86,9 +86,9 @@ impl Hooks {
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             let (db, argv) = (w.db, &w.argv);
-            let (keys, name) = match resolve(&argv) {
+            let (keys, name) = match resolve(argv) {
                 Some(spec) if spec.has(Flags::WRITE) => {
-                    (key_indexes(spec, &argv).unwrap_or_default(), spec.name)
+                    (key_indexes(spec, argv).unwrap_or_default(), spec.name)
                 }
                 _ => (Vec::new(), ""),
             };
