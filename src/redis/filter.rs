@@ -86,7 +86,16 @@ pub fn writes_tandem_key(argv: &[Bytes]) -> bool {
 /// A source unit (the commands of one `MULTI … EXEC`, or one bare command) is an echo
 /// of tandem's own batch: drop all of it, not only the checkpoint write.
 pub fn unit_writes_tandem_key(unit: &[Vec<Bytes>]) -> bool {
-    unit.iter().any(|argv| writes_tandem_key(argv))
+    any_writes_tandem_key(unit.iter().map(|a| a.as_slice()))
+}
+
+/// `unit_writes_tandem_key` over borrowed argvs. tandem's own batches end with their
+/// checkpoint write, so the last command is looked at first.
+pub fn any_writes_tandem_key<'a>(
+    unit: impl DoubleEndedIterator<Item = &'a [Bytes]> + Clone,
+) -> bool {
+    unit.clone().next_back().is_some_and(writes_tandem_key)
+        || unit.into_iter().any(writes_tandem_key)
 }
 
 impl FilterConfig {

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use crate::redis::command::{Flags, resolve};
-use crate::redis::filter::{FilterConfig, FilterDecision, command_name, unit_writes_tandem_key};
+use crate::redis::filter::{FilterConfig, FilterDecision, any_writes_tandem_key, command_name};
 use crate::redis::replica::Command;
 
 /// What to do with a command outside the supported list.
@@ -137,8 +137,7 @@ impl IncrPolicy {
     /// Turn a unit into target writes `(target db, argv)`.
     pub fn writes(&self, unit: Unit, stats: &mut IncrStats) -> Result<Vec<TargetWrite>, IncrError> {
         if self.drop_echoes {
-            let argvs: Vec<Vec<Bytes>> = unit.cmds.iter().map(|c| c.argv.clone()).collect();
-            if unit_writes_tandem_key(&argvs) {
+            if any_writes_tandem_key(unit.cmds.iter().map(|c| c.argv.as_slice())) {
                 stats.dropped_echo_units += 1;
                 crate::metrics::echo_dropped();
                 return Ok(Vec::new());

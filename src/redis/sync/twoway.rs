@@ -16,7 +16,7 @@ use crate::core::conflict::{Conflict, Detector, Policy, Side, Verdict, Write};
 use crate::core::shutdown::{Shutdown, shutdown_pair};
 use crate::redis::command::{Flags, key_indexes, resolve};
 use crate::redis::conn::{Conn, ConnError, Frame, frame_text, info_field};
-use crate::redis::filter::{TANDEM_PREFIX, unit_writes_tandem_key};
+use crate::redis::filter::{TANDEM_PREFIX, any_writes_tandem_key};
 use crate::redis::sink::StandaloneSink;
 use crate::redis::sink::checkpoint;
 use crate::redis::sink::standalone::SinkConfig;
@@ -52,28 +52,28 @@ impl Hooks {
     /// Whether `unit` is tandem's own (an echo): then it is not applied, and if it holds
     /// the reverse link's checkpoint, remember how far the other side is applied here.
     pub fn note_echo(&mut self, unit: &Unit) -> bool {
-        let argvs: Vec<Vec<Bytes>> = unit.cmds.iter().map(|c| c.argv.clone()).collect();
-        if !unit_writes_tandem_key(&argvs) {
+        if !any_writes_tandem_key(unit.cmds.iter().map(|c| c.argv.as_slice())) {
             return false;
         }
-        for argv in &argvs {
-            if argv.len() >= 4
+        // The checkpoint write closes a batch: look from the end, once.
+        let ckpt = unit.cmds.iter().rev().map(|c| &c.argv).find(|argv| {
+            argv.len() >= 4
                 && argv[0].eq_ignore_ascii_case(b"HSET")
                 && argv[1] == self.reverse_ckpt_key
-            {
-                let field = |name: &[u8]| {
-                    argv[2..]
-                        .chunks(2)
-                        .find(|p| p.len() == 2 && &p[0][..] == name)
-                        .map(|p| p[1].clone())
-                };
-                let incr = field(b"state").is_some_and(|s| &s[..] == b"incr");
-                let off = field(b"offset")
-                    .and_then(|o| std::str::from_utf8(&o).ok()?.parse::<u64>().ok());
-                if let (true, Some(off)) = (incr, off) {
-                    self.seen_other = self.seen_other.max(off);
-                    self.detector.note_seen(self.side, self.seen_other);
-                }
+        });
+        if let Some(argv) = ckpt {
+            let field = |name: &[u8]| {
+                argv[2..]
+                    .chunks(2)
+                    .find(|p| p.len() == 2 && &p[0][..] == name)
+                    .map(|p| p[1].clone())
+            };
+            let incr = field(b"state").is_some_and(|s| &s[..] == b"incr");
+            let off =
+                field(b"offset").and_then(|o| std::str::from_utf8(&o).ok()?.parse::<u64>().ok());
+            if let (true, Some(off)) = (incr, off) {
+                self.seen_other = self.seen_other.max(off);
+                self.detector.note_seen(self.side, self.seen_other);
             }
         }
         crate::metrics::echo_dropped();
