@@ -5,9 +5,8 @@ use bytes::Bytes;
 
 use super::nodes::Nodes;
 use super::tags::slot_ckpt_key;
-use crate::core::ReplPosition;
-use crate::redis::conn::{Frame, frame_text};
-use crate::redis::sink::{CkptState, SinkError, TargetCheckpoint};
+use crate::redis::conn::Frame;
+use crate::redis::sink::{SinkError, TargetCheckpoint};
 use crate::redis::slot::{SLOTS, key_slot};
 
 /// Read the checkpoint hash at `key`, following redirections.
@@ -18,7 +17,7 @@ pub async fn read_ckpt(
     let reply = nodes
         .request_slot(key_slot(key), &[b"HGETALL", key])
         .await?;
-    parse_ckpt(&nodes.seed.to_string(), key, reply)
+    TargetCheckpoint::from_hgetall(&nodes.seed.to_string(), key, reply)
 }
 
 /// Every slot checkpoint of link `id`: one pipeline of HGETALLs per master; a slot that
@@ -44,7 +43,8 @@ pub async fn read_slot_ckpts(
                     Frame::Error(_) => again.push(slot),
                     f => {
                         let key = slot_ckpt_key(id, slot);
-                        out[slot as usize] = parse_ckpt(&endpoint, key.as_bytes(), f)?;
+                        out[slot as usize] =
+                            TargetCheckpoint::from_hgetall(&endpoint, key.as_bytes(), f)?;
                     }
                 }
             }
@@ -68,55 +68,4 @@ pub fn run_id() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
-}
-
-/// An HGETALL reply as a checkpoint (empty: none).
-fn parse_ckpt(
-    endpoint: &str,
-    key: &[u8],
-    reply: Frame,
-) -> Result<Option<TargetCheckpoint>, SinkError> {
-    let bad = |detail: String| SinkError::BadCheckpoint {
-        endpoint: endpoint.to_string(),
-        key: String::from_utf8_lossy(key).into_owned(),
-        detail,
-    };
-    let Frame::Array(items) = reply else {
-        return Err(bad(format!("HGETALL answered {reply:?}")));
-    };
-    if items.is_empty() {
-        return Ok(None);
-    }
-    let mut fields = std::collections::HashMap::new();
-    for pair in items.chunks(2) {
-        if let [f, v] = pair {
-            fields.insert(
-                frame_text(f).unwrap_or_default(),
-                frame_text(v).unwrap_or_default(),
-            );
-        }
-    }
-    let get = |n: &str| {
-        fields
-            .get(n)
-            .cloned()
-            .ok_or_else(|| bad(format!("field {n} missing")))
-    };
-    let num = |n: &str| -> Result<u64, SinkError> {
-        get(n)?
-            .parse()
-            .map_err(|_| bad(format!("field {n} is not a number")))
-    };
-    let state = match get("state")?.as_str() {
-        "full" => CkptState::Full,
-        "incr" => CkptState::Incr,
-        other => return Err(bad(format!("unknown state {other:?}"))),
-    };
-    Ok(Some(TargetCheckpoint {
-        pos: ReplPosition::new(get("replid")?, num("offset")?),
-        db: num("db")? as u32,
-        state,
-        run: get("run")?,
-        seq: num("seq")?,
-    }))
 }

@@ -65,9 +65,18 @@ impl TargetCheckpoint {
         let k = key(id);
         conn.query(&[b"SELECT", b"0"]).await?;
         let reply = conn.query(&[b"HGETALL", k.as_bytes()]).await?;
+        Self::from_hgetall(conn.endpoint(), k.as_bytes(), reply)
+    }
+
+    /// A checkpoint from the `HGETALL` reply of its hash (empty: none).
+    pub fn from_hgetall(
+        endpoint: &str,
+        key: &[u8],
+        reply: Frame,
+    ) -> Result<Option<Self>, SinkError> {
         let bad = |detail: String| SinkError::BadCheckpoint {
-            endpoint: conn.endpoint().to_string(),
-            key: k.clone(),
+            endpoint: endpoint.to_string(),
+            key: String::from_utf8_lossy(key).into_owned(),
             detail,
         };
         let Frame::Array(items) = reply else {
