@@ -120,3 +120,45 @@ fn link_offsets_are_exact_against_valkey_and_redis62() {
         }
     }
 }
+
+/// Redis 6.2 replicating scripts verbatim (`lua-replicate-commands no`) sends `EVALSHA`
+/// once it believes its replicas know the script. A target that lost its scripts would
+/// answer NOSCRIPT; tandem sends the body it saw instead, and loads the RDB's scripts.
+#[test]
+fn verbatim_evalsha_applies_even_when_the_target_lost_the_script() {
+    let src = RedisServer::start_with(
+        ServerOpts::default()
+            .binary_from_env("TANDEM_REDIS62_SERVER")
+            .arg("repl-diskless-sync-delay", "0")
+            .arg("lua-replicate-commands", "no"),
+    );
+    let dst = redis70();
+    let mut c = src.client();
+    // Known before the sync: travels in the RDB's `lua` AUX field.
+    let incr = "return redis.call('INCR', KEYS[1])";
+    let sha1 = c.cmd_text(&["SCRIPT", "LOAD", incr]);
+    let t = Tandem::sync(&src, &dst, &[]);
+    wait_caught_up(&src, &dst, "default", CATCH_UP);
+    for _ in 0..5 {
+        c.cmd(&["EVALSHA", &sha1, "1", "n"]);
+    }
+    // A script run after the sync: its first EVALSHA travels as EVAL (and the source
+    // notes that its replicas know it); then the target loses every script, and the
+    // source sends plain EVALSHA.
+    let incrby = "return redis.call('INCRBY', KEYS[1], 2)";
+    let mut d = dst.client();
+    let sha2 = d.cmd_text(&["SCRIPT", "LOAD", incrby]);
+    c.cmd(&["SCRIPT", "LOAD", incrby]);
+    c.cmd(&["EVALSHA", &sha2, "1", "m"]);
+    wait_caught_up(&src, &dst, "default", CATCH_UP);
+    d.cmd(&["SCRIPT", "FLUSH"]);
+    for _ in 0..5 {
+        c.cmd(&["EVALSHA", &sha2, "1", "m"]);
+    }
+    wait_caught_up(&src, &dst, "default", CATCH_UP);
+    for (key, want) in [("n", "5"), ("m", "12")] {
+        assert_eq!(c.cmd_text(&["GET", key]), want);
+        assert_eq!(d.cmd_text(&["GET", key]), want, "{}", t.log_text());
+    }
+    assert!(!t.log_text().contains("NOSCRIPT"), "{}", t.log_text());
+}

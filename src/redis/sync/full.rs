@@ -135,6 +135,16 @@ pub fn load(
                 let c = rdb::decode::function_command(&code);
                 group.push((0, c.into_iter().map(Bytes::from).collect()));
             }
+            // Redis 5/6 keep their script cache in the RDB: load it, so that EVALSHA
+            // replicated verbatim later finds the script on the target.
+            RdbEvent::Aux { key, value } if key == b"lua" => {
+                let argv = vec![
+                    Bytes::from_static(b"SCRIPT"),
+                    Bytes::from_static(b"LOAD"),
+                    Bytes::from(value),
+                ];
+                group.push((0, argv));
+            }
             RdbEvent::End { .. } => break,
             _ => {}
         }

@@ -12,6 +12,7 @@
 pub mod full;
 pub mod incr;
 pub mod rdb_feed;
+pub mod scripts;
 pub mod twoway;
 
 use std::path::PathBuf;
@@ -141,6 +142,7 @@ pub async fn run_engine<S: Sink>(
         stats: IncrStats::default(),
         db: initial_db,
         hooks,
+        scripts: scripts::ScriptCache::default(),
     };
     let result = eng.run(&mut link, &mut shutdown).await;
     // Whatever happened, land what is complete and write its checkpoint.
@@ -159,6 +161,7 @@ struct Engine<'a, S> {
     stats: IncrStats,
     db: u32,
     hooks: Option<twoway::Hooks>,
+    scripts: scripts::ScriptCache,
 }
 
 impl<S: Sink> Engine<'_, S> {
@@ -237,7 +240,8 @@ impl<S: Sink> Engine<'_, S> {
                         self.replid = replid;
                     }
                 }
-                Event::Command(cmd) => {
+                Event::Command(mut cmd) => {
+                    self.scripts.prepare(&mut cmd);
                     let Some(unit) = self.units.push(cmd) else {
                         continue;
                     };
