@@ -136,12 +136,10 @@ pub struct IncrStats {
 impl IncrPolicy {
     /// Turn a unit into target writes `(target db, argv)`.
     pub fn writes(&self, unit: Unit, stats: &mut IncrStats) -> Result<Vec<TargetWrite>, IncrError> {
-        if self.drop_echoes {
-            if any_writes_tandem_key(unit.cmds.iter().map(|c| c.argv.as_slice())) {
-                stats.dropped_echo_units += 1;
-                crate::metrics::echo_dropped();
-                return Ok(Vec::new());
-            }
+        if self.drop_echoes && any_writes_tandem_key(unit.cmds.iter().map(|c| c.argv.as_slice())) {
+            stats.dropped_echo_units += 1;
+            crate::metrics::echo_dropped();
+            return Ok(Vec::new());
         }
         let mut out = Vec::new();
         for cmd in unit.cmds {
