@@ -5,6 +5,8 @@ use crate::redis::url::Endpoint;
 pub const LINK_RECONNECTS: &str = "tandem_link_reconnects_total";
 pub const LINK_BYTES: &str = "tandem_link_received_bytes_total";
 pub const FULL_SYNCS: &str = "tandem_full_syncs_total";
+pub const RECEIVED_OFFSET: &str = "tandem_link_received_offset";
+pub const APPLIED_OFFSET: &str = "tandem_applied_offset";
 
 /// Describe every metric once, at start-up.
 pub fn describe() {
@@ -20,6 +22,18 @@ pub fn describe() {
         FULL_SYNCS,
         "Full resyncs (RDB transfers) started by a source"
     );
+    metrics::describe_counter!(FULL_SYNC_KEYS, "Keys written to the target by full syncs");
+    metrics::describe_gauge!(
+        RECEIVED_OFFSET,
+        "Replication offset of the last byte received from a source"
+    );
+    metrics::describe_gauge!(
+        APPLIED_OFFSET,
+        "Source offset up to which the target holds everything (lag in bytes: received minus applied)"
+    );
+    describe_sink();
+    describe_policy();
+    describe_twoway();
 }
 
 fn source_label(ep: &Endpoint) -> String {
@@ -32,6 +46,14 @@ pub fn link_reconnect(ep: &Endpoint) {
 
 pub fn link_bytes(ep: &Endpoint, n: u64) {
     metrics::counter!(LINK_BYTES, "source" => source_label(ep)).increment(n);
+}
+
+pub fn received_offset(ep: &Endpoint, offset: u64) {
+    metrics::gauge!(RECEIVED_OFFSET, "source" => source_label(ep)).set(offset as f64);
+}
+
+pub fn applied_offset(ep: &Endpoint, offset: u64) {
+    metrics::gauge!(APPLIED_OFFSET, "source" => source_label(ep)).set(offset as f64);
 }
 
 pub fn full_sync_started(ep: &Endpoint) {

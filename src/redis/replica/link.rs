@@ -177,12 +177,14 @@ async fn connection(
             .await?;
     }
     set_resume(state, received);
+    crate::metrics::received_offset(&cfg.source, received);
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
         buf.reserve(CHUNK);
         let n = read_some(&endpoint, &mut rd, &mut buf, cfg.read_timeout).await?;
         received += n as u64;
         crate::metrics::link_bytes(&cfg.source, n as u64);
+        crate::metrics::received_offset(&cfg.source, received);
         spool.append(&Record::Stream(buf.split().freeze())).await?;
         set_resume(state, received);
     }

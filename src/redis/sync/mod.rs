@@ -119,10 +119,12 @@ pub async fn run_engine<S: Sink>(
     let mut applied = sink.applied();
     let handle = link.handle.clone();
     let applied_offset = hooks.as_ref().map(|h| h.applied.clone());
+    let source_ep = cfg.source.clone();
     tokio::spawn(async move {
         while applied.changed().await.is_ok() {
             let c = applied.borrow_and_update().clone();
             if let Some(c) = c.filter(|c| c.state == CkptState::Incr) {
+                crate::metrics::applied_offset(&source_ep, c.pos.offset);
                 if let Some(a) = &applied_offset {
                     a.send_replace(c.pos.offset);
                 }
