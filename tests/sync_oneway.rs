@@ -311,3 +311,95 @@ fn an_out_of_memory_target_is_retried_until_it_has_room() {
     wait_caught_up(&src, &dst, "default", CATCH_UP);
     assert_same_db(&src, 0, &dst, 0, SLACK);
 }
+
+/// The target drops tandem's connection again and again under load (`CLIENT KILL`), so
+/// replies of batches in flight are lost. After each reconnect tandem reads the target's
+/// checkpoint to learn which of them landed and resends only the others: counters end
+/// exact.
+#[test]
+fn lost_target_connections_never_double_or_lose_a_write() {
+    let src = source();
+    let dst = RedisServer::start();
+    let t = Tandem::sync(&src, &dst, &["--batch-commands", "100", "--window", "16"]);
+    wait_until("full sync done", CATCH_UP, || {
+        checkpoint(&dst, "default").is_some_and(|(s, _)| s == "incr")
+    });
+    let port = src.port;
+    let writer = std::thread::spawn(move || {
+        let mut c = Client::connect(port).unwrap();
+        for round in 0..400u64 {
+            let cmds: Vec<Vec<Bytes>> = (0..50)
+                .flat_map(|i| {
+                    [
+                        vec![Bytes::from("INCR"), Bytes::from(format!("n:{i}"))],
+                        vec![
+                            Bytes::from("RPUSH"),
+                            Bytes::from(format!("l:{}", i % 10)),
+                            Bytes::from(round.to_string()),
+                        ],
+                    ]
+                })
+                .collect();
+            c.pipeline(&cmds);
+        }
+    });
+    let mut killed = 0;
+    let mut k = dst.client();
+    for _ in 0..200 {
+        killed += k.cmd_int(&["CLIENT", "KILL", "TYPE", "normal"]);
+        if writer.is_finished() && killed >= 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.join().unwrap();
+    assert!(
+        killed >= 5,
+        "tandem's target connection was killed only {killed} times"
+    );
+    wait_caught_up(&src, &dst, "default", CATCH_UP);
+    let (mut s, mut d) = (src.client(), dst.client());
+    for i in 0..50 {
+        let key = format!("n:{i}");
+        assert_eq!(d.cmd_text(&["GET", &key]), "400", "{key}\n{}", t.log_text());
+    }
+    for i in 0..10 {
+        let key = format!("l:{i}");
+        assert_eq!(
+            s.cmd(&["LRANGE", &key, "0", "-1"]),
+            d.cmd(&["LRANGE", &key, "0", "-1"]),
+            "{key}"
+        );
+    }
+    assert!(
+        t.log_text().contains("target write failed, retrying"),
+        "{}",
+        t.log_text()
+    );
+}
+
+#[test]
+fn a_target_user_without_permission_stops_with_a_clear_error() {
+    let src = source();
+    let dst = RedisServer::start();
+    let r = dst.cmd(&[
+        "ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-restore",
+    ]);
+    assert_eq!(r, Frame::SimpleString("OK".into()));
+    src.client().cmd(&["SET", "k", "v"]);
+    let target = format!("redis://limited:pw@127.0.0.1:{}", dst.port);
+    let source = src.url();
+    let mut t = Tandem::start(&["redis", "sync", "--source", &source, "--target", &target]);
+    assert_eq!(t.wait_exit(Duration::from_secs(60)), Some(1));
+    let log = t.log_text();
+    let err: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("tandem: error:"))
+        .collect();
+    assert_eq!(err.len(), 1, "{log}");
+    assert!(
+        err[0].contains("NOPERM") && err[0].contains("RESTORE"),
+        "{log}"
+    );
+    assert!(!log.contains(":pw@"), "{log}");
+}
