@@ -417,7 +417,18 @@ impl ClusterSink {
     }
 
     /// Read the replies of the oldest batch on `node` and act on them.
+    ///
+    /// The node's write buffer is flushed first: `send` settles when a node's window is
+    /// full in the middle of a `pump`, and the batches this pump queued are still in the
+    /// buffer (a pump of `--batch-commands` keys spread over the slots makes hundreds of
+    /// slot batches per master). Waiting for the replies to bytes never sent only ended
+    /// with the reply timeout, the connection "lost", and the same again on resend.
     async fn settle(&mut self, node: usize) -> Result<(), SinkError> {
+        if let Some(conn) = self.links[node].conn.as_mut()
+            && let Err(e) = conn.flush().await
+        {
+            return self.node_failed(node, e).await;
+        }
         match self.read_front(node).await {
             Ok(()) => Ok(()),
             Err(Failure::Conn(e)) => self.node_failed(node, e).await,
