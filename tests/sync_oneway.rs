@@ -66,6 +66,15 @@ fn full_then_incremental_every_type_several_dbs() {
     // Keys tandem must not copy: already expiring and reserved.
     c.cmd(&["SELECT", "0"]);
     c.cmd(&["SET", "__tandem:foreign", "x"]);
+    // A function library travels in the RDB; another one is loaded live.
+    let lib = |name: &str| {
+        format!(
+            "#!lua name={name}\nredis.register_function('{name}_set', \
+             function(keys, args) return redis.call('SET', keys[1], args[1]) end)"
+        )
+    };
+    let r = c.cmd(&["FUNCTION", "LOAD", &lib("before")]);
+    assert!(!matches!(r, Frame::Error(_)), "{r:?}");
     let mut t = Tandem::sync(&src, &dst, &[]);
     wait_caught_up(&src, &dst, "default", CATCH_UP);
     for db in [0, 1, 5] {
@@ -75,7 +84,19 @@ fn full_then_incremental_every_type_several_dbs() {
         incremental_writes(&mut c, db, "k:");
     }
     fill_all_types(&mut c, 7, "late:", 9);
+    let r = c.cmd(&["FUNCTION", "LOAD", &lib("after")]);
+    assert!(!matches!(r, Frame::Error(_)), "{r:?}");
+    c.cmd(&["SELECT", "0"]);
+    c.cmd(&["FCALL", "after_set", "1", "k:via-function", "yes"]);
     wait_caught_up(&src, &dst, "default", CATCH_UP);
+    let mut d = dst.client();
+    for name in ["before", "after"] {
+        let r = d.cmd(&["FUNCTION", "LIST", "LIBRARYNAME", name]);
+        assert!(
+            matches!(&r, Frame::Array(a) if a.len() == 1),
+            "library {name} on the target: {r:?}"
+        );
+    }
     for db in [0, 1, 5, 7] {
         assert_same_db(&src, db, &dst, db, SLACK);
     }

@@ -259,3 +259,97 @@ impl IncrPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&str], offset: u64) -> Command {
+        Command {
+            db: 0,
+            argv: args.iter().map(|a| Bytes::from(a.to_string())).collect(),
+            start: offset - 1,
+            offset,
+            raw: Bytes::new(),
+        }
+    }
+
+    fn policy(on_unsupported: OnUnsupported) -> IncrPolicy {
+        IncrPolicy {
+            filter: FilterConfig::default(),
+            on_unsupported,
+            on_flush: OnFlush::Apply,
+            drop_echoes: false,
+        }
+    }
+
+    fn unit(cmds: Vec<Command>) -> Unit {
+        let end = cmds.last().unwrap().offset;
+        Unit { cmds, end, db: 0 }
+    }
+
+    #[test]
+    fn an_unsupported_command_names_itself_and_its_offset() {
+        let mut stats = IncrStats::default();
+        let u = unit(vec![
+            cmd(&["SET", "a", "1"], 10),
+            cmd(&["FROBNICATE", "x"], 42),
+        ]);
+        let err = policy(OnUnsupported::Fail)
+            .writes(u, &mut stats)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("FROBNICATE") && msg.contains("42"), "{msg}");
+        let u = unit(vec![
+            cmd(&["SET", "a", "1"], 10),
+            cmd(&["FROBNICATE", "x"], 42),
+        ]);
+        let w = policy(OnUnsupported::Skip).writes(u, &mut stats).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(stats.skipped_unsupported, 1);
+    }
+
+    #[test]
+    fn control_commands_are_never_applied() {
+        let mut stats = IncrStats::default();
+        for c in [
+            &["PING"][..],
+            &["REPLCONF", "GETACK", "*"],
+            &["PUBLISH", "ch", "m"],
+        ] {
+            let w = policy(OnUnsupported::Fail).writes(unit(vec![cmd(c, 5)]), &mut stats);
+            assert!(w.unwrap().is_empty(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn flushes_stay_inside_the_replicated_scope() {
+        let mut stats = IncrStats::default();
+        let mut p = policy(OnUnsupported::Fail);
+        let w = p
+            .writes(unit(vec![cmd(&["FLUSHALL"], 5)]), &mut stats)
+            .unwrap();
+        assert_eq!(w.len(), 1, "no filters: FLUSHALL applies");
+        p.filter.include_prefixes = vec![Bytes::from("app:")];
+        let e = p
+            .writes(unit(vec![cmd(&["FLUSHDB"], 6)]), &mut stats)
+            .unwrap_err();
+        assert!(e.to_string().contains("outside the key filters"), "{e}");
+        p.filter.include_prefixes.clear();
+        p.filter.include_dbs = vec![0];
+        let e = p
+            .writes(unit(vec![cmd(&["FLUSHALL"], 7)]), &mut stats)
+            .unwrap_err();
+        assert!(e.to_string().contains("--on-flush"), "{e}");
+        let w = p
+            .writes(unit(vec![cmd(&["FLUSHDB"], 8)]), &mut stats)
+            .unwrap();
+        assert_eq!(w.len(), 1, "FLUSHDB of a replicated db applies");
+        p.on_flush = OnFlush::Skip;
+        let w = p
+            .writes(unit(vec![cmd(&["FLUSHALL"], 9)]), &mut stats)
+            .unwrap();
+        assert!(w.is_empty());
+        assert_eq!(stats.skipped_flush, 1);
+    }
+}
