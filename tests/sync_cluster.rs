@@ -470,7 +470,7 @@ fn full_sync_of_many_mixed_keys_and_big_values_into_a_cluster() {
     let src = source();
     let dst = cluster(0);
     let mut c = src.client();
-    fill_mixed(&mut c, 40_000, 11);
+    fill_mixed(&mut c, 20_000, 11);
     let t = sync_to_cluster(&src, &dst, &[]);
     wait_caught_up_any(
         &src,
@@ -480,7 +480,7 @@ fn full_sync_of_many_mixed_keys_and_big_values_into_a_cluster() {
     let log = t.log_text();
     assert!(!log.contains("connection lost"), "{log}");
     let expected = snapshot(&src, 0);
-    assert_eq!(expected.len(), 40_000 + 3 + 3);
+    assert_eq!(expected.len(), 20_000 + 3 + 3);
     // The two snapshots are seconds apart: TTLs (10 minutes) within 30 s.
     assert_same_snapshot(&expected, &cluster_snapshot(&dst), Duration::from_secs(30));
 }
