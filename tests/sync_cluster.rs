@@ -305,7 +305,10 @@ fn target_slot_migration_under_load_loses_nothing() {
     let to = dst.masters.iter().find(|m| m.port != from_port).unwrap();
     let from_id = from.client().cmd_text(&["CLUSTER", "MYID"]);
     let to_id = to.client().cmd_text(&["CLUSTER", "MYID"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // The slot must hold data when it moves: wait until tandem wrote cnt:7 there.
+    wait_until("cnt:7 on the target", Duration::from_secs(30), || {
+        from.client().cmd(&["EXISTS", "cnt:7"]) == Frame::Integer(1)
+    });
     let s = slot.to_string();
     to.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
     from.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);

@@ -357,8 +357,11 @@ impl Cluster {
             "cluster_state:ok everywhere",
             Duration::from_secs(30),
             || {
+                // `cluster_state` is in CLUSTER INFO (INFO cluster only has cluster_enabled).
                 self.nodes().all(|n| {
-                    n.info_field("cluster", "cluster_state").as_deref() == Some("ok")
+                    n.client()
+                        .cmd_text(&["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
                         && n.client().cmd_text(&["CLUSTER", "NODES"]).lines().count() == total
                 })
             },

@@ -219,79 +219,8 @@ pub fn wait_caught_up_any(
     });
 }
 
-/// Like `Cluster::start` (whose `wait_ok` reads `cluster_state` from `INFO cluster`,
-/// where it never is, so it always times out), reading CLUSTER INFO instead.
+/// A cluster of `masters` masters with `replicas` replicas each, ready (`cluster_state:ok`
+/// everywhere, replicas in sync).
 pub fn start_cluster(masters: usize, replicas: usize) -> Cluster {
-    use crate::support::ServerOpts;
-    let opts = ServerOpts {
-        cluster: true,
-        ..Default::default()
-    };
-    let ms: Vec<RedisServer> = (0..masters)
-        .map(|_| RedisServer::start_with(opts.clone()))
-        .collect();
-    let per = 16384 / masters;
-    for (i, m) in ms.iter().enumerate() {
-        let lo = i * per;
-        let hi = if i + 1 == masters {
-            16383
-        } else {
-            lo + per - 1
-        };
-        m.cmd(&["CLUSTER", "ADDSLOTSRANGE", &lo.to_string(), &hi.to_string()]);
-    }
-    for m in &ms[1..] {
-        m.cmd(&["CLUSTER", "MEET", "127.0.0.1", &ms[0].port.to_string()]);
-    }
-    let c_nodes: Vec<u16> = ms.iter().map(|m| m.port).collect();
-    let gentle = |what: &str, cond: &mut dyn FnMut() -> bool| {
-        let start = Instant::now();
-        while !cond() {
-            if start.elapsed() > Duration::from_secs(20) {
-                for n in c_nodes.iter() {
-                    let mut cl = Client::connect(*n).unwrap();
-                    eprintln!(
-                        "{n}: {}\n{}",
-                        cl.cmd_text(&["CLUSTER", "INFO"]),
-                        cl.cmd_text(&["CLUSTER", "NODES"])
-                    );
-                }
-                panic!("timed out: {what}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let mut rs = Vec::new();
-    for m in &ms {
-        let id = m.client().cmd_text(&["CLUSTER", "MYID"]);
-        for _ in 0..replicas {
-            let r = RedisServer::start_with(opts.clone());
-            r.cmd(&["CLUSTER", "MEET", "127.0.0.1", &ms[0].port.to_string()]);
-            gentle("replica sees its master", &mut || {
-                r.client().cmd_text(&["CLUSTER", "NODES"]).contains(&id)
-            });
-            r.cmd(&["CLUSTER", "REPLICATE", &id]);
-            rs.push(r);
-        }
-    }
-    let c = Cluster {
-        masters: ms,
-        replicas: rs,
-    };
-    let total = masters * (1 + replicas);
-    gentle("cluster_state:ok everywhere", &mut || {
-        c.nodes().all(|n| {
-            // `cluster_state` is in CLUSTER INFO (INFO cluster only says cluster_enabled).
-            n.client()
-                .cmd_text(&["CLUSTER", "INFO"])
-                .contains("cluster_state:ok")
-                && n.client().cmd_text(&["CLUSTER", "NODES"]).lines().count() == total
-        })
-    });
-    for r in &c.replicas {
-        gentle("replica in sync", &mut || {
-            r.info_field("replication", "master_link_status").as_deref() == Some("up")
-        });
-    }
-    c
+    Cluster::start(masters, replicas)
 }
