@@ -55,17 +55,3 @@ pub async fn read_slot_ckpts(
     }
     Ok(out)
 }
-
-/// A value unlikely to repeat across tandem runs (identifies this run's batches).
-pub fn run_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}

@@ -31,6 +31,21 @@ pub struct TargetCheckpoint {
     pub seq: u64,
 }
 
+/// The `run` written in checkpoints: a value unlikely to repeat across tandem runs, so
+/// that a sink recognises its own batches after a lost connection.
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
 pub fn key(id: &str) -> String {
     format!("{PREFIX}{id}")
 }

@@ -34,7 +34,7 @@ use super::checkpoint::{self, CkptState, TargetCheckpoint};
 use super::standalone::SinkConfig;
 use super::{ReplyClass, Sink, SinkError, classify_reply};
 use crate::core::ReplPosition;
-use crate::redis::cluster::ckpt::{read_ckpt, read_slot_ckpts, run_id};
+use crate::redis::cluster::ckpt::{read_ckpt, read_slot_ckpts};
 use crate::redis::cluster::nodes::{Backoff, Nodes, Redirect, redirect};
 use crate::redis::cluster::tags::slot_ckpt_key;
 use crate::redis::command::{Flags, resolve, target_db};
@@ -134,7 +134,7 @@ impl ClusterSink {
         let links = Vec::new();
         let (applied, _) = watch::channel(start.clone());
         Ok(Self {
-            run: format!("{:016x}", run_id()),
+            run: super::checkpoint::new_run_id(),
             cfg,
             nodes,
             links,

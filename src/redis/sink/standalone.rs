@@ -77,7 +77,7 @@ impl StandaloneSink {
     pub async fn connect(cfg: SinkConfig) -> Result<Self, SinkError> {
         let mut conn = Conn::connect(&cfg.target.with_db(0), cfg.timeout).await?;
         let start = TargetCheckpoint::load(&mut conn, &cfg.id).await?;
-        let run = format!("{:016x}", run_id());
+        let run = super::checkpoint::new_run_id();
         let (applied, _) = watch::channel(start.clone());
         Ok(Self {
             ckpt_key: Bytes::from(checkpoint::key(&cfg.id)),
@@ -363,20 +363,6 @@ impl From<SinkError> for Failure {
     fn from(e: SinkError) -> Self {
         Failure::from_sink(e)
     }
-}
-
-/// A value unlikely to repeat across tandem runs.
-fn run_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 impl CkptState {
