@@ -342,6 +342,22 @@ fn assert_same_db_with(
 ) {
     let a = snapshot_with(src, sdb, across_versions);
     let b = snapshot_with(dst, ddb, across_versions);
+    assert_same_snapshot(
+        &a,
+        &b,
+        ttl_slack,
+        &format!("source db {sdb}, target db {ddb}"),
+    );
+}
+
+/// Snapshots hold the same keys and values, with TTLs within `ttl_slack`; `what` names
+/// the two sides in the failure message.
+pub fn assert_same_snapshot(
+    a: &BTreeMap<Vec<u8>, (KeyValue, i64)>,
+    b: &BTreeMap<Vec<u8>, (KeyValue, i64)>,
+    ttl_slack: Duration,
+    what: &str,
+) {
     let ak: Vec<_> = a
         .keys()
         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -350,12 +366,12 @@ fn assert_same_db_with(
         .keys()
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .collect();
-    assert_eq!(ak, bk, "key sets differ (source db {sdb}, target db {ddb})");
-    for (k, (va, ta)) in &a {
+    assert_eq!(ak, bk, "key sets differ ({what})");
+    for (k, (va, ta)) in a {
         let (vb, tb) = &b[k];
         if va != vb {
             panic!(
-                "value of {:?} differs: {}",
+                "value of {:?} differs ({what}): {}",
                 String::from_utf8_lossy(k),
                 first_difference(va, vb)
             );

@@ -151,34 +151,13 @@ pub fn cluster_snapshot(cluster: &Cluster) -> BTreeMap<Vec<u8>, (KeyValue, i64)>
     out
 }
 
-/// Assert two snapshots hold the same keys and values, with TTLs within `ttl_slack`.
+/// Two snapshots hold the same keys and values, with TTLs within `ttl_slack`.
 pub fn assert_same_snapshot(
     a: &BTreeMap<Vec<u8>, (KeyValue, i64)>,
     b: &BTreeMap<Vec<u8>, (KeyValue, i64)>,
     ttl_slack: Duration,
 ) {
-    let ak: Vec<_> = a
-        .keys()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .collect();
-    let bk: Vec<_> = b
-        .keys()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .collect();
-    assert_eq!(ak, bk, "key sets differ");
-    for (k, (va, ta)) in a {
-        let (vb, tb) = &b[k];
-        assert_eq!(va, vb, "value of {:?} differs", String::from_utf8_lossy(k));
-        if *ta < 0 || *tb < 0 {
-            assert_eq!(ta, tb, "TTL presence of {:?}", String::from_utf8_lossy(k));
-        } else {
-            assert!(
-                (ta - tb).unsigned_abs() <= ttl_slack.as_millis() as u64,
-                "TTL of {:?}: {ta} vs {tb}",
-                String::from_utf8_lossy(k)
-            );
-        }
-    }
+    crate::support::data::assert_same_snapshot(a, b, ttl_slack, "cluster")
 }
 
 /// The floor checkpoint tandem keeps on a cluster target for link `id` (every unit at
