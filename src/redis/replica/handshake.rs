@@ -223,8 +223,8 @@ fn short(f: &Frame) -> String {
 }
 
 /// The port we announce. A replica normally announces the port it listens on; tandem
-/// listens on none, so it announces the source's own port plus nothing clever: 0 would be
-/// rejected by some proxies, so use 1 (visible in INFO as `port=1`) unless overridden.
+/// listens on none, so it announces 1 (shown in the source's INFO as `port=1`, which
+/// tells an operator the replica is not a redis-server), or `TANDEM_ANNOUNCE_PORT`.
 fn local_port_hint(_ep: &Endpoint) -> String {
     std::env::var("TANDEM_ANNOUNCE_PORT").unwrap_or_else(|_| "1".to_string())
 }
