@@ -277,12 +277,11 @@ pub fn function_command(code: &[u8]) -> Command {
 
 /// RESP encoding of a command (array of bulk strings).
 pub fn encode_resp(c: &Command, out: &mut Vec<u8>) {
-    out.extend_from_slice(format!("*{}\r\n", c.len()).as_bytes());
-    for a in c {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
+    // The same encoder as every other RESP tandem writes (redis-protocol's).
+    let mut buf = bytes::BytesMut::new();
+    let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
+    crate::redis::conn::encode_command(&mut buf, &args);
+    out.extend_from_slice(&buf);
 }
 
 #[cfg(test)]
