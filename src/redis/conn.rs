@@ -14,7 +14,7 @@ use super::url::Endpoint;
 
 pub use redis_protocol::resp2::types::BytesFrame as Frame;
 
-/// The byte stream under a connection (TCP now, TLS later).
+/// The byte stream under a connection: TCP, or TLS over it.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
@@ -49,8 +49,11 @@ pub enum ConnError {
         command: String,
         message: String,
     },
-    #[error("{endpoint}: TLS (rediss://) is not supported by this build")]
-    TlsUnsupported { endpoint: String },
+    /// TLS set-up or handshake failed for a reason retrying cannot fix (a certificate
+    /// file, an untrusted or mismatched certificate, a server that requires a client
+    /// certificate).
+    #[error("{endpoint}: TLS: {detail}")]
+    Tls { endpoint: String, detail: String },
 }
 
 impl ConnError {
@@ -63,9 +66,7 @@ impl ConnError {
             | ConnError::Io { .. }
             | ConnError::Closed { .. } => true,
             ConnError::Server { message, .. } => is_transient_server_error(message),
-            ConnError::Auth { .. }
-            | ConnError::Protocol { .. }
-            | ConnError::TlsUnsupported { .. } => false,
+            ConnError::Auth { .. } | ConnError::Protocol { .. } | ConnError::Tls { .. } => false,
         }
     }
 }
@@ -85,6 +86,7 @@ pub struct Conn {
     wbuf: BytesMut,
     endpoint: String,
     timeout: Duration,
+    tls: bool,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -106,9 +108,6 @@ impl Conn {
         timeout: Duration,
     ) -> Result<Conn, ConnError> {
         let endpoint = ep.to_string();
-        if ep.tls {
-            return Err(ConnError::TlsUnsupported { endpoint });
-        }
         let tcp = match tokio::time::timeout(timeout, TcpStream::connect(ep.addr())).await {
             Err(_) => {
                 return Err(ConnError::Timeout {
@@ -120,12 +119,27 @@ impl Conn {
             Ok(Ok(s)) => s,
         };
         tcp.set_nodelay(true).ok();
+        let stream: Box<dyn Stream> = if ep.tls {
+            let tls = super::tls::connect(tcp, ep, &endpoint);
+            match tokio::time::timeout(timeout, tls).await {
+                Err(_) => {
+                    return Err(ConnError::Timeout {
+                        endpoint,
+                        what: "in the TLS handshake (does the port speak TLS?)",
+                    });
+                }
+                Ok(r) => Box::new(r?),
+            }
+        } else {
+            Box::new(tcp)
+        };
         Ok(Conn {
-            stream: Box::new(tcp),
+            stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(READ_CHUNK),
             endpoint,
             timeout,
+            tls: ep.tls,
         })
     }
 
@@ -153,6 +167,10 @@ impl Conn {
         &self.endpoint
     }
 
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// Queue a command without sending it.
     pub fn queue(&mut self, argv: &[&[u8]]) {
         encode_command(&mut self.wbuf, argv);
@@ -169,10 +187,7 @@ impl Conn {
         }
         let buf = self.wbuf.split();
         let res = self.stream.write_all(&buf).await;
-        res.map_err(|source| ConnError::Io {
-            endpoint: self.endpoint.clone(),
-            source,
-        })?;
+        res.map_err(|source| super::tls::io_error(&self.endpoint, source))?;
         self.wbuf = buf;
         self.wbuf.clear();
         Ok(())
@@ -211,10 +226,7 @@ impl Conn {
                 endpoint: self.endpoint.clone(),
                 what: "waiting for a reply",
             }),
-            Ok(Err(source)) => Err(ConnError::Io {
-                endpoint: self.endpoint.clone(),
-                source,
-            }),
+            Ok(Err(source)) => Err(super::tls::io_error(&self.endpoint, source)),
             Ok(Ok(0)) => Err(ConnError::Closed {
                 endpoint: self.endpoint.clone(),
             }),

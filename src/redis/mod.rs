@@ -10,4 +10,5 @@ pub mod replica;
 pub mod sink;
 pub mod slot;
 pub mod sync;
+pub mod tls;
 pub mod url;

@@ -1,9 +1,15 @@
 //! Endpoint URLs: `redis://[user:pass@]host:port[/db]`, `rediss://` for TLS.
 //!
+//! TLS settings ride on the URL's query, so source and target (and each side of a
+//! two-way pair) carry their own: `rediss://host:port?cacert=ca.pem&cert=c.pem&key=k.pem`
+//! (`sni=NAME` for another server name, `insecure=true` to skip verification). Without
+//! `cacert` the system's trust store is used.
+//!
 //! The password is kept out of every `Display` and `Debug` so that no log line, error or
 //! metric label can carry it.
 
 use std::fmt;
+use std::path::PathBuf;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -13,6 +19,23 @@ pub struct Endpoint {
     pub password: Option<String>,
     pub db: u32,
     pub tls: bool,
+    /// Only meaningful with `tls`.
+    pub tls_opts: TlsOpts,
+}
+
+/// TLS settings from a `rediss://` URL's query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOpts {
+    /// PEM file of the certificates that sign the server's; the system store otherwise.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain and key, for servers that check clients
+    /// (`tls-auth-clients yes`, Redis's default).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Server name to send and verify instead of the URL's host.
+    pub sni: Option<String>,
+    /// Accept any server certificate (tests, throwaway setups).
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +58,15 @@ impl Endpoint {
             (true, r)
         } else {
             return Err(bad("expected redis:// or rediss://"));
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let tls_opts = match query {
+            Some(_) if !tls => return Err(bad("query options are TLS settings: use rediss://")),
+            Some(q) => parse_tls_query(q).map_err(bad)?,
+            None => TlsOpts::default(),
         };
         let (auth, hostpart) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
@@ -81,6 +113,7 @@ impl Endpoint {
             password,
             db,
             tls,
+            tls_opts,
         })
     }
 
@@ -118,6 +151,33 @@ impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Endpoint({self})")
     }
+}
+
+fn parse_tls_query(q: &str) -> Result<TlsOpts, &'static str> {
+    let mut o = TlsOpts::default();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        let path = |v: String| (!v.is_empty()).then(|| PathBuf::from(v));
+        match k {
+            "cacert" => o.ca = path(v),
+            "cert" => o.cert = path(v),
+            "key" => o.key = path(v),
+            "sni" => o.sni = (!v.is_empty()).then_some(v),
+            "insecure" => {
+                o.insecure = match v.as_str() {
+                    "" | "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err("insecure must be true or false"),
+                }
+            }
+            _ => return Err("unknown option (known: cacert, cert, key, sni, insecure)"),
+        }
+    }
+    if o.cert.is_some() != o.key.is_some() {
+        return Err("cert and key go together");
+    }
+    Ok(o)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -177,6 +237,40 @@ mod tests {
         assert_eq!(
             (e.user, e.password.as_deref(), e.port),
             (None, Some("pw"), 6379)
+        );
+    }
+
+    #[test]
+    fn tls_options_ride_on_the_query() {
+        let e = Endpoint::parse("rediss://h:1/2?cacert=/a%20b/ca.pem&cert=c.pem&key=k.pem&sni=x")
+            .unwrap();
+        assert_eq!(e.db, 2);
+        assert_eq!(
+            e.tls_opts,
+            TlsOpts {
+                ca: Some("/a b/ca.pem".into()),
+                cert: Some("c.pem".into()),
+                key: Some("k.pem".into()),
+                sni: Some("x".into()),
+                insecure: false,
+            }
+        );
+        assert!(
+            Endpoint::parse("rediss://h?insecure")
+                .unwrap()
+                .tls_opts
+                .insecure
+        );
+        let err = |u| Endpoint::parse(u).unwrap_err().reason;
+        assert_eq!(
+            err("redis://h?cacert=x"),
+            "query options are TLS settings: use rediss://"
+        );
+        assert_eq!(err("rediss://h?cert=c"), "cert and key go together");
+        assert!(err("rediss://h?ca=x").starts_with("unknown option"));
+        assert_eq!(
+            err("rediss://h?insecure=maybe"),
+            "insecure must be true or false"
         );
     }
 

@@ -98,7 +98,7 @@ impl Topology {
             detail,
         };
         let mut shards = match conn.request(&[b"CLUSTER", b"SHARDS"]).await? {
-            Frame::Array(items) => parse_shards(&items).map_err(bad)?,
+            Frame::Array(items) => parse_shards(&items, conn.is_tls()).map_err(bad)?,
             // Before Redis 7: unknown subcommand.
             Frame::Error(_) => match conn.query(&[b"CLUSTER", b"SLOTS"]).await? {
                 Frame::Array(items) => parse_slots(&items).map_err(bad)?,
@@ -160,7 +160,9 @@ fn slot(v: i64) -> Result<u16, String> {
         .ok_or_else(|| format!("slot {v} out of range"))
 }
 
-fn parse_shards(items: &[Frame]) -> Result<Vec<Shard>, String> {
+/// `tls`: the node list is read over TLS, so the nodes are reached on their `tls-port`
+/// (CLUSTER SHARDS lists both; CLUSTER SLOTS already answers a TLS client with it).
+fn parse_shards(items: &[Frame], tls: bool) -> Result<Vec<Shard>, String> {
     let mut out = Vec::new();
     for shard in items {
         let p = pairs(shard).ok_or("a shard is not a map")?;
@@ -183,8 +185,13 @@ fn parse_shards(items: &[Frame]) -> Result<Vec<Shard>, String> {
         for n in nodes {
             let np = pairs(n).ok_or("a node is not a map")?;
             let field = |k: &str| get(&np, k).and_then(text).unwrap_or_default();
-            let port = get(&np, "port")
-                .or_else(|| get(&np, "tls-port"))
+            let (first, second) = if tls {
+                ("tls-port", "port")
+            } else {
+                ("port", "tls-port")
+            };
+            let port = get(&np, first)
+                .or_else(|| get(&np, second))
                 .and_then(int)
                 .ok_or("node without port")?;
             let host = [field("ip"), field("endpoint"), field("hostname")]
@@ -287,7 +294,7 @@ mod tests {
                 node("m1", 7000, "master"),
             ]),
         ])];
-        let a = parse_shards(&shards).unwrap();
+        let a = parse_shards(&shards, false).unwrap();
         let slots = vec![Frame::Array(vec![
             Frame::Integer(0),
             Frame::Integer(99),
