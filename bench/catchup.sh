@@ -36,9 +36,12 @@ else
   for _ in $(seq 100); do [ "$(redis-cli -p "$DST" hget __tandem:ckpt:default state)" = "incr" ] && break; sleep 0.1; done
   applied() { redis-cli -p "$DST" hget __tandem:ckpt:default offset; }
 fi
+DSTPID=$(redis-cli -p "$DST" info server | tr -d '\r' | awk -F: '/^process_id/{print $2}')
 kill -STOP "$AP"
 redis-benchmark -p "$SRC" -P 100 -n "$N" -t set,incr -r 100000 -q >/dev/null 2>&1
 WANT=$(offset_of_source)
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+AP0=$(ticks "$AP"); DST0=$(ticks "$DSTPID")
 S=$(date +%s.%N)
 kill -CONT "$AP"; STOPPED_AP=$AP; AP=""
 if [ -n "${CPU:-}" ] && [ "$MODE" = tandem ]; then
@@ -51,5 +54,11 @@ if [ -n "${CPU:-}" ] && [ "$MODE" = tandem ]; then
 fi
 for _ in $(seq 60000); do G=$(applied); [ "${G:-0}" -ge "$WANT" ] && break; sleep 0.01; done
 E=$(date +%s.%N)
+AP1=$(ticks "$STOPPED_AP"); DST1=$(ticks "$DSTPID")
 echo "$MODE applied $((2*N)) writes ($WANT bytes of stream) in $(echo "$E - $S" | bc) s"
+if [ "$MODE" = tandem ]; then
+  echo "CPU seconds: tandem $(echo "($AP1-$AP0)/100" | bc -l | cut -c1-5), target redis-server $(echo "($DST1-$DST0)/100" | bc -l | cut -c1-5)"
+else
+  echo "CPU seconds: replica redis-server $(echo "($AP1-$AP0)/100" | bc -l | cut -c1-5)"
+fi
 if [ -n "${CPU_PID:-}" ]; then wait "$CPU_PID"; fi
