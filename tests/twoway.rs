@@ -432,6 +432,8 @@ fn conflict_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+type Writer = dyn FnMut(&[&str]) -> Frame + Send;
+
 /// Random writes to a shared key set on a cluster A and a standalone B at once (and,
 /// last seed, on two clusters): identical within 5 s of the writers stopping.
 #[test]
@@ -463,7 +465,7 @@ fn cluster_side_contested_keys_converge_after_writers_stop() {
         let mut ca = ClusterClient::new(&a);
         let wa =
             std::thread::spawn(move || random_writes(&mut |x| ca.cmd(x, 1), seed * 100 + 1, 1500));
-        let mut writer_b: Box<dyn FnMut(&[&str]) -> Frame + Send> = match (&b_cluster, &b_server) {
+        let mut writer_b: Box<Writer> = match (&b_cluster, &b_server) {
             (Some(c), _) => {
                 let mut cc = ClusterClient::new(c);
                 Box::new(move |x| cc.cmd(x, 1))

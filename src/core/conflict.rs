@@ -292,10 +292,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
 
     fn evict(&self, st: &mut State<K>, now_ms: u64) {
         for side in [Side::A, Side::B] {
-            loop {
-                let Some((space, own, at, _)) = st.order[side.idx()].front() else {
-                    break;
-                };
+            while let Some((space, own, at, _)) = st.order[side.idx()].front() {
                 let expired = now_ms.saturating_sub(*at) > self.retention_ms;
                 let observers = &st.held[side.other().idx()];
                 let everywhere =
