@@ -3,14 +3,16 @@
 
 mod support;
 mod support_cluster;
+mod support_twoway;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::data::{Lcg, assert_same_db, fill_all_types, snapshot};
+use support::data::{assert_same_db, fill_all_types, snapshot};
 use support::proc::{Tandem, checkpoint};
 use support::*;
 use support_cluster::*;
+use support_twoway::*;
 
 const SLACK: Duration = Duration::from_millis(1500);
 
@@ -208,36 +210,6 @@ fn contested_keys_converge_after_writers_stop() {
     assert!(conflicts_seen > 0, "no conflict was detected in any seed");
 }
 
-/// `n` random writes (key at index 1) to a small key set through `run`.
-fn random_writes(run: &mut dyn FnMut(&[&str]) -> Frame, seed: u64, n: usize) {
-    let mut r = Lcg(seed);
-    for i in 0..n {
-        let k = format!("c:{}", r.below(12));
-        let args: Vec<String> = match r.below(7) {
-            0 => vec!["SET".into(), k, format!("v{seed}-{i}")],
-            1 => vec!["INCR".into(), format!("{k}:n")],
-            2 => vec!["RPUSH".into(), format!("{k}:l"), format!("{i}")],
-            3 => vec![
-                "HSET".into(),
-                format!("{k}:h"),
-                format!("f{}", r.below(3)),
-                format!("{i}"),
-            ],
-            4 => vec!["DEL".into(), k],
-            5 => vec!["SADD".into(), format!("{k}:s"), format!("{}", r.below(5))],
-            _ => vec![
-                "ZADD".into(),
-                format!("{k}:z"),
-                format!("{i}"),
-                format!("m{}", r.below(4)),
-            ],
-        };
-        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        let reply = run(&refs);
-        assert!(!matches!(reply, Frame::Error(_)), "{args:?}: {reply:?}");
-    }
-}
-
 /// SIGKILL of tandem in the middle of two-way traffic: both directions resume from
 /// their checkpoints and apply every write exactly once.
 #[test]
@@ -292,72 +264,6 @@ fn kill9_during_twoway_resumes_exactly_once_both_ways() {
     assert!(
         t.log_text()
             .contains("resuming from the target's checkpoint")
-    );
-}
-
-// ---- A cluster side -------------------------------------------------------------------
-
-/// Lowest slot of each master of a fresh 3-master cluster: the shard names in link ids.
-const SHARDS: [u16; 3] = [0, 5461, 10922];
-
-fn cluster() -> Cluster {
-    let c = start_cluster(3, 0);
-    c.all_nodes(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
-    c.all_nodes(&["CONFIG", "SET", "repl-backlog-size", "64mb"]);
-    c
-}
-
-fn twoway_urls(a: &str, b: &str, extra: &[&str]) -> Tandem {
-    let mut args = vec!["redis", "twoway", "--a", a, "--b", b];
-    args.extend_from_slice(extra);
-    Tandem::start(&args)
-}
-
-type Snap = std::collections::BTreeMap<Vec<u8>, (support::data::KeyValue, i64)>;
-
-fn same_values(x: &Snap, y: &Snap) -> bool {
-    x.len() == y.len()
-        && x.iter()
-            .zip(y.iter())
-            .all(|((ka, (va, _)), (kb, (vb, _)))| ka == kb && va == vb)
-}
-
-/// Both directions attached, A a cluster and B standalone: the B→A floor on A and
-/// every A shard's A→B checkpoint on B are in state `incr`.
-fn attached_cluster_a(a: &Cluster, b: &RedisServer) {
-    wait_until("both links attached", Duration::from_secs(60), || {
-        cluster_checkpoint(a, "default:b2a").is_some_and(|(s, _)| s == "incr")
-            && SHARDS.iter().all(|s| {
-                checkpoint(b, &format!("default:a2b:{s}")).is_some_and(|(s, _)| s == "incr")
-            })
-    });
-}
-
-/// Hash-tagged prefixes whose keys land on each of the three masters.
-fn tagged_prefixes(c: &Cluster) -> Vec<String> {
-    let mut out = Vec::new();
-    for m in &c.masters {
-        let p = (0..1000)
-            .map(|i| format!("{{t{i}}}:"))
-            .find(|p| c.master_for(p).port == m.port && !out.contains(p))
-            .expect("a tag per master");
-        out.push(p);
-    }
-    out
-}
-
-/// A transaction on hash-tagged keys and a script, on `c` (a master or a server).
-fn tx_and_script(c: &mut Client, p: &str) {
-    c.cmd(&["MULTI"]);
-    c.cmd(&["SET", &format!("{p}tx"), "1"]);
-    c.cmd(&["INCR", &format!("{p}tx-n")]);
-    c.cmd(&["RPUSH", &format!("{p}tx-l"), "x", "y"]);
-    assert!(matches!(c.cmd(&["EXEC"]), Frame::Array(_)));
-    let script = "redis.call('RPUSH', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])";
-    let (l, n) = (format!("{p}ev-l"), format!("{p}ev-n"));
-    assert_eq!(
-        c.cmd(&["EVAL", script, "2", &l, &n, "v"]),
-        Frame::Integer(1)
     );
 }
 
@@ -418,21 +324,6 @@ fn cluster_side_disjoint_writes_and_counters_end_identical() {
         t.log_text()
     );
 }
-
-/// Conflict log lines of one run: checks their shape, returns them.
-fn conflict_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert!(v["winner"] == "a" || v["winner"] == "b", "{line}");
-            assert!(v["a"]["stream"].is_string() && v["b"]["command"].is_string());
-            v
-        })
-        .collect()
-}
-
-type Writer = dyn FnMut(&[&str]) -> Frame + Send;
 
 /// Random writes to a shared key set on a cluster A and a standalone B at once (and,
 /// last seed, on two clusters): identical within 5 s of the writers stopping.
@@ -506,28 +397,6 @@ fn cluster_side_contested_keys_converge_after_writers_stop() {
         shard_streams.iter().all(|s| s.starts_with("a:")) && shard_streams.len() > 1,
         "{shard_streams:?}"
     );
-}
-
-/// Both directions attached, both sides clusters: every shard's floor on the other side.
-fn attached_both_clusters(a: &Cluster, b: &Cluster) {
-    wait_until("both links attached", Duration::from_secs(60), || {
-        SHARDS.iter().all(|s| {
-            cluster_checkpoint(a, &format!("default:b2a:{s}")).is_some_and(|(s, _)| s == "incr")
-                && cluster_checkpoint(b, &format!("default:a2b:{s}"))
-                    .is_some_and(|(s, _)| s == "incr")
-        })
-    });
-}
-
-/// How far both directions got: (A's shards applied on B, B applied on A).
-fn progress(a: &Cluster, b: &RedisServer) -> (u64, u64) {
-    let a2b = SHARDS
-        .iter()
-        .filter_map(|s| checkpoint(b, &format!("default:a2b:{s}")))
-        .map(|c| c.1)
-        .sum();
-    let b2a = cluster_checkpoint(a, "default:b2a").map_or(0, |c| c.1);
-    (a2b, b2a)
 }
 
 /// SIGKILL of tandem under counter load on both sides, A a cluster: every increment
@@ -612,4 +481,61 @@ fn kill9_with_a_cluster_side_resumes_exactly_once_both_ways() {
         t.log_text()
             .contains("resuming from the target's checkpoint")
     );
+}
+
+/// Both sides clusters: every type on every master of each side (hash-tagged), a
+/// transaction and a script, and counters through a cluster client end identical.
+#[test]
+fn both_sides_clusters_disjoint_writes_end_identical() {
+    let a = cluster();
+    let b = cluster();
+    let t = twoway_urls(&a.url(), &b.url(), &[]);
+    attached_both_clusters(&a, &b);
+    for (side, c, seed) in [("a", &a, 10), ("b", &b, 20)] {
+        for (i, p) in tagged_prefixes(c).iter().enumerate() {
+            let mut cl = c.master_for(p).client();
+            fill_all_types(&mut cl, 0, &format!("{p}{side}:"), seed + i as u64);
+            tx_and_script(&mut cl, &format!("{p}{side}-"));
+        }
+        let mut cc = ClusterClient::new(c);
+        for i in 0..600 {
+            cc.cmd(&["INCR", &format!("{side}:n:{}", i % 30)], 1);
+        }
+    }
+    wait_until("both sides identical", Duration::from_secs(60), || {
+        same_values(&cluster_snapshot(&a), &cluster_snapshot(&b))
+    });
+    assert_same_snapshot(&cluster_snapshot(&a), &cluster_snapshot(&b), SLACK);
+    for c in [&a, &b] {
+        let mut cc = ClusterClient::new(c);
+        for side in ["a", "b"] {
+            for k in 0..30 {
+                let key = format!("{side}:n:{k}");
+                assert_eq!(cc.cmd(&["GET", &key], 1), Frame::BulkString(b"20".to_vec()));
+            }
+        }
+    }
+    let n = cluster_snapshot(&a).len();
+    assert!(n > 150, "{n} keys");
+    assert!(!t.log_text().contains("conflict:"), "{}", t.log_text());
+}
+
+/// A cluster has only db 0: a cluster URL naming another db is one clear error.
+#[test]
+fn a_cluster_url_with_a_db_is_refused_with_one_error() {
+    let a = cluster();
+    let b = server();
+    let url = format!("{}/2", a.url());
+    let mut t = twoway_urls(&url, &b.url(), &[]);
+    assert_eq!(t.wait_exit(Duration::from_secs(30)), Some(1));
+    let log = t.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].starts_with("tandem: error: ")
+            && errors[0].contains(&format!("127.0.0.1:{}", a.masters[0].port))
+            && errors[0].contains("only db 0, but the URL selects db 2"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
 }

@@ -69,6 +69,9 @@ pub enum SyncError {
     Full { source_ep: String, detail: String },
     #[error("the replication link ended unexpectedly")]
     LinkEnded,
+    /// The endpoints cannot be used as given (found at start).
+    #[error("{endpoint}: {detail}")]
+    Setup { endpoint: String, detail: String },
 }
 
 /// Run until `shutdown` (or, in `Mode::Full`, until the RDB is applied). On shutdown the

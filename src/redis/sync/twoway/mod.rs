@@ -120,8 +120,8 @@ impl SideInfo {
             });
         }
         if ep.db != 0 {
-            return Err(SyncError::Full {
-                source_ep: ep.to_string(),
+            return Err(SyncError::Setup {
+                endpoint: ep.to_string(),
                 detail: format!(
                     "is a Redis Cluster, which has only db 0, but the URL selects db {}",
                     ep.db
@@ -130,8 +130,8 @@ impl SideInfo {
         }
         let topo = Topology::discover(ep, Duration::from_secs(10))
             .await
-            .map_err(|e| SyncError::Full {
-                source_ep: ep.to_string(),
+            .map_err(|e| SyncError::Setup {
+                endpoint: ep.to_string(),
                 detail: format!("cluster topology: {e}"),
             })?;
         let shards = topo.shards.iter().filter_map(|s| s.lowest_slot()).collect();
