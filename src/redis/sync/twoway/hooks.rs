@@ -212,7 +212,113 @@ pub(super) fn parse_ckpt_suffix(rest: &[u8]) -> Option<(Option<u16>, bool)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_ckpt_suffix;
+    use super::*;
+    use crate::core::conflict::Policy;
+    use crate::redis::cluster::tags::tag;
+    use crate::redis::replica::stream::Command;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::from(s.to_string())
+    }
+
+    fn unit(cmds: &[&[&str]]) -> Unit {
+        let cmds = cmds
+            .iter()
+            .map(|argv| Command {
+                db: 0,
+                argv: argv.iter().map(|a| b(a)).collect(),
+                start: 0,
+                offset: 0,
+                raw: Bytes::new(),
+            })
+            .collect();
+        Unit {
+            cmds,
+            end: 0,
+            db: 0,
+        }
+    }
+
+    fn set(key: &str) -> Vec<TargetWrite> {
+        vec![TargetWrite {
+            db: 0,
+            argv: vec![b("SET"), b(key), b("v")],
+            offset: 0,
+            raw: None,
+        }]
+    }
+
+    /// A's shard at slot 0 of a cluster, B standalone; B wrote k1, k2 and k3 at its
+    /// offsets 100, 100 and 150.
+    fn cluster_shard_hooks() -> Hooks {
+        let detector = Arc::new(Detector::new(
+            Policy::Overwrite,
+            Side::A,
+            std::time::Duration::from_secs(60),
+        ));
+        for (k, own) in [("k1", 100), ("k2", 100), ("k3", 150)] {
+            let w = Write {
+                space: space(Side::B, None),
+                own,
+                seen_other: Seen::default(),
+                at_ms: super::super::now_ms(),
+                command: "SET",
+            };
+            detector.observe(Side::B, (0, b(k)), w);
+        }
+        Hooks {
+            side: Side::A,
+            space: space(Side::A, Some(0)),
+            detector,
+            reverse_prefix: b("__tandem:ckpt:t:b2a"),
+            seen: Seen::default(),
+            per_slot: HashMap::new(),
+            progress: Arc::new(Progress::default()),
+            attached: None,
+            log: None,
+        }
+    }
+
+    #[test]
+    fn a_slot_checkpoint_vouches_for_its_slot_and_a_floor_for_all() {
+        let mut h = cluster_shard_hooks();
+        assert_ne!(key_slot(b"k1"), key_slot(b"k2"));
+        assert_ne!(key_slot(b"k1"), key_slot(b"k3"));
+        let k1_ckpt = format!("__tandem:ckpt:t:b2a:{{{}}}", tag(key_slot(b"k1")));
+        let ckpt = |key: &str, off: &str| {
+            unit(&[
+                &["MULTI"],
+                &["SET", "x", "1"],
+                &[
+                    "HSET", key, "replid", "r", "offset", off, "db", "0", "state", "incr",
+                ],
+                &["EXEC"],
+            ])
+        };
+        assert!(h.note_echo(&ckpt(&k1_ckpt, "150")));
+        h.judge(set("k1"), 10);
+        h.judge(set("k2"), 11);
+        assert_eq!(
+            h.detector.detected(),
+            1,
+            "only k2: k1's slot held B up to 150"
+        );
+        // The floor (every slot) at 200: k3, written by B at 150, is held everywhere.
+        assert!(h.note_echo(&unit(&[&[
+            "HSET",
+            "__tandem:ckpt:t:b2a",
+            "offset",
+            "200",
+            "state",
+            "incr"
+        ]])));
+        h.judge(set("k3"), 12);
+        assert_eq!(h.detector.detected(), 1);
+        // Another link's checkpoint teaches nothing.
+        let other = format!("__tandem:ckpt:t:b2ax:{{{}}}", tag(key_slot(b"k1")));
+        assert!(h.note_echo(&ckpt(&other, "999")));
+        assert_eq!(h.seen, Seen::default().with(space(Side::B, None), 200));
+    }
 
     #[test]
     fn checkpoint_suffixes() {
