@@ -2,13 +2,17 @@
 //! keys converge, and exactly-once across kill -9.
 
 mod support;
+mod support_cluster;
+mod support_twoway;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::data::{Lcg, assert_same_db, fill_all_types, snapshot};
+use support::data::{assert_same_db, fill_all_types, snapshot};
 use support::proc::{Tandem, checkpoint};
 use support::*;
+use support_cluster::*;
+use support_twoway::*;
 
 const SLACK: Duration = Duration::from_millis(1500);
 
@@ -161,7 +165,12 @@ fn contested_keys_converge_after_writers_stop() {
         attached(&a, &b);
         let writers: Vec<_> = [(a.port, seed * 100 + 1), (b.port, seed * 100 + 2)]
             .into_iter()
-            .map(|(port, s)| std::thread::spawn(move || random_writes(port, s, 1500)))
+            .map(|(port, s)| {
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(port).unwrap();
+                    random_writes(&mut |a| c.cmd(a), s, 1500)
+                })
+            })
             .collect();
         for w in writers {
             w.join().unwrap();
@@ -199,36 +208,6 @@ fn contested_keys_converge_after_writers_stop() {
     }
     // The workload really contested keys (otherwise this test proves nothing).
     assert!(conflicts_seen > 0, "no conflict was detected in any seed");
-}
-
-fn random_writes(port: u16, seed: u64, n: usize) {
-    let mut c = Client::connect(port).unwrap();
-    let mut r = Lcg(seed);
-    for i in 0..n {
-        let k = format!("c:{}", r.below(12));
-        let args: Vec<String> = match r.below(7) {
-            0 => vec!["SET".into(), k, format!("v{seed}-{i}")],
-            1 => vec!["INCR".into(), format!("{k}:n")],
-            2 => vec!["RPUSH".into(), format!("{k}:l"), format!("{i}")],
-            3 => vec![
-                "HSET".into(),
-                format!("{k}:h"),
-                format!("f{}", r.below(3)),
-                format!("{i}"),
-            ],
-            4 => vec!["DEL".into(), k],
-            5 => vec!["SADD".into(), format!("{k}:s"), format!("{}", r.below(5))],
-            _ => vec![
-                "ZADD".into(),
-                format!("{k}:z"),
-                format!("{i}"),
-                format!("m{}", r.below(4)),
-            ],
-        };
-        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        let reply = c.cmd(&refs);
-        assert!(!matches!(reply, Frame::Error(_)), "{args:?}: {reply:?}");
-    }
 }
 
 /// SIGKILL of tandem in the middle of two-way traffic: both directions resume from
@@ -286,4 +265,277 @@ fn kill9_during_twoway_resumes_exactly_once_both_ways() {
         t.log_text()
             .contains("resuming from the target's checkpoint")
     );
+}
+
+#[test]
+fn cluster_side_disjoint_writes_and_counters_end_identical() {
+    let a = cluster();
+    let b = server();
+    let prefixes = tagged_prefixes(&a);
+    for (i, p) in prefixes.iter().enumerate() {
+        fill_all_types(
+            &mut a.master_for(p).client(),
+            0,
+            &format!("{p}pre:"),
+            i as u64,
+        );
+    }
+    let t = twoway_urls(&a.url(), &b.url(), &[]);
+    attached_cluster_a(&a, &b);
+    for (i, p) in prefixes.iter().enumerate() {
+        let mut c = a.master_for(p).client();
+        fill_all_types(&mut c, 0, &format!("{p}from-a:"), 10 + i as u64);
+        tx_and_script(&mut c, &format!("{p}a-"));
+    }
+    fill_all_types(&mut b.client(), 0, "from-b:", 20);
+    // Hash-tagged on B too: a transaction spanning slots cannot land atomically on A.
+    tx_and_script(&mut b.client(), "{b}");
+    let mut ca = ClusterClient::new(&a);
+    let bport = b.port;
+    let wb = std::thread::spawn(move || {
+        let cmds: Vec<Vec<Bytes>> = (0..2000)
+            .map(|i| {
+                let k = format!("b:{}", i % 20);
+                vec![Bytes::from("INCRBY"), Bytes::from(k), Bytes::from("2")]
+            })
+            .collect();
+        Client::connect(bport).unwrap().pipeline(&cmds);
+    });
+    for i in 0..2000 {
+        ca.cmd(&["INCR", &format!("a:{}", i % 20)], 1);
+    }
+    wb.join().unwrap();
+    wait_until("both sides identical", Duration::from_secs(60), || {
+        same_values(&cluster_snapshot(&a), &snapshot(&b, 0))
+    });
+    assert_same_snapshot(&cluster_snapshot(&a), &snapshot(&b, 0), SLACK);
+    let mut cb = b.client();
+    for k in 0..20 {
+        for (key, want) in [(format!("a:{k}"), "100"), (format!("b:{k}"), "200")] {
+            let want = Frame::BulkString(want.as_bytes().to_vec());
+            assert_eq!(ca.cmd(&["GET", &key], 1), want, "{key} on A");
+            assert_eq!(cb.cmd(&["GET", &key]), want, "{key} on B");
+        }
+    }
+    assert!(snapshot(&b, 0).len() > 100);
+    assert!(
+        !t.log_text().contains("conflict:"),
+        "no key was written on both sides\n{}",
+        t.log_text()
+    );
+}
+
+/// Random writes to a shared key set on a cluster A and a standalone B at once (and,
+/// last seed, on two clusters): identical within 5 s of the writers stopping.
+#[test]
+fn cluster_side_contested_keys_converge_after_writers_stop() {
+    let mut shard_streams = std::collections::BTreeSet::new();
+    let mut conflicts_seen = 0;
+    for seed in 1..=3u64 {
+        let a = cluster();
+        let b_cluster = (seed == 3).then(cluster);
+        let b_server = (seed != 3).then(server);
+        let b_url = match (&b_cluster, &b_server) {
+            (Some(c), _) => c.url(),
+            (_, Some(s)) => s.url(),
+            _ => unreachable!(),
+        };
+        let snap_b = || match (&b_cluster, &b_server) {
+            (Some(c), _) => cluster_snapshot(c),
+            (_, Some(s)) => snapshot(s, 0),
+            _ => unreachable!(),
+        };
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let log_path = log.path().to_string_lossy().into_owned();
+        let t = twoway_urls(&a.url(), &b_url, &["--conflict-log", &log_path]);
+        match (&b_cluster, &b_server) {
+            (Some(bc), _) => attached_both_clusters(&a, bc),
+            (_, Some(bs)) => attached_cluster_a(&a, bs),
+            _ => unreachable!(),
+        }
+        let mut ca = ClusterClient::new(&a);
+        let wa =
+            std::thread::spawn(move || random_writes(&mut |x| ca.cmd(x, 1), seed * 100 + 1, 1500));
+        let mut writer_b: Box<Writer> = match (&b_cluster, &b_server) {
+            (Some(c), _) => {
+                let mut cc = ClusterClient::new(c);
+                Box::new(move |x| cc.cmd(x, 1))
+            }
+            (_, Some(s)) => {
+                let mut c = s.client();
+                Box::new(move |x| c.cmd(x))
+            }
+            _ => unreachable!(),
+        };
+        let wb = std::thread::spawn(move || random_writes(&mut *writer_b, seed * 100 + 2, 1500));
+        wa.join().unwrap();
+        wb.join().unwrap();
+        let mut last = String::new();
+        let converged = (0..500).any(|_| {
+            let (sa, sb) = (cluster_snapshot(&a), snap_b());
+            let same = same_values(&sa, &sb);
+            if !same {
+                last = format!("{} keys vs {}", sa.len(), sb.len());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            same
+        });
+        assert!(
+            converged,
+            "seed {seed}: sides differ 5 s after writers stopped ({last})\n{}",
+            t.log_text()
+        );
+        assert_same_snapshot(&cluster_snapshot(&a), &snap_b(), SLACK);
+        for v in conflict_lines(log.path()) {
+            shard_streams.insert(v["a"]["stream"].as_str().unwrap().to_string());
+            conflicts_seen += 1;
+        }
+    }
+    assert!(conflicts_seen > 0, "no conflict was detected in any seed");
+    // A's writes were read per shard (stream "a:<lowest slot>"), not as one stream.
+    assert!(
+        shard_streams.iter().all(|s| s.starts_with("a:")) && shard_streams.len() > 1,
+        "{shard_streams:?}"
+    );
+}
+
+/// SIGKILL of tandem under counter load on both sides, A a cluster: every increment
+/// lands exactly once on the other side.
+#[test]
+fn kill9_with_a_cluster_side_resumes_exactly_once_both_ways() {
+    let a = cluster();
+    let b = server();
+    let args = ["--batch-commands", "200"];
+    let mut t = twoway_urls(&a.url(), &b.url(), &args);
+    attached_cluster_a(&a, &b);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut ca = ClusterClient::new(&a);
+    let sa = stop.clone();
+    let wa = std::thread::spawn(move || {
+        let mut rounds = 0u64;
+        while !sa.load(std::sync::atomic::Ordering::SeqCst) && rounds < 50_000 {
+            for i in 0..20 {
+                ca.cmd(&["INCR", &format!("a:{i}")], 1);
+            }
+            rounds += 1;
+        }
+        rounds
+    });
+    let (sb, bport) = (stop.clone(), b.port);
+    let wb = std::thread::spawn(move || {
+        let mut c = Client::connect(bport).unwrap();
+        let mut rounds = 0u64;
+        while !sb.load(std::sync::atomic::Ordering::SeqCst) && rounds < 50_000 {
+            let cmds: Vec<Vec<Bytes>> = (0..20)
+                .map(|i| vec![Bytes::from("INCR"), Bytes::from(format!("b:{i}"))])
+                .collect();
+            c.pipeline(&cmds);
+            rounds += 1;
+        }
+        rounds
+    });
+    for _ in 0..3 {
+        let before = progress(&a, &b);
+        wait_until(
+            "both directions make progress",
+            Duration::from_secs(60),
+            || {
+                let now = progress(&a, &b);
+                now.0 > before.0 && now.1 > before.1
+            },
+        );
+        assert!(t.is_running(), "tandem died: {}", t.log_text());
+        t.kill9();
+        t = twoway_urls(&a.url(), &b.url(), &args);
+    }
+    let before = progress(&a, &b);
+    wait_until(
+        "progress after the last restart",
+        Duration::from_secs(60),
+        || {
+            let now = progress(&a, &b);
+            now.0 > before.0 && now.1 > before.1
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = [wa.join().unwrap(), wb.join().unwrap()];
+    wait_until("both sides identical", Duration::from_secs(60), || {
+        same_values(&cluster_snapshot(&a), &snapshot(&b, 0))
+    });
+    let mut ca = ClusterClient::new(&a);
+    let mut cb = b.client();
+    for (side, n) in ["a", "b"].iter().zip(rounds) {
+        let want = Frame::BulkString(n.to_string().into_bytes());
+        for i in 0..20 {
+            let key = format!("{side}:{i}");
+            assert_eq!(
+                ca.cmd(&["GET", &key], 1),
+                want,
+                "{key} on A\n{}",
+                t.log_text()
+            );
+            assert_eq!(cb.cmd(&["GET", &key]), want, "{key} on B\n{}", t.log_text());
+        }
+    }
+    assert!(
+        t.log_text()
+            .contains("resuming from the target's checkpoint")
+    );
+}
+
+/// Both sides clusters: every type on every master of each side (hash-tagged), a
+/// transaction and a script, and counters through a cluster client end identical.
+#[test]
+fn both_sides_clusters_disjoint_writes_end_identical() {
+    let a = cluster();
+    let b = cluster();
+    let t = twoway_urls(&a.url(), &b.url(), &[]);
+    attached_both_clusters(&a, &b);
+    for (side, c, seed) in [("a", &a, 10), ("b", &b, 20)] {
+        for (i, p) in tagged_prefixes(c).iter().enumerate() {
+            let mut cl = c.master_for(p).client();
+            fill_all_types(&mut cl, 0, &format!("{p}{side}:"), seed + i as u64);
+            tx_and_script(&mut cl, &format!("{p}{side}-"));
+        }
+        let mut cc = ClusterClient::new(c);
+        for i in 0..600 {
+            cc.cmd(&["INCR", &format!("{side}:n:{}", i % 30)], 1);
+        }
+    }
+    wait_until("both sides identical", Duration::from_secs(60), || {
+        same_values(&cluster_snapshot(&a), &cluster_snapshot(&b))
+    });
+    assert_same_snapshot(&cluster_snapshot(&a), &cluster_snapshot(&b), SLACK);
+    for c in [&a, &b] {
+        let mut cc = ClusterClient::new(c);
+        for side in ["a", "b"] {
+            for k in 0..30 {
+                let key = format!("{side}:n:{k}");
+                assert_eq!(cc.cmd(&["GET", &key], 1), Frame::BulkString(b"20".to_vec()));
+            }
+        }
+    }
+    let n = cluster_snapshot(&a).len();
+    assert!(n > 150, "{n} keys");
+    assert!(!t.log_text().contains("conflict:"), "{}", t.log_text());
+}
+
+/// A cluster has only db 0: a cluster URL naming another db is one clear error.
+#[test]
+fn a_cluster_url_with_a_db_is_refused_with_one_error() {
+    let a = cluster();
+    let b = server();
+    let url = format!("{}/2", a.url());
+    let mut t = twoway_urls(&url, &b.url(), &[]);
+    assert_eq!(t.wait_exit(Duration::from_secs(30)), Some(1));
+    let log = t.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].starts_with("tandem: error: ")
+            && errors[0].contains(&format!("127.0.0.1:{}", a.masters[0].port))
+            && errors[0].contains("only db 0, but the URL selects db 2"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
 }

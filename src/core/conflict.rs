@@ -12,9 +12,14 @@
 //!   write happened — the offset in the last checkpoint of the reverse link that appeared
 //!   in this side's stream before the write (the echoes carry it).
 //!
+//! A side may have several streams (a Redis Cluster has one per master): each is an
+//! offset *space* ([`Space`], opaque here). A write's `own` offset lives in its stream's
+//! space, and `seen_other` maps each of the other side's spaces to how much of it the
+//! writing stream held (a [`Seen`]). A standalone side, or MongoDB, has one space.
+//!
 //! Writes `a` (on A) and `b` (on B) to the same key are concurrent when each happened
-//! before the other was applied on its side: `a.seen_other < b.own && b.seen_other <
-//! a.own`. Replaying them then leaves A with `b` last and B with `a` last: the sides
+//! before the other was applied on its side: `a.seen_other[b.space] < b.own &&
+//! b.seen_other[a.space] < a.own`. Replaying them then leaves A with `b` last and B with `a` last: the sides
 //! diverge (unless the two commands commute, like two INCRs — we do not guess). A write
 //! is compared with the latest observed write of the other side: if a later write on
 //! that side already followed the other's write, the pair converges by itself.
@@ -33,7 +38,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,11 +72,58 @@ pub enum Policy {
     Overwrite,
 }
 
+/// One stream's offset space (one shard of one side). The caller numbers them.
+pub type Space = u32;
+
+/// How much of each of the other side's spaces a stream held: space → offset, absent
+/// meaning 0. Shared (`Arc`) because every write of a stream between two echoes carries
+/// the same one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen(Arc<Vec<(Space, u64)>>);
+
+impl Seen {
+    pub fn get(&self, space: Space) -> u64 {
+        self.0
+            .iter()
+            .find(|(s, _)| *s == space)
+            .map_or(0, |(_, o)| *o)
+    }
+
+    /// The same, with `space` held at least up to `offset`.
+    pub fn with(&self, space: Space, offset: u64) -> Seen {
+        if self.get(space) >= offset {
+            return self.clone();
+        }
+        let mut v: Vec<(Space, u64)> = self
+            .0
+            .iter()
+            .filter(|(s, _)| *s != space)
+            .cloned()
+            .collect();
+        v.push((space, offset));
+        Seen(Arc::new(v))
+    }
+
+    /// The pointwise maximum of both.
+    pub fn max(&self, other: &Seen) -> Seen {
+        other
+            .0
+            .iter()
+            .fold(self.clone(), |acc, &(s, o)| acc.with(s, o))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Space, u64)> + '_ {
+        self.0.iter().copied()
+    }
+}
+
 /// One local write as its link observed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Write {
+    /// The stream it was read from.
+    pub space: Space,
     pub own: u64,
-    pub seen_other: u64,
+    pub seen_other: Seen,
     /// Wall-clock milliseconds when the link observed it.
     pub at_ms: u64,
     /// The command's name, for the conflict log.
@@ -100,12 +152,14 @@ struct Entry {
 
 struct State<K> {
     entries: HashMap<K, Entry>,
-    /// Per side, (own offset, observation time, key) of each write, oldest first: a
-    /// write is forgotten once the other side holds it (no later write there can be
-    /// concurrent with it) or once it is older than the retention.
-    order: [VecDeque<(u64, u64, K)>; 2],
-    /// Per side, how much of the other side's stream it holds (`seen_other`).
-    seen_other: [u64; 2],
+    /// Per side, (space, own offset, observation time, key) of each write, oldest
+    /// observed first: a write is forgotten once every stream of the other side holds it
+    /// (no later write there can be concurrent with it) or once it is older than the
+    /// retention.
+    order: [VecDeque<(Space, u64, u64, K)>; 2],
+    /// Per side, per stream of that side (observer), how much of each of the other
+    /// side's spaces that stream holds. Only registered observers count.
+    held: [HashMap<Space, Seen>; 2],
     /// Converge: conflicts waiting until both writes landed both ways.
     pending: HashMap<K, Conflict<K>>,
     detected: u64,
@@ -127,7 +181,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             state: Mutex::new(State {
                 entries: HashMap::new(),
                 order: [VecDeque::new(), VecDeque::new()],
-                seen_other: [0, 0],
+                held: [HashMap::new(), HashMap::new()],
                 pending: HashMap::new(),
                 detected: 0,
             }),
@@ -143,7 +197,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
     pub fn observe(&self, side: Side, key: K, w: Write) -> (Verdict, Option<Conflict<K>>) {
         let mut st = self.state.lock().unwrap();
         self.evict(&mut st, w.at_ms);
-        st.order[side.idx()].push_back((w.own, w.at_ms, key.clone()));
+        st.order[side.idx()].push_back((w.space, w.own, w.at_ms, key.clone()));
         let entry = st
             .entries
             .entry(key.clone())
@@ -153,7 +207,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         let Some(o) = other else {
             return (Verdict::Apply, None);
         };
-        let concurrent = w.seen_other < o.own && o.seen_other < w.own;
+        let concurrent = w.seen_other.get(o.space) < o.own && o.seen_other.get(w.space) < w.own;
         if !concurrent {
             return (Verdict::Apply, None);
         }
@@ -182,14 +236,14 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         (verdict, Some(c))
     }
 
-    /// Conflicts whose writes are both applied on the other side: `applied[0]` is how
-    /// far A→B has applied A's stream on B, `applied[1]` B→A's on A.
-    pub fn due(&self, applied: [u64; 2]) -> Vec<Conflict<K>> {
+    /// Conflicts whose writes are both applied on the other side: `applied(space)` is
+    /// how far that stream is applied on the other side.
+    pub fn due(&self, applied: impl Fn(Space) -> u64) -> Vec<Conflict<K>> {
         let mut st = self.state.lock().unwrap();
         let ready: Vec<K> = st
             .pending
             .iter()
-            .filter(|(_, c)| applied[0] >= c.writes[0].own && applied[1] >= c.writes[1].own)
+            .filter(|(_, c)| c.writes.iter().all(|w| applied(w.space) >= w.own))
             .map(|(k, _)| k.clone())
             .collect();
         ready
@@ -215,13 +269,20 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         self.state.lock().unwrap().pending.len()
     }
 
-    /// `side` now holds the other side's stream up to `offset` (its link read the
-    /// reverse link's checkpoint there): the other side's writes up to it can no longer
-    /// be concurrent with anything new on `side`.
-    pub fn note_seen(&self, side: Side, offset: u64) {
+    /// Stream `observer` of `side` exists: until it reports what it holds, nothing of
+    /// the other side is forgotten before the retention.
+    pub fn add_observer(&self, side: Side, observer: Space) {
         let mut st = self.state.lock().unwrap();
-        let seen = &mut st.seen_other[side.idx()];
-        *seen = (*seen).max(offset);
+        st.held[side.idx()].entry(observer).or_default();
+    }
+
+    /// Stream `observer` of `side` now holds the other side's `space` up to `offset`
+    /// *in every key* (its link read a checkpoint saying so): the other side's writes
+    /// up to it can no longer be concurrent with anything new in `observer`.
+    pub fn note_seen(&self, side: Side, observer: Space, space: Space, offset: u64) {
+        let mut st = self.state.lock().unwrap();
+        let held = st.held[side.idx()].entry(observer).or_default();
+        *held = held.with(space, offset);
     }
 
     /// Entries (keys with remembered writes) held now.
@@ -231,13 +292,15 @@ impl<K: Clone + Eq + Hash> Detector<K> {
 
     fn evict(&self, st: &mut State<K>, now_ms: u64) {
         for side in [Side::A, Side::B] {
-            let held = st.seen_other[side.other().idx()];
-            while let Some((own, at, _)) = st.order[side.idx()].front() {
+            while let Some((space, own, at, _)) = st.order[side.idx()].front() {
                 let expired = now_ms.saturating_sub(*at) > self.retention_ms;
-                if !expired && *own > held {
+                let observers = &st.held[side.other().idx()];
+                let everywhere =
+                    !observers.is_empty() && observers.values().all(|h| h.get(*space) >= *own);
+                if !expired && !everywhere {
                     break;
                 }
-                let (own, _, key) = st.order[side.idx()].pop_front().unwrap();
+                let (_, own, _, key) = st.order[side.idx()].pop_front().unwrap();
                 let pending = st.pending.contains_key(&key);
                 if let Some(e) = st.entries.get_mut(&key) {
                     if e.last[side.idx()].as_ref().is_some_and(|w| w.own == own) && !pending {
@@ -256,13 +319,29 @@ impl<K: Clone + Eq + Hash> Detector<K> {
 mod tests {
     use super::*;
 
-    fn w(own: u64, seen_other: u64, at_ms: u64) -> Write {
+    const SA: Space = 1;
+    const SB: Space = 2;
+
+    fn seen(pairs: &[(Space, u64)]) -> Seen {
+        pairs
+            .iter()
+            .fold(Seen::default(), |acc, &(s, o)| acc.with(s, o))
+    }
+
+    /// A write on the single stream of its side (A: `SA`, B: `SB`).
+    fn w(space: Space, own: u64, seen_other: u64, at_ms: u64) -> Write {
+        let other = if space == SA { SB } else { SA };
         Write {
+            space,
             own,
-            seen_other,
+            seen_other: seen(&[(other, seen_other)]),
             at_ms,
             command: "SET",
         }
+    }
+
+    fn applied(pairs: &'static [(Space, u64)]) -> impl Fn(Space) -> u64 {
+        move |s| pairs.iter().find(|p| p.0 == s).map_or(0, |p| p.1)
     }
 
     fn det(p: Policy) -> Detector<&'static str> {
@@ -274,26 +353,32 @@ mod tests {
         let d = det(Policy::Converge);
         // a at A-offset 10; B had applied A up to 10 when it wrote b: b follows a.
         assert_eq!(
-            d.observe(Side::A, "k", w(10, 0, 1)).1.map(|c| c.winner),
+            d.observe(Side::A, "k", w(SA, 10, 0, 1)).1.map(|c| c.winner),
             None
         );
-        assert!(d.observe(Side::B, "k", w(50, 10, 2)).1.is_none());
+        assert!(d.observe(Side::B, "k", w(SB, 50, 10, 2)).1.is_none());
         assert_eq!(d.detected(), 0);
     }
 
     #[test]
     fn crossing_writes_conflict_and_the_later_one_wins() {
         let d = det(Policy::Converge);
-        assert!(d.observe(Side::A, "k", w(10, 0, 5)).1.is_none());
+        assert!(d.observe(Side::A, "k", w(SA, 10, 0, 5)).1.is_none());
         // B wrote before A's write reached it, and A wrote before B's reached A.
-        let (v, c) = d.observe(Side::B, "k", w(50, 3, 9));
+        let (v, c) = d.observe(Side::B, "k", w(SB, 50, 3, 9));
         assert_eq!(v, Verdict::Apply);
         let c = c.expect("conflict");
         assert_eq!(c.winner, Side::B);
         assert_eq!(d.pending(), 1);
-        assert!(d.due([9, 100]).is_empty(), "A's write not yet on B");
-        assert!(d.due([10, 49]).is_empty(), "B's write not yet on A");
-        let due = d.due([10, 50]);
+        assert!(
+            d.due(applied(&[(SA, 9), (SB, 100)])).is_empty(),
+            "A's write not yet on B"
+        );
+        assert!(
+            d.due(applied(&[(SA, 10), (SB, 49)])).is_empty(),
+            "B's write not yet on A"
+        );
+        let due = d.due(applied(&[(SA, 10), (SB, 50)]));
         assert_eq!(due.len(), 1);
         assert_eq!(d.pending(), 0);
     }
@@ -301,8 +386,8 @@ mod tests {
     #[test]
     fn ties_go_to_the_preferred_side_and_ignore_skips() {
         let d = Detector::new(Policy::Ignore, Side::B, Duration::from_secs(60));
-        d.observe(Side::A, "k", w(10, 0, 7));
-        let (v, c) = d.observe(Side::B, "k", w(50, 0, 7));
+        d.observe(Side::A, "k", w(SA, 10, 0, 7));
+        let (v, c) = d.observe(Side::B, "k", w(SB, 50, 0, 7));
         assert_eq!(v, Verdict::Skip);
         assert_eq!(c.unwrap().winner, Side::B);
         assert_eq!(d.pending(), 0, "ignore does not resolve");
@@ -311,11 +396,12 @@ mod tests {
     #[test]
     fn writes_the_other_side_holds_are_forgotten() {
         let d = det(Policy::Converge);
-        d.observe(Side::A, "k", w(10, 0, 1));
-        d.observe(Side::A, "j", w(20, 0, 1));
+        d.add_observer(Side::B, SB);
+        d.observe(Side::A, "k", w(SA, 10, 0, 1));
+        d.observe(Side::A, "j", w(SA, 20, 0, 1));
         // B's stream shows it holds A up to 15: A's write at 10 is settled.
-        d.note_seen(Side::B, 15);
-        d.observe(Side::B, "x", w(5, 15, 2));
+        d.note_seen(Side::B, SB, SA, 15);
+        d.observe(Side::B, "x", w(SB, 5, 15, 2));
         assert_eq!(d.remembered(), 2, "k forgotten, j and x kept");
         assert_eq!(d.last_writes(&"k"), [None, None]);
     }
@@ -323,8 +409,69 @@ mod tests {
     #[test]
     fn retention_forgets_old_writes() {
         let d = Detector::new(Policy::Converge, Side::A, Duration::from_millis(100));
-        d.observe(Side::A, "k", w(10, 0, 1_000));
-        d.observe(Side::A, "other", w(11, 0, 5_000));
-        assert!(d.observe(Side::B, "k", w(50, 0, 5_001)).1.is_none());
+        d.observe(Side::A, "k", w(SA, 10, 0, 1_000));
+        d.observe(Side::A, "other", w(SA, 11, 0, 5_000));
+        assert!(d.observe(Side::B, "k", w(SB, 50, 0, 5_001)).1.is_none());
+    }
+
+    // A is a cluster of two shards (spaces 10 and 11), B one stream (SB).
+    const A0: Space = 10;
+    const A1: Space = 11;
+
+    fn cw(space: Space, own: u64, seen_other: &[(Space, u64)], at_ms: u64) -> Write {
+        Write {
+            space,
+            own,
+            seen_other: seen(seen_other),
+            at_ms,
+            command: "SET",
+        }
+    }
+
+    #[test]
+    fn offsets_compare_only_within_their_space() {
+        let d = det(Policy::Converge);
+        // a on shard A1 at its offset 10. B holds A0 up to 1000 but A1 only up to 5.
+        d.observe(Side::A, "k", cw(A1, 10, &[(SB, 0)], 1));
+        let (_, c) = d.observe(Side::B, "k", cw(SB, 50, &[(A0, 1000), (A1, 5)], 2));
+        assert!(c.is_some(), "A0's progress says nothing of A1's write");
+        // Another key: B had A1's write when it wrote; not concurrent.
+        d.observe(Side::A, "j", cw(A1, 12, &[(SB, 0)], 3));
+        let (_, c) = d.observe(Side::B, "j", cw(SB, 60, &[(A1, 12)], 4));
+        assert!(c.is_none());
+    }
+
+    #[test]
+    fn a_conflict_is_due_once_each_write_is_applied_in_its_own_space() {
+        let d = det(Policy::Converge);
+        d.observe(Side::A, "k", cw(A1, 10, &[], 1));
+        d.observe(Side::B, "k", cw(SB, 50, &[], 2))
+            .1
+            .expect("conflict");
+        assert!(d.due(applied(&[(A0, 100), (SB, 50)])).is_empty());
+        assert_eq!(d.due(applied(&[(A0, 0), (A1, 10), (SB, 50)])).len(), 1);
+    }
+
+    #[test]
+    fn forgetting_needs_every_stream_of_the_other_side() {
+        let d = det(Policy::Converge);
+        d.add_observer(Side::A, A0);
+        d.add_observer(Side::A, A1);
+        d.observe(Side::B, "k", cw(SB, 10, &[], 1));
+        d.note_seen(Side::A, A0, SB, 20);
+        d.observe(Side::B, "j", cw(SB, 30, &[], 2));
+        assert_eq!(d.remembered(), 2, "A1 may not hold B's write at 10 yet");
+        d.note_seen(Side::A, A1, SB, 20);
+        d.observe(Side::B, "x", cw(SB, 40, &[], 3));
+        assert_eq!(d.remembered(), 2, "k forgotten once both shards hold it");
+        assert_eq!(d.last_writes(&"k"), [None, None]);
+    }
+
+    #[test]
+    fn seen_merges_pointwise() {
+        let a = seen(&[(A0, 5), (A1, 9)]);
+        let b = seen(&[(A0, 7), (SB, 3)]);
+        let m = a.max(&b);
+        assert_eq!((m.get(A0), m.get(A1), m.get(SB), m.get(99)), (7, 9, 3, 0));
     }
 }

@@ -14,6 +14,7 @@
 //!   monitor and replicated from scratch (full sync of that master). See docs/CLUSTER.md.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -25,8 +26,13 @@ use crate::core::shutdown::{Shutdown, shutdown_pair};
 use crate::redis::conn::Conn;
 use crate::redis::sink::standalone::SinkConfig;
 use crate::redis::sink::{ClusterSink, SinkError, StandaloneSink};
-use crate::redis::sync::{SyncConfig, SyncError, run_with_sink};
+use crate::redis::sync::twoway::Hooks;
+use crate::redis::sync::{SyncConfig, SyncError, run_engine as engine};
 use crate::redis::url::Endpoint;
+
+/// Two-way: the hooks for a shard's engine, by shard name (`<lowest slot>`) and current
+/// master; called again on each restart of the shard (failover).
+pub type HookFactory = Arc<dyn Fn(&str, &Endpoint) -> Hooks + Send + Sync>;
 
 /// How often the source topology is re-read to detect failovers and new masters.
 const MONITOR_EVERY: Duration = Duration::from_millis(500);
@@ -37,12 +43,12 @@ pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<(), SyncError> {
     let target_cluster = detect(&cfg.target, timeout).await?;
     let source_cluster = detect(&cfg.source, timeout).await?;
     if !source_cluster {
-        return run_engine(cfg, target_cluster, shutdown).await;
+        return run_engine(cfg, target_cluster, shutdown, None).await;
     }
-    run_cluster_source(cfg, target_cluster, shutdown).await
+    run_cluster_source(cfg, target_cluster, shutdown, None).await
 }
 
-async fn detect(ep: &Endpoint, timeout: Duration) -> Result<bool, SyncError> {
+pub async fn detect(ep: &Endpoint, timeout: Duration) -> Result<bool, SyncError> {
     let mut conn = Conn::connect(&ep.with_db(0), timeout)
         .await
         .map_err(SinkError::from)?;
@@ -54,6 +60,7 @@ pub async fn run_engine(
     cfg: SyncConfig,
     target_cluster: bool,
     shutdown: Shutdown,
+    hooks: Option<Hooks>,
 ) -> Result<(), SyncError> {
     let mut sink_cfg = SinkConfig::new(cfg.target.clone(), &cfg.id);
     sink_cfg.window = cfg.window;
@@ -61,10 +68,10 @@ pub async fn run_engine(
     sink_cfg.batch_bytes = cfg.batch_bytes;
     if target_cluster {
         let sink = ClusterSink::connect(sink_cfg).await?;
-        run_with_sink(cfg, sink, shutdown).await
+        engine(cfg, sink, shutdown, hooks).await
     } else {
         let sink = StandaloneSink::connect(sink_cfg).await?;
-        run_with_sink(cfg, sink, shutdown).await
+        engine(cfg, sink, shutdown, hooks).await
     }
 }
 
@@ -76,10 +83,12 @@ struct Followed {
     master: watch::Sender<Endpoint>,
 }
 
-async fn run_cluster_source(
+/// One engine per source master (see the module doc), with two-way hooks when given.
+pub(crate) async fn run_cluster_source(
     cfg: SyncConfig,
     target_cluster: bool,
     outer: Shutdown,
+    hooks: Option<HookFactory>,
 ) -> Result<(), SyncError> {
     let topo = Topology::discover(&cfg.source, Duration::from_secs(10))
         .await
@@ -112,6 +121,7 @@ async fn run_cluster_source(
             target_cluster,
             rx,
             shutdown.clone(),
+            hooks.clone().map(|f| (name.clone(), f)),
         ));
         followed.push(Followed {
             name,
@@ -207,6 +217,7 @@ async fn follow_shard(
     target_cluster: bool,
     mut master: watch::Receiver<Endpoint>,
     shutdown: Shutdown,
+    hooks: Option<(String, HookFactory)>,
 ) -> Result<(), SyncError> {
     loop {
         let ep = master.borrow_and_update().clone();
@@ -222,7 +233,8 @@ async fn follow_shard(
             }
             stop.trigger();
         });
-        let res = run_engine(shard_cfg, target_cluster, local).await;
+        let h = hooks.as_ref().map(|(name, make)| make(name, &ep));
+        let res = run_engine(shard_cfg, target_cluster, local, h).await;
         relay.abort();
         if shutdown.is_triggered() {
             return res;

@@ -69,6 +69,9 @@ pub enum SyncError {
     Full { source_ep: String, detail: String },
     #[error("the replication link ended unexpectedly")]
     LinkEnded,
+    /// The endpoints cannot be used as given (found at start).
+    #[error("{endpoint}: {detail}")]
+    Setup { endpoint: String, detail: String },
 }
 
 /// Run until `shutdown` (or, in `Mode::Full`, until the RDB is applied). On shutdown the
@@ -96,7 +99,7 @@ pub async fn run_engine<S: Sink>(
     cfg: SyncConfig,
     mut sink: S,
     mut shutdown: Shutdown,
-    mut hooks: Option<twoway::Hooks>,
+    hooks: Option<twoway::Hooks>,
 ) -> Result<(), SyncError> {
     let target_rdb = probe_target_rdb(&mut sink).await?;
     let start = sink.checkpoint_at_start().cloned();
@@ -118,7 +121,7 @@ pub async fn run_engine<S: Sink>(
     // Confirm to the source what the target holds, as it happens.
     let mut applied = sink.applied();
     let handle = link.handle.clone();
-    let applied_offset = hooks.as_ref().map(|h| h.applied.clone());
+    let applied_offset = hooks.as_ref().map(|h| h.applied_handle());
     let source_ep = cfg.source.clone();
     tokio::spawn(async move {
         while applied.changed().await.is_ok() {
@@ -126,15 +129,12 @@ pub async fn run_engine<S: Sink>(
             if let Some(c) = c.filter(|c| c.state == CkptState::Incr) {
                 crate::metrics::applied_offset(&source_ep, c.pos.offset);
                 if let Some(a) = &applied_offset {
-                    a.send_replace(c.pos.offset);
+                    a.set(c.pos.offset);
                 }
                 handle.confirm(c.pos);
             }
         }
     });
-    if let Some(h) = hooks.as_mut() {
-        h.seen_other = start_seen_other(&mut sink, h).await?;
-    }
     let mut eng = Engine {
         cfg: &cfg,
         sink,
@@ -276,7 +276,7 @@ impl<S: Sink> Engine<'_, S> {
                         // Nothing more at hand: land it now for low latency.
                         self.sink.flush().await?;
                         if let Some(h) = self.hooks.as_ref() {
-                            h.settled.send_replace(end);
+                            h.settled(end);
                         }
                     }
                 }
@@ -375,12 +375,6 @@ impl<S: Sink> Engine<'_, S> {
         crate::metrics::full_sync_keys(stats.restored + stats.rewritten);
         Ok(())
     }
-}
-
-/// Where the reverse link's checkpoint on this link's *source* stands: what of the other
-/// side this side already holds when the stream starts.
-async fn start_seen_other<S: Sink>(_sink: &mut S, h: &twoway::Hooks) -> Result<u64, SyncError> {
-    Ok(h.initial_seen_other)
 }
 
 async fn skip_rdb(link: &mut replica::ReplicaLink) -> Result<(), SyncError> {
