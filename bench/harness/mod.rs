@@ -9,6 +9,7 @@
 
 pub mod attach;
 pub mod client;
+pub mod cluster_incr;
 pub mod data;
 pub mod lag;
 pub mod micro;
@@ -176,7 +177,11 @@ pub fn run(cfg: &Config) -> Report {
             "catchup" => scenarios::catch_up(cfg),
             "lag" => lag::steady_lag(cfg),
             "twoway" => topo::two_way(cfg),
-            "cluster" => topo::cluster(cfg),
+            "cluster" => {
+                let mut rows = topo::cluster(cfg);
+                rows.extend(cluster_incr::cluster_incremental(cfg));
+                rows
+            }
             "bigkeys" => scenarios::big_keys(cfg),
             "micro" => micro::resp_parse(cfg),
             _ => unreachable!(),

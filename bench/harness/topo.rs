@@ -13,7 +13,7 @@ use super::scenarios::timed_full_sync;
 use super::servers::{Redis, Tandem, tandem_has, wait_until};
 use super::{Config, Outcome, Res, Row, data};
 
-fn unavailable(mut row: Row, why: String) -> Row {
+pub(super) fn unavailable(mut row: Row, why: String) -> Row {
     row.tandem = Outcome::NotAvailable(why.clone());
     row.baseline = Outcome::NotAvailable(why);
     row
@@ -147,7 +147,7 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
     vec![ab, ba]
 }
 
-fn push(o: &mut Outcome, v: f64) {
+pub(super) fn push(o: &mut Outcome, v: f64) {
     if let Outcome::Measured(vals) = o {
         vals.push(v);
     }
@@ -155,7 +155,7 @@ fn push(o: &mut Outcome, v: f64) {
 
 /// Three masters with all slots assigned (`redis-cli --cluster create`), waited until
 /// every node reports `cluster_state:ok`.
-fn start_cluster() -> Res<Vec<Redis>> {
+pub(super) fn start_cluster() -> Res<Vec<Redis>> {
     let opts = [
         "--cluster-enabled",
         "yes",

@@ -43,6 +43,20 @@ pub enum SplitError {
     Key(#[from] KeyError),
 }
 
+/// The slot of every key of `argv` when they share one, `None` when they do not. The
+/// common case (one key, or keys under one hash tag) costs no copy of `argv`.
+pub fn one_slot(spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Option<u16>, SplitError> {
+    let keys = key_indexes(spec, argv)?;
+    let Some(&first) = keys.first() else {
+        return Err(SplitError::NoKeys { command: spec.name });
+    };
+    let slot = key_slot(&argv[first]);
+    Ok(keys[1..]
+        .iter()
+        .all(|&k| key_slot(&argv[k]) == slot)
+        .then_some(slot))
+}
+
 /// Route `argv` by slot: one `(slot, argv)` per slot its keys fall in.
 ///
 /// - All keys in one slot: the original argv, unchanged, for any command.

@@ -39,10 +39,22 @@ use crate::redis::cluster::nodes::{Backoff, Nodes, Redirect, redirect};
 use crate::redis::cluster::tags::slot_ckpt_key;
 use crate::redis::command::{Flags, resolve, target_db};
 use crate::redis::conn::{Conn, ConnError, Frame, encode_command};
-use crate::redis::slot::{SLOTS, SplitError, key_slot, split_by_slot};
+use crate::redis::slot::{SLOTS, SplitError, key_slot, one_slot, split_by_slot};
 
 /// Batches in flight per master, at most.
 const NODE_WINDOW: usize = 256;
+/// Open slot batches are sent once this many `--batch-commands` (or `--batch-bytes`)
+/// are buffered over all slots. Every slot batch costs the target a MULTI, a checkpoint
+/// HSET and an EXEC besides its commands, and keys spread over 16384 slots, so sending
+/// at `--batch-commands` made transactions of one or two commands (the target spent
+/// three quarters of its time on the wrapping). Buffering deeper while a backlog lasts
+/// brings several commands per slot; when the stream goes idle the engine flushes
+/// whatever is open, so latency under light load does not change.
+/// First allocation of a slot batch: room for a few commands and the checkpoint, so
+/// that the common small batch never grows.
+const SLOT_BUF_START: usize = 1024;
+const PUMP_COMMANDS_FACTOR: usize = 64;
+const PUMP_BYTES_FACTOR: usize = 8;
 /// How often the floor checkpoint is rewritten while writes flow.
 const FLOOR_EVERY: Duration = Duration::from_millis(500);
 
@@ -66,6 +78,24 @@ struct SlotOpen {
     end: Option<(ReplPosition, u32, CkptState)>,
 }
 
+/// A write of the unit being received.
+struct UnitWrite {
+    db: u32,
+    argv: Vec<Bytes>,
+    offset: u64,
+    /// Its RESP encoding as the source sent it, when at hand: forwarded as is when the
+    /// command goes to one slot unchanged (the common case), instead of encoding again.
+    raw: Option<Bytes>,
+}
+
+/// A write routed to one slot.
+struct Part {
+    slot: u16,
+    argv: Vec<Bytes>,
+    raw: Option<Bytes>,
+    offset: u64,
+}
+
 struct Ended {
     id: u64,
     pos: ReplPosition,
@@ -78,6 +108,20 @@ struct Ended {
 struct NodeLink {
     conn: Option<Conn>,
     in_flight: VecDeque<Sent>,
+    /// How many of the newest batches in flight are still in the connection's write
+    /// buffer (queued, not flushed).
+    unflushed: usize,
+}
+
+impl NodeLink {
+    /// Send what is buffered.
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.flush().await?;
+        }
+        self.unflushed = 0;
+        Ok(())
+    }
 }
 
 pub struct ClusterSink {
@@ -91,8 +135,10 @@ pub struct ClusterSink {
     busy: Vec<bool>,
     open_cmds: usize,
     open_bytes: usize,
+    /// Slot checkpoint keys, made once.
+    ckpt_keys: Vec<Option<Bytes>>,
     retry: VecDeque<Sent>,
-    unit: Vec<(u32, Vec<Bytes>, u64)>,
+    unit: Vec<UnitWrite>,
     next_unit: u64,
     ended: VecDeque<Ended>,
     /// Per slot, the offset its checkpoint held at start (`incr` state only); cleared
@@ -144,6 +190,7 @@ impl ClusterSink {
             busy: vec![false; SLOTS as usize],
             open_cmds: 0,
             open_bytes: 0,
+            ckpt_keys: vec![None; SLOTS as usize],
             retry: VecDeque::new(),
             unit: Vec::new(),
             next_unit: 0,
@@ -166,24 +213,34 @@ impl ClusterSink {
         }
     }
 
-    /// Route the buffered unit's writes: `(slot, argv, offset)` and keyless writes.
+    /// Route the buffered unit's writes to slots; keyless writes apart.
     #[allow(clippy::type_complexity)]
     fn route(
         &self,
-        writes: Vec<(u32, Vec<Bytes>, u64)>,
+        writes: Vec<UnitWrite>,
         state: CkptState,
-    ) -> Result<(Vec<(u16, Vec<Bytes>, u64)>, Vec<(Vec<Bytes>, u64)>), SinkError> {
-        let mut parts = Vec::new();
+    ) -> Result<(Vec<Part>, Vec<(Vec<Bytes>, u64)>), SinkError> {
+        let mut parts = Vec::with_capacity(writes.len());
         let mut keyless = Vec::new();
         let name = |a: &[Bytes]| String::from_utf8_lossy(&a[0]).to_ascii_uppercase();
-        for (db, argv, off) in &writes {
-            let Some(spec) = resolve(argv) else {
-                return Err(self.refused(&name(argv), *off, "unknown command".into()));
+        let one_command = writes.windows(2).all(|w| w[0].offset == w[1].offset);
+        let splittable = writes
+            .iter()
+            .all(|w| resolve(&w.argv).is_some_and(|s| s.has(Flags::SPLITTABLE)));
+        for UnitWrite {
+            db,
+            argv,
+            offset: off,
+            raw,
+        } in writes
+        {
+            let Some(spec) = resolve(&argv) else {
+                return Err(self.refused(&name(&argv), off, "unknown command".into()));
             };
-            if *db != 0 {
+            if db != 0 {
                 return Err(self.refused(
                     spec.name,
-                    *off,
+                    off,
                     format!(
                         "writes to db {db}, but a cluster has only db 0: map the source db to 0 \
                      with --db-map {db}:0"
@@ -193,39 +250,57 @@ impl ClusterSink {
             if spec.has(Flags::NOT_ON_CLUSTER) {
                 return Err(self.refused(
                     spec.name,
-                    *off,
+                    off,
                     "cannot be applied to a cluster target (it has only db 0)".into(),
                 ));
             }
             if spec.has(Flags::CROSS_DB)
-                && target_db(spec, argv)
+                && target_db(spec, &argv)
                     .ok()
                     .flatten()
                     .is_some_and(|(_, d)| d != 0)
             {
                 return Err(self.refused(
                     spec.name,
-                    *off,
+                    off,
                     "writes to another db, and a cluster target has only db 0".into(),
                 ));
             }
             if spec.has(Flags::KEYLESS) {
-                keyless.push((argv.clone(), *off));
+                keyless.push((argv, off));
                 continue;
             }
-            match split_by_slot(spec, argv) {
-                Ok(p) => parts.extend(p.into_iter().map(|(s, a)| (s, a, *off))),
+            let split = match one_slot(spec, &argv) {
+                Ok(Some(slot)) => {
+                    parts.push(Part {
+                        slot,
+                        argv,
+                        raw,
+                        offset: off,
+                    });
+                    continue;
+                }
+                Ok(None) => split_by_slot(spec, &argv),
+                Err(e) => Err(e),
+            };
+            match split {
+                Ok(p) => parts.extend(p.into_iter().map(|(slot, argv)| Part {
+                    slot,
+                    argv,
+                    raw: None,
+                    offset: off,
+                })),
                 Err(SplitError::CrossSlot { command, slots }) => {
                     return Err(self.refused(
                         command,
-                        *off,
+                        off,
                         format!(
                             "keys in slots {slots:?}: a cluster target cannot apply it in one \
                          transaction and it cannot be split exactly"
                         ),
                     ));
                 }
-                Err(e) => return Err(self.refused(spec.name, *off, e.to_string())),
+                Err(e) => return Err(self.refused(spec.name, off, e.to_string())),
             }
         }
         if state == CkptState::Incr {
@@ -239,16 +314,11 @@ impl ClusterSink {
                         .into(),
                 ));
             }
-            let mut slots: Vec<u16> = parts.iter().map(|p| p.0).collect();
-            slots.dedup();
+            let mut slots: Vec<u16> = parts.iter().map(|p| p.slot).collect();
             slots.sort_unstable();
             slots.dedup();
-            let one_command = writes.windows(2).all(|w| w[0].2 == w[1].2);
-            let splittable = writes
-                .iter()
-                .all(|w| resolve(&w.1).is_some_and(|s| s.has(Flags::SPLITTABLE)));
             if slots.len() > 1 && !(one_command && splittable) {
-                let off = parts.last().map(|p| p.2).unwrap_or_default();
+                let off = parts.last().map(|p| p.offset).unwrap_or_default();
                 return Err(self.refused(
                     "MULTI",
                     off,
@@ -262,21 +332,39 @@ impl ClusterSink {
         Ok((parts, keyless))
     }
 
-    fn queue_part(&mut self, unit: u64, slot: u16, argv: &[Bytes], offset: u64) -> bool {
+    fn pump_commands(&self) -> usize {
+        self.cfg.batch_commands.saturating_mul(PUMP_COMMANDS_FACTOR)
+    }
+
+    fn pump_bytes(&self) -> usize {
+        self.cfg.batch_bytes.saturating_mul(PUMP_BYTES_FACTOR)
+    }
+
+    fn queue_part(&mut self, unit: u64, part: &Part) -> bool {
+        let (slot, offset) = (part.slot, part.offset);
         if let Some(skip) = &self.skip
             && skip[slot as usize].is_some_and(|held| offset <= held)
         {
             return false;
         }
         let open = &mut self.slots[slot as usize];
+        let before = open.buf.len();
         if open.origin.is_empty() {
             self.open_list.push(slot);
+            // The batch is built in place: MULTI first, the checkpoint and EXEC appended
+            // when it closes, so closing copies nothing.
+            open.buf.reserve(SLOT_BUF_START);
+            encode_command(&mut open.buf, &[b"MULTI"]);
         }
-        let before = open.buf.len();
-        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
-        encode_command(&mut open.buf, &args);
+        match &part.raw {
+            Some(raw) => open.buf.extend_from_slice(raw),
+            None => {
+                let args: Vec<&[u8]> = part.argv.iter().map(|a| a.as_ref()).collect();
+                encode_command(&mut open.buf, &args);
+            }
+        }
         self.open_bytes += open.buf.len() - before;
-        open.origin.push(Some((argv[0].clone(), offset)));
+        open.origin.push(Some((part.argv[0].clone(), offset)));
         self.open_cmds += 1;
         if open.units.last() != Some(&unit) {
             open.units.push(unit);
@@ -299,10 +387,10 @@ impl ClusterSink {
         self.next_seq += 1;
         self.open_cmds -= open.origin.len();
         self.open_bytes -= open.buf.len();
-        let mut buf = BytesMut::with_capacity(open.buf.len() + 256);
-        encode_command(&mut buf, &[b"MULTI"]);
-        buf.extend_from_slice(&open.buf);
-        let key = Bytes::from(slot_ckpt_key(&self.cfg.id, slot));
+        let mut buf = open.buf;
+        let key = self.ckpt_keys[slot as usize]
+            .get_or_insert_with(|| Bytes::from(slot_ckpt_key(&self.cfg.id, slot)))
+            .clone();
         let argv = ckpt.hset_argv(&key);
         let args: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
         encode_command(&mut buf, &args);
@@ -331,6 +419,7 @@ impl ClusterSink {
             self.links.push(NodeLink {
                 conn: None,
                 in_flight: VecDeque::new(),
+                unflushed: 0,
             });
         }
         &mut self.links[node]
@@ -368,6 +457,7 @@ impl ClusterSink {
         }
         conn.queue_raw(&sent.batch.payload);
         link.in_flight.push_back(sent);
+        link.unflushed += 1;
         Ok(())
     }
 
@@ -402,10 +492,7 @@ impl ClusterSink {
         keep.append(&mut self.open_list);
         self.open_list = keep;
         for node in 0..self.links.len() {
-            let Some(conn) = self.links[node].conn.as_mut() else {
-                continue;
-            };
-            if let Err(e) = conn.flush().await {
+            if let Err(e) = self.links[node].flush().await {
                 self.node_failed(node, e).await?;
             }
         }
@@ -423,9 +510,13 @@ impl ClusterSink {
     /// buffer (a pump of `--batch-commands` keys spread over the slots makes hundreds of
     /// slot batches per master). Waiting for the replies to bytes never sent only ended
     /// with the reply timeout, the connection "lost", and the same again on resend.
+    ///
+    /// Only then: flushing on every settle made one write syscall per slot batch once
+    /// the window was full (an eighth of tandem's time in the cluster catch-up profile).
     async fn settle(&mut self, node: usize) -> Result<(), SinkError> {
-        if let Some(conn) = self.links[node].conn.as_mut()
-            && let Err(e) = conn.flush().await
+        let link = &mut self.links[node];
+        if link.unflushed >= link.in_flight.len()
+            && let Err(e) = link.flush().await
         {
             return self.node_failed(node, e).await;
         }
@@ -447,6 +538,9 @@ impl ClusterSink {
         let mut queued_error: Option<(usize, String)> = None;
         let mut exec = None;
         for i in 0..expected {
+            if i + 1 < expected && conn.skip_buffered(b"+QUEUED\r\n") {
+                continue;
+            }
             let frame = conn.read_frame().await?;
             if i + 1 == expected {
                 exec = Some(frame);
@@ -568,6 +662,7 @@ impl ClusterSink {
         tracing::warn!(target = %self.nodes.endpoint(node), "cluster target connection lost: {e}");
         let link = &mut self.links[node];
         link.conn = None;
+        link.unflushed = 0;
         let lost: Vec<Sent> = link.in_flight.drain(..).collect();
         self.nodes.refresh().await.ok();
         for mut sent in lost {
@@ -658,7 +753,28 @@ impl From<ConnError> for Failure {
 
 impl Sink for ClusterSink {
     async fn write(&mut self, db: u32, argv: Vec<Bytes>, offset: u64) -> Result<(), SinkError> {
-        self.unit.push((db, argv, offset));
+        self.unit.push(UnitWrite {
+            db,
+            argv,
+            offset,
+            raw: None,
+        });
+        Ok(())
+    }
+
+    async fn write_encoded(
+        &mut self,
+        db: u32,
+        argv: Vec<Bytes>,
+        raw: Bytes,
+        offset: u64,
+    ) -> Result<(), SinkError> {
+        self.unit.push(UnitWrite {
+            db,
+            argv,
+            offset,
+            raw: Some(raw),
+        });
         Ok(())
     }
 
@@ -680,11 +796,11 @@ impl Sink for ClusterSink {
         let id = self.next_unit;
         self.next_unit += 1;
         let mut remaining = 0;
-        for (slot, argv, off) in &parts {
-            if self.queue_part(id, *slot, argv, *off) {
+        for part in &parts {
+            if self.queue_part(id, part) {
                 remaining += 1;
             }
-            let open = &mut self.slots[*slot as usize];
+            let open = &mut self.slots[part.slot as usize];
             if !open.origin.is_empty() {
                 open.end = Some((pos.clone(), db, state));
             }
@@ -702,10 +818,24 @@ impl Sink for ClusterSink {
             self.drain().await?;
             self.write_floor().await?;
         }
-        if self.open_cmds >= self.cfg.batch_commands || self.open_bytes >= self.cfg.batch_bytes {
+        // A slot batch that reached --batch-commands goes now (a hot slot, or a big key
+        // being rewritten); the rest wait for the pump threshold.
+        for &Part { slot, .. } in &parts {
+            let open = &self.slots[slot as usize];
+            if !self.busy[slot as usize]
+                && (open.origin.len() >= self.cfg.batch_commands
+                    || open.buf.len() >= self.cfg.batch_bytes)
+            {
+                let sent = self.build(slot);
+                self.open_list.retain(|&s| s != slot);
+                self.send(sent).await?;
+            }
+        }
+        if self.open_cmds >= self.pump_commands() || self.open_bytes >= self.pump_bytes() {
             self.pump().await?;
             // Bound memory: slots busy with a batch keep accumulating.
-            while self.open_cmds >= self.cfg.batch_commands.saturating_mul(4)
+            while (self.open_cmds >= self.pump_commands().saturating_mul(2)
+                || self.open_bytes >= self.pump_bytes().saturating_mul(2))
                 && self.in_flight() > 0
             {
                 let node = (0..self.links.len())
