@@ -44,6 +44,10 @@ ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 AP0=$(ticks "$AP"); DST0=$(ticks "$DSTPID")
 S=$(date +%s.%N)
 kill -CONT "$AP"; STOPPED_AP=$AP; AP=""
+# PERF_TARGET=SECS: sample the target server (perf, cpu-clock) while it applies.
+if [ -n "${PERF_TARGET:-}" ]; then
+  perf record -e cpu-clock -F 999 -g -p "$DSTPID" -o "${PERF_OUT:-perf-target.data}" -- sleep "$PERF_TARGET" >/dev/null 2>&1 &
+fi
 if [ -n "${CPU:-}" ] && [ "$MODE" = tandem ]; then
   (sleep 1
    DP=$(redis-cli -p "$DST" info server | tr -d '\r' | awk -F: '/^process_id/{print $2}')

@@ -61,12 +61,30 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
     );
     ab.baseline_label = "tandem one-way";
     ba.baseline_label = "tandem one-way";
+    // Both directions loaded at once run twice the work of one-way (two writers, two
+    // sources, two targets) on the same cores; this row loads one direction of a running
+    // two-way pair, so what it compares is the cost of two-way itself (echo filtering,
+    // conflict detection), not the machine shared by twice the work.
+    let mut solo = Row::new(
+        format!("4. two-way A→B, {n} writes, B idle"),
+        "writes/s",
+        true,
+    );
+    solo.baseline_label = "tandem one-way";
     if let Some(why) = tandem_sync_missing(&cfg.tandem_bin) {
-        return vec![unavailable(ab, why.clone()), unavailable(ba, why)];
+        return vec![
+            unavailable(ab, why.clone()),
+            unavailable(ba, why.clone()),
+            unavailable(solo, why),
+        ];
     }
     if !tandem_has(&cfg.tandem_bin, &["redis", "twoway"]) {
         let why = "`tandem redis twoway` not yet available in this build".to_string();
-        return vec![unavailable(ab, why.clone()), unavailable(ba, why)];
+        return vec![
+            unavailable(ab, why.clone()),
+            unavailable(ba, why.clone()),
+            unavailable(solo, why),
+        ];
     }
     let limit = cfg.sizes.wait_limit;
     for run in 0..cfg.runs {
@@ -81,7 +99,7 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             let v = timed_direction(a.port, target.port, n, seed, "ab", limit, t)?;
             Ok((v, t.peak_rss()))
         };
-        let two = || -> Res<(f64, f64, Option<u64>)> {
+        let pair = || -> Res<(Redis, Redis, Tandem)> {
             let a = Redis::start(SOURCE_OPTS)?;
             let b = Redis::start(SOURCE_OPTS)?;
             let args: Vec<String> = ["redis", "twoway", "--a", &a.url(), "--b", &b.url()]
@@ -97,6 +115,15 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
                 Client::connect(from)?.ok(&[b"SET", key.as_bytes(), b"1"])?;
                 wait_marker(to, key.as_bytes(), "1", limit, &mut t)?;
             }
+            Ok((a, b, t))
+        };
+        let one_side = || -> Res<(f64, Option<u64>)> {
+            let (a, b, mut t) = pair()?;
+            let v = timed_direction(a.port, b.port, n, seed, "ab", limit, &mut t)?;
+            Ok((v, t.peak_rss()))
+        };
+        let two = || -> Res<(f64, f64, Option<u64>)> {
+            let (a, b, mut t) = pair()?;
             let (ap, bp) = (a.port, b.port);
             let writer = std::thread::spawn(move || -> Res<(f64, Instant)> {
                 let t0 = Instant::now();
@@ -118,6 +145,7 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             Ok((v, rss)) => {
                 push(&mut ab.baseline, v);
                 push(&mut ba.baseline, v);
+                push(&mut solo.baseline, v);
                 // The RSS column is the two-way process's; one-way's goes in a note.
                 if let Some(r) = rss {
                     ab.notes.push(format!(
@@ -129,7 +157,15 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             Err(e) => {
                 ab.baseline = Outcome::Failed(e.to_string());
                 ba.baseline = Outcome::Failed(e.to_string());
+                solo.baseline = Outcome::Failed(e.to_string());
             }
+        }
+        match one_side() {
+            Ok((v, rss)) => {
+                push(&mut solo.tandem, v);
+                solo.tandem_rss.extend(rss);
+            }
+            Err(e) => solo.tandem = Outcome::Failed(e.to_string()),
         }
         match two() {
             Ok((x, y, rss)) => {
@@ -144,7 +180,7 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             }
         }
     }
-    vec![ab, ba]
+    vec![ab, ba, solo]
 }
 
 pub(super) fn push(o: &mut Outcome, v: f64) {

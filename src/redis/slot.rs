@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::redis::command::{CommandSpec, Flags, KeyError, KeySpec, key_indexes};
+use crate::redis::command::{CommandSpec, Flags, KeyError, KeySpec, key_indexes, single_key_index};
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -46,6 +46,9 @@ pub enum SplitError {
 /// The slot of every key of `argv` when they share one, `None` when they do not. The
 /// common case (one key, or keys under one hash tag) costs no copy of `argv`.
 pub fn one_slot(spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Option<u16>, SplitError> {
+    if let Some(k) = single_key_index(spec, argv) {
+        return Ok(Some(key_slot(&argv[k])));
+    }
     let keys = key_indexes(spec, argv)?;
     let Some(&first) = keys.first() else {
         return Err(SplitError::NoKeys { command: spec.name });

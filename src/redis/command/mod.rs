@@ -407,14 +407,31 @@ pub fn resolve(argv: &[Bytes]) -> Option<&'static CommandSpec> {
 /// Checks the arity and every count it relies on, so a malformed argv from the stream
 /// is a [`KeyError`] naming the command and the reason, never a panic or an index past
 /// the end. The only allocation is the returned `Vec`.
-pub fn key_indexes(spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Vec<usize>, KeyError> {
-    let argc = argv.len();
-    let arity_ok = if spec.arity >= 0 {
+/// Whether `argc` arguments (the name included) fit the command's arity.
+pub fn arity_ok(spec: &CommandSpec, argc: usize) -> bool {
+    if spec.arity >= 0 {
         argc == spec.arity as usize
     } else {
         argc >= spec.arity.unsigned_abs() as usize
-    };
-    if !arity_ok {
+    }
+}
+
+/// The position of the only key of a one-key command (most writes), without the
+/// allocation of [`key_indexes`]; `None` for any other shape or a wrong arity.
+pub fn single_key_index(spec: &CommandSpec, argv: &[Bytes]) -> Option<usize> {
+    match spec.keys {
+        KeySpec::Range { first, last, .. }
+            if last >= 0 && last as usize == first && first < argv.len() =>
+        {
+            arity_ok(spec, argv.len()).then_some(first)
+        }
+        _ => None,
+    }
+}
+
+pub fn key_indexes(spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Vec<usize>, KeyError> {
+    let argc = argv.len();
+    if !arity_ok(spec, argc) {
         return Err(key_error(
             spec.name,
             KeyErrorReason::WrongArity {

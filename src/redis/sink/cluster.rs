@@ -139,6 +139,8 @@ pub struct ClusterSink {
     ckpt_keys: Vec<Option<Bytes>>,
     retry: VecDeque<Sent>,
     unit: Vec<UnitWrite>,
+    /// Scratch for routing a unit (kept for its capacity).
+    parts: Vec<Part>,
     next_unit: u64,
     ended: VecDeque<Ended>,
     /// Per slot, the offset its checkpoint held at start (`incr` state only); cleared
@@ -193,6 +195,7 @@ impl ClusterSink {
             ckpt_keys: vec![None; SLOTS as usize],
             retry: VecDeque::new(),
             unit: Vec::new(),
+            parts: Vec::new(),
             next_unit: 0,
             ended: VecDeque::new(),
             skip: Some(skip),
@@ -215,28 +218,29 @@ impl ClusterSink {
 
     /// Route the buffered unit's writes to slots; keyless writes apart.
     #[allow(clippy::type_complexity)]
+    /// `writes` is drained and `parts` filled (both keep their capacity for the next
+    /// unit).
     fn route(
         &self,
-        writes: Vec<UnitWrite>,
+        writes: &mut Vec<UnitWrite>,
+        parts: &mut Vec<Part>,
         state: CkptState,
-    ) -> Result<(Vec<Part>, Vec<(Vec<Bytes>, u64)>), SinkError> {
-        let mut parts = Vec::with_capacity(writes.len());
+    ) -> Result<Vec<(Vec<Bytes>, u64)>, SinkError> {
         let mut keyless = Vec::new();
         let name = |a: &[Bytes]| String::from_utf8_lossy(&a[0]).to_ascii_uppercase();
         let one_command = writes.windows(2).all(|w| w[0].offset == w[1].offset);
-        let splittable = writes
-            .iter()
-            .all(|w| resolve(&w.argv).is_some_and(|s| s.has(Flags::SPLITTABLE)));
+        let mut splittable = true;
         for UnitWrite {
             db,
             argv,
             offset: off,
             raw,
-        } in writes
+        } in writes.drain(..)
         {
             let Some(spec) = resolve(&argv) else {
                 return Err(self.refused(&name(&argv), off, "unknown command".into()));
             };
+            splittable &= spec.has(Flags::SPLITTABLE);
             if db != 0 {
                 return Err(self.refused(
                     spec.name,
@@ -314,10 +318,12 @@ impl ClusterSink {
                         .into(),
                 ));
             }
-            let mut slots: Vec<u16> = parts.iter().map(|p| p.slot).collect();
-            slots.sort_unstable();
-            slots.dedup();
-            if slots.len() > 1 && !(one_command && splittable) {
+            let first = parts.first().map(|p| p.slot);
+            let spans = parts.iter().any(|p| Some(p.slot) != first);
+            if spans && !(one_command && splittable) {
+                let mut slots: Vec<u16> = parts.iter().map(|p| p.slot).collect();
+                slots.sort_unstable();
+                slots.dedup();
                 let off = parts.last().map(|p| p.offset).unwrap_or_default();
                 return Err(self.refused(
                     "MULTI",
@@ -329,7 +335,7 @@ impl ClusterSink {
                 ));
             }
         }
-        Ok((parts, keyless))
+        Ok(keyless)
     }
 
     fn pump_commands(&self) -> usize {
@@ -784,12 +790,17 @@ impl Sink for ClusterSink {
         db: u32,
         state: CkptState,
     ) -> Result<(), SinkError> {
-        let writes = std::mem::take(&mut self.unit);
+        let mut writes = std::mem::take(&mut self.unit);
+        let mut parts = std::mem::take(&mut self.parts);
         if state.is_full() {
             // A full sync starts another history: the held checkpoints say nothing of it.
             self.skip = None;
         }
-        let (parts, keyless) = self.route(writes, state)?;
+        parts.clear();
+        let routed = self.route(&mut writes, &mut parts, state);
+        writes.clear();
+        self.unit = writes;
+        let keyless = routed?;
         for (argv, off) in &keyless {
             self.keyless(argv, *off).await?;
         }
@@ -848,6 +859,7 @@ impl Sink for ClusterSink {
                 self.write_floor().await?;
             }
         }
+        self.parts = parts;
         Ok(())
     }
 
