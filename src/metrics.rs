@@ -7,6 +7,7 @@ pub const LINK_BYTES: &str = "tandem_link_received_bytes_total";
 pub const FULL_SYNCS: &str = "tandem_full_syncs_total";
 pub const RECEIVED_OFFSET: &str = "tandem_link_received_offset";
 pub const APPLIED_OFFSET: &str = "tandem_applied_offset";
+pub const LAG_SECONDS: &str = "tandem_lag_seconds";
 
 /// Describe every metric once, at start-up.
 pub fn describe() {
@@ -31,6 +32,10 @@ pub fn describe() {
         APPLIED_OFFSET,
         "Source offset up to which the target holds everything (lag in bytes: received minus applied)"
     );
+    metrics::describe_gauge!(
+        LAG_SECONDS,
+        "Age of the oldest write received from a source and not yet on the target (0 when caught up)"
+    );
     describe_sink();
     describe_policy();
     describe_twoway();
@@ -54,6 +59,10 @@ pub fn received_offset(ep: &Endpoint, offset: u64) {
 
 pub fn applied_offset(ep: &Endpoint, offset: u64) {
     metrics::gauge!(APPLIED_OFFSET, "source" => source_label(ep)).set(offset as f64);
+}
+
+pub fn lag_seconds(ep: &Endpoint, lag: std::time::Duration) {
+    metrics::gauge!(LAG_SECONDS, "source" => source_label(ep)).set(lag.as_secs_f64());
 }
 
 pub fn full_sync_started(ep: &Endpoint) {

@@ -128,3 +128,40 @@ fn metrics_count_exactly_and_never_show_credentials() {
     assert!(!t.log_text().contains("s3cret-pw"), "password in logs");
     assert_eq!(dst.client().cmd_text(&["GET", "counter"]), "100");
 }
+
+/// `tandem_lag_seconds`: 0 when caught up, grows while the target cannot apply (paused
+/// with CLIENT PAUSE … WRITE), back to 0 once everything landed.
+#[test]
+fn lag_seconds_grows_while_the_target_stalls_and_returns_to_zero() {
+    let src = RedisServer::start_with(ServerOpts::default().arg("repl-diskless-sync-delay", "0"));
+    let dst = RedisServer::start();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut t = Tandem::sync(&src, &dst, &["--metrics-addr", &metrics_addr]);
+    let mut c = src.client();
+    c.cmd(&["SET", "warm", "1"]);
+    support::proc::wait_caught_up(&src, &dst, "default", Duration::from_secs(60));
+    let lag = format!("tandem_lag_seconds{{source=\"127.0.0.1:{}\"}}", src.port);
+    wait_until("lag 0 when caught up", Duration::from_secs(10), || {
+        value(&scrape(port), &lag) == Some(0.0)
+    });
+    // Writes are held back for 4 s; the source keeps sending them meanwhile.
+    dst.client().cmd(&["CLIENT", "PAUSE", "4000", "WRITE"]);
+    for _ in 0..10 {
+        c.cmd(&["INCR", "n"]);
+    }
+    wait_until(
+        "lag above 1 s during the pause",
+        Duration::from_secs(10),
+        || value(&scrape(port), &lag).is_some_and(|v| v >= 1.0),
+    );
+    support::proc::wait_caught_up(&src, &dst, "default", Duration::from_secs(60));
+    wait_until("lag back to 0", Duration::from_secs(10), || {
+        value(&scrape(port), &lag) == Some(0.0)
+    });
+    assert!(t.is_running(), "{}", t.log_text());
+    assert_eq!(dst.client().cmd_text(&["GET", "n"]), "10");
+}

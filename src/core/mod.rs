@@ -1,8 +1,9 @@
-//! The shared core: positions, checkpoint stores and (later) the conflict detector.
+//! The shared core: positions, checkpoint stores, the conflict detector, lag in seconds.
 //! Nothing here knows about Redis commands or MongoDB documents.
 
 pub mod checkpoint;
 pub mod conflict;
+pub mod lag;
 pub mod position;
 pub mod shutdown;
 

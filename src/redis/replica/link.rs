@@ -3,6 +3,7 @@
 //! the consumer except through the spool's bound.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,6 +15,7 @@ use super::error::LinkError;
 use super::handshake::{PsyncReply, Resume, Transfer, handshake};
 use super::spool::{Record, SpoolWriter};
 use crate::core::ReplPosition;
+use crate::core::lag::LagClock;
 use crate::core::shutdown::Shutdown;
 use crate::redis::conn::{ConnError, encode_command};
 use crate::redis::url::Endpoint;
@@ -33,6 +35,8 @@ pub struct LinkConfig {
     pub read_timeout: Duration,
     /// Interval of the periodic `REPLCONF ACK`.
     pub ack_interval: Duration,
+    /// Told when stream bytes arrive (lag in seconds).
+    pub lag: Arc<LagClock>,
 }
 
 impl LinkConfig {
@@ -45,6 +49,7 @@ impl LinkConfig {
             timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             ack_interval: Duration::from_secs(1),
+            lag: Arc::default(),
         }
     }
 }
@@ -178,6 +183,7 @@ async fn connection(
     }
     set_resume(state, received);
     crate::metrics::received_offset(&cfg.source, received);
+    cfg.lag.received(received);
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
         buf.reserve(CHUNK);
@@ -185,6 +191,7 @@ async fn connection(
         received += n as u64;
         crate::metrics::link_bytes(&cfg.source, n as u64);
         crate::metrics::received_offset(&cfg.source, received);
+        cfg.lag.received(received);
         spool.append(&Record::Stream(buf.split().freeze())).await?;
         set_resume(state, received);
     }

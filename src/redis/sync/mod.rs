@@ -16,6 +16,7 @@ pub mod scripts;
 pub mod twoway;
 
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -117,21 +118,39 @@ pub async fn run_engine<S: Sink>(
         }
         _ => {}
     }
+    let lag = link_cfg.lag.clone();
     let mut link = replica::start(link_cfg, initial_db, shutdown.clone())?;
-    // Confirm to the source what the target holds, as it happens.
+    // Confirm to the source what the target holds, as it happens; the lag gauge also
+    // ticks while nothing is applied (that is when it grows).
     let mut applied = sink.applied();
     let handle = link.handle.clone();
     let applied_offset = hooks.as_ref().map(|h| h.applied_handle());
     let source_ep = cfg.source.clone();
     tokio::spawn(async move {
-        while applied.changed().await.is_ok() {
-            let c = applied.borrow_and_update().clone();
-            if let Some(c) = c.filter(|c| c.state == CkptState::Incr) {
-                crate::metrics::applied_offset(&source_ep, c.pos.offset);
-                if let Some(a) = &applied_offset {
-                    a.set(c.pos.offset);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut streaming = false;
+        loop {
+            tokio::select! {
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let c = applied.borrow_and_update().clone();
+                    if let Some(c) = c.filter(|c| c.state == CkptState::Incr) {
+                        crate::metrics::applied_offset(&source_ep, c.pos.offset);
+                        lag.applied(c.pos.offset);
+                        streaming = true;
+                        if let Some(a) = &applied_offset {
+                            a.set(c.pos.offset);
+                        }
+                        handle.confirm(c.pos);
+                    }
                 }
-                handle.confirm(c.pos);
+                _ = tick.tick() => {}
+            }
+            // Lag in seconds is about the stream; during a full sync it is not defined.
+            if streaming {
+                crate::metrics::lag_seconds(&source_ep, lag.lag());
             }
         }
     });
