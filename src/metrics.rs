@@ -139,9 +139,14 @@ pub fn serve(addr: std::net::SocketAddr) -> Result<(), String> {
 }
 
 pub const CONFLICTS: &str = "tandem_conflicts_total";
+pub const CONFLICT_KEYS: &str = "tandem_conflict_detector_keys";
 pub const CONFLICTS_RESOLVED: &str = "tandem_conflicts_resolved_total";
 
 pub fn describe_twoway() {
+    metrics::describe_gauge!(
+        CONFLICT_KEYS,
+        "Keys the two-way conflict detector remembers writes of (its memory)"
+    );
     metrics::describe_counter!(
         CONFLICTS,
         "Keys written on both sides concurrently, by policy"
@@ -155,6 +160,10 @@ pub fn describe_twoway() {
 pub fn conflict(policy: crate::core::conflict::Policy) {
     let p = format!("{policy:?}").to_lowercase();
     metrics::counter!(CONFLICTS, "policy" => p).increment(1);
+}
+
+pub fn conflict_keys(n: usize) {
+    metrics::gauge!(CONFLICT_KEYS).set(n as f64);
 }
 
 pub fn conflict_resolved() {

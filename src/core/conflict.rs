@@ -196,7 +196,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
     /// other side. Returns the conflict when this write made one.
     pub fn observe(&self, side: Side, key: K, w: Write) -> (Verdict, Option<Conflict<K>>) {
         let mut st = self.state.lock().unwrap();
-        self.evict(&mut st, w.at_ms);
+        self.evict(&mut st, Some(w.at_ms));
         st.order[side.idx()].push_back((w.space, w.own, w.at_ms, key.clone()));
         let entry = st
             .entries
@@ -283,6 +283,10 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         let mut st = self.state.lock().unwrap();
         let held = st.held[side.idx()].entry(observer).or_default();
         *held = held.with(space, offset);
+        // Forget what this settles now, not at the next write: when one side goes quiet
+        // its settled writes would otherwise stay until the retention runs out. (Expiry
+        // is left to `observe`, which has the observation clock.)
+        self.evict(&mut st, None);
     }
 
     /// Entries (keys with remembered writes) held now.
@@ -290,10 +294,12 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         self.state.lock().unwrap().entries.len()
     }
 
-    fn evict(&self, st: &mut State<K>, now_ms: u64) {
+    /// Forget writes the other side holds everywhere, and with `now_ms` those older
+    /// than the retention.
+    fn evict(&self, st: &mut State<K>, now_ms: Option<u64>) {
         for side in [Side::A, Side::B] {
             while let Some((space, own, at, _)) = st.order[side.idx()].front() {
-                let expired = now_ms.saturating_sub(*at) > self.retention_ms;
+                let expired = now_ms.is_some_and(|now| now.saturating_sub(*at) > self.retention_ms);
                 let observers = &st.held[side.other().idx()];
                 let everywhere =
                     !observers.is_empty() && observers.values().all(|h| h.get(*space) >= *own);
@@ -404,6 +410,18 @@ mod tests {
         d.observe(Side::B, "x", w(SB, 5, 15, 2));
         assert_eq!(d.remembered(), 2, "k forgotten, j and x kept");
         assert_eq!(d.last_writes(&"k"), [None, None]);
+    }
+
+    #[test]
+    fn settled_writes_are_forgotten_without_another_write() {
+        let d = det(Policy::Converge);
+        d.add_observer(Side::B, SB);
+        d.observe(Side::A, "k", w(SA, 10, 0, 1));
+        d.observe(Side::A, "j", w(SA, 20, 0, 1));
+        d.note_seen(Side::B, SB, SA, 15);
+        assert_eq!(d.remembered(), 1, "k forgotten as soon as B holds it");
+        d.note_seen(Side::B, SB, SA, 20);
+        assert_eq!(d.remembered(), 0);
     }
 
     #[test]

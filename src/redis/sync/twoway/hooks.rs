@@ -147,8 +147,10 @@ impl Hooks {
                     at_ms: now,
                     command: name,
                 };
-                let (verdict, conflict) =
-                    self.detector.observe(self.side, (db, argv[k].clone()), w);
+                // A copy: `argv[k]` is a slice of a whole stream read buffer, which a
+                // remembered key would otherwise keep alive.
+                let key = Bytes::copy_from_slice(&argv[k]);
+                let (verdict, conflict) = self.detector.observe(self.side, (db, key), w);
                 if let Some(c) = conflict {
                     self.report(&c);
                 }

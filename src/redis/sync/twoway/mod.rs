@@ -329,6 +329,18 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError>
             info!(side = side.name(), streams = got, "reverse link attached");
         }
     }
+    {
+        let (detector, mut stop) = (detector.clone(), inner.clone());
+        tokio::spawn(async move {
+            loop {
+                crate::metrics::conflict_keys(detector.remembered());
+                tokio::select! {
+                    _ = stop.wait() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
     let resolver = tokio::spawn(resolve::resolve_loop(
         [sides[0].clone(), sides[1].clone()],
         id.clone(),
