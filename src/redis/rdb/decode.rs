@@ -120,24 +120,26 @@ impl KeyCommands {
             ValueChunk::String(v) => out.push(cmd(&[b"SET", k, v])),
             ValueChunk::StringAppend(v) => out.push(cmd(&[b"APPEND", k, v])),
             ValueChunk::List(v) if !v.is_empty() => {
-                out.push(multi(b"RPUSH", &mut v.iter().cloned()))
+                out.push(multi(b"RPUSH", &mut v.iter().map(|x| x.to_vec())))
             }
-            ValueChunk::Set(v) if !v.is_empty() => out.push(multi(b"SADD", &mut v.iter().cloned())),
+            ValueChunk::Set(v) if !v.is_empty() => {
+                out.push(multi(b"SADD", &mut v.iter().map(|x| x.to_vec())))
+            }
             ValueChunk::Zset(v) if !v.is_empty() => out.push(multi(
                 b"ZADD",
                 &mut v
                     .iter()
-                    .flat_map(|(m, s)| [format_double(*s).into_bytes(), m.clone()]),
+                    .flat_map(|(m, s)| [format_double(*s).into_bytes(), m.to_vec()]),
             )),
             ValueChunk::Hash(v) if !v.is_empty() => {
                 out.push(multi(
                     b"HSET",
-                    &mut v.iter().flat_map(|f| [f.field.clone(), f.value.clone()]),
+                    &mut v.iter().flat_map(|f| [f.field.to_vec(), f.value.to_vec()]),
                 ));
                 let mut by_time: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
                 for f in v {
                     if let Some(t) = f.expire_at_ms {
-                        by_time.entry(t).or_default().push(f.field.clone());
+                        by_time.entry(t).or_default().push(f.field.to_vec());
                     }
                 }
                 for (t, fields) in by_time {

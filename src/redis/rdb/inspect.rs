@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::decode::{CommandOptions, KeyCommands, encode_resp, function_command};
@@ -138,8 +139,8 @@ pub fn encoding_name(rt: u8) -> &'static str {
 pub struct CanonicalBuilder {
     string: Option<Vec<u8>>,
     list: Vec<Value>,
-    set: Vec<Vec<u8>>,
-    zset: Vec<(Vec<u8>, f64)>,
+    set: Vec<Bytes>,
+    zset: Vec<(Bytes, f64)>,
     hash: Map<String, Value>,
     hash_ttl: Map<String, Value>,
     entries: Vec<Value>,

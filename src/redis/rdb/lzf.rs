@@ -3,7 +3,17 @@
 /// Decompress `input` into exactly `out_len` bytes. Every back-reference and literal run
 /// is bounds-checked; the error string says what was wrong.
 pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(out_len);
+    let mut out = Vec::new();
+    decompress_into(input, out_len, &mut out)?;
+    Ok(out)
+}
+
+/// Append the decompressed bytes to `dst` (back-references never reach before the
+/// bytes `dst` already held), so a string lands in its final buffer in one pass.
+pub(crate) fn decompress_into(input: &[u8], out_len: usize, dst: &mut Vec<u8>) -> Result<(), String> {
+    let base = dst.len();
+    dst.reserve(out_len);
+    let mut out = Tail { v: dst, base };
     let mut i = 0;
     while i < input.len() {
         let ctrl = input[i] as usize;
@@ -59,7 +69,36 @@ pub fn decompress(input: &[u8], out_len: usize) -> Result<Vec<u8>, String> {
             out.len()
         ));
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The part of a `Vec` after `base`, indexed from 0: the output of one decompression.
+struct Tail<'a> {
+    v: &'a mut Vec<u8>,
+    base: usize,
+}
+
+impl Tail<'_> {
+    fn len(&self) -> usize {
+        self.v.len() - self.base
+    }
+    fn extend_from_slice(&mut self, s: &[u8]) {
+        self.v.extend_from_slice(s)
+    }
+    fn extend_from_within(&mut self, r: std::ops::Range<usize>) {
+        self.v
+            .extend_from_within(r.start + self.base..r.end + self.base)
+    }
+    fn push(&mut self, b: u8) {
+        self.v.push(b)
+    }
+}
+
+impl std::ops::Index<usize> for Tail<'_> {
+    type Output = u8;
+    fn index(&self, i: usize) -> &u8 {
+        &self.v[self.base + i]
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Public data types yielded by the parser.
 
+use bytes::Bytes;
+
 /// RDB value type bytes (rdb.h). Valkey 9 reuses 22 for its own hash-with-TTL type, so
 /// the meaning of 22 depends on the file's magic/version (see [`RdbParser`](super::RdbParser)).
 pub mod rdb_type {
@@ -111,8 +113,8 @@ pub enum Event {
 /// A hash field with its optional per-field expiry (Redis 7.4+/Valkey 9).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HashField {
-    pub field: Vec<u8>,
-    pub value: Vec<u8>,
+    pub field: Bytes,
+    pub value: Bytes,
     pub expire_at_ms: Option<i64>,
 }
 
@@ -173,16 +175,19 @@ pub struct TairHashField {
 }
 
 /// A bounded piece of a decoded value. A key's chunks all have the same family.
+///
+/// Elements of lists, sets, zsets and hashes are [`Bytes`] views sharing one buffer per
+/// chunk (or per listpack/ziplist blob), not one allocation each.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValueChunk {
     /// The string, or its first piece when it is larger than the chunk size.
     String(Vec<u8>),
     /// A further piece of a large string (to `APPEND`).
     StringAppend(Vec<u8>),
-    List(Vec<Vec<u8>>),
-    Set(Vec<Vec<u8>>),
+    List(Vec<Bytes>),
+    Set(Vec<Bytes>),
     /// (member, score) in file order (not necessarily rank order).
-    Zset(Vec<(Vec<u8>, f64)>),
+    Zset(Vec<(Bytes, f64)>),
     Hash(Vec<HashField>),
     StreamEntries(Vec<StreamEntry>),
     StreamMeta(StreamMeta),

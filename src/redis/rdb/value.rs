@@ -9,6 +9,9 @@
 use std::collections::VecDeque;
 use std::io::Read;
 
+use bytes::Bytes;
+
+use super::arena::{Arena, views};
 use super::error::{RdbError, RdbErrorKind, Result};
 use super::listpack::{self, LpVal};
 use super::module::{self, module_name};
@@ -53,9 +56,9 @@ enum Elem {
 }
 
 enum Queue {
-    List(VecDeque<Vec<u8>>),
-    Set(VecDeque<Vec<u8>>),
-    Zset(VecDeque<(Vec<u8>, f64)>),
+    List(VecDeque<Bytes>),
+    Set(VecDeque<Bytes>),
+    Zset(VecDeque<(Bytes, f64)>),
     Hash(VecDeque<HashField>),
 }
 
@@ -70,7 +73,7 @@ impl Queue {
 
     fn take(&mut self, lim: &ChunkLimits) -> ValueChunk {
         fn drain<T>(q: &mut VecDeque<T>, lim: &ChunkLimits, size: impl Fn(&T) -> usize) -> Vec<T> {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(q.len().min(lim.max_elements.max(1)));
             let mut bytes = 0;
             while out.len() < lim.max_elements.max(1) && bytes < lim.max_bytes {
                 let Some(x) = q.pop_front() else { break };
@@ -108,18 +111,6 @@ pub(crate) struct Decoder {
 
 fn blob_err(at: u64, what: &'static str) -> impl Fn((usize, String)) -> RdbError {
     move |(pos, msg)| RdbError::corrupt(at, what, format!("{msg} (byte {pos} of the decoded blob)"))
-}
-
-fn pairs<T>(v: Vec<T>, at: u64, what: &'static str) -> Result<Vec<(T, T)>> {
-    if !v.len().is_multiple_of(2) {
-        return Err(RdbError::corrupt(at, what, "odd number of elements"));
-    }
-    let mut out = Vec::with_capacity(v.len() / 2);
-    let mut it = v.into_iter();
-    while let (Some(a), Some(b)) = (it.next(), it.next()) {
-        out.push((a, b));
-    }
-    Ok(out)
 }
 
 fn score(v: LpVal<'_>, at: u64) -> Result<f64> {
@@ -203,19 +194,19 @@ impl Decoder {
                         2
                     };
                     let at = src.offset();
-                    let blob = src.string("quicklist node")?;
-                    let items: VecDeque<Vec<u8>> = match container {
+                    let blob = Bytes::from(src.string("quicklist node")?);
+                    let items: VecDeque<Bytes> = match container {
                         1 => VecDeque::from([blob]),
-                        2 if v2 => listpack::decode(&blob)
-                            .map_err(blob_err(at, "quicklist listpack"))?
-                            .into_iter()
-                            .map(LpVal::to_bytes)
-                            .collect(),
-                        2 => ziplist::decode(&blob)
-                            .map_err(blob_err(at, "quicklist ziplist"))?
-                            .into_iter()
-                            .map(LpVal::to_bytes)
-                            .collect(),
+                        2 if v2 => views(
+                            &blob,
+                            &listpack::decode(&blob).map_err(blob_err(at, "quicklist listpack"))?,
+                        )
+                        .into(),
+                        2 => views(
+                            &blob,
+                            &ziplist::decode(&blob).map_err(blob_err(at, "quicklist ziplist"))?,
+                        )
+                        .into(),
                         c => {
                             return Err(RdbError::corrupt(
                                 at,
@@ -233,17 +224,16 @@ impl Decoder {
                     }
                     let kind = *kind;
                     let n = (*left).min(max);
-                    let mut bytes = 0usize;
                     let mut done = 0u64;
+                    let mut a = Arena::default();
                     let chunk = match kind {
                         Elem::List | Elem::Set => {
-                            let mut v = Vec::new();
-                            while done < n && bytes < lim.max_bytes {
-                                let s = src.string("element")?;
-                                bytes += s.len();
-                                v.push(s);
+                            while done < n && a.bytes() < lim.max_bytes {
+                                src.string_into(&mut a.buf, "element")?;
+                                a.end();
                                 done += 1;
                             }
+                            let v = a.freeze().collect();
                             if matches!(kind, Elem::List) {
                                 ValueChunk::List(v)
                             } else {
@@ -251,31 +241,34 @@ impl Decoder {
                             }
                         }
                         Elem::ZsetText | Elem::ZsetBin => {
-                            let mut v = Vec::new();
-                            while done < n && bytes < lim.max_bytes {
-                                let m = src.string("zset member")?;
-                                let s = if matches!(kind, Elem::ZsetBin) {
+                            let mut scores = Vec::with_capacity(n as usize);
+                            while done < n && a.bytes() + 8 * scores.len() < lim.max_bytes {
+                                src.string_into(&mut a.buf, "zset member")?;
+                                a.end();
+                                scores.push(if matches!(kind, Elem::ZsetBin) {
                                     src.f64_le("zset score")?
                                 } else {
                                     src.string_double("zset score")?
-                                };
-                                bytes += m.len() + 8;
-                                v.push((m, s));
+                                });
                                 done += 1;
                             }
-                            ValueChunk::Zset(v)
+                            ValueChunk::Zset(a.freeze().zip(scores).collect())
                         }
                         Elem::Hash | Elem::HashMeta { .. } | Elem::ValkeyHash2 => {
-                            let mut v = Vec::new();
-                            while done < n && bytes < lim.max_bytes {
-                                v.push(read_hash_field(src, kind)?);
-                                let f = v
-                                    .last()
-                                    .map(|f: &HashField| f.field.len() + f.value.len())
-                                    .unwrap_or(0);
-                                bytes += f;
+                            let mut ttls = Vec::with_capacity(n as usize);
+                            while done < n && a.bytes() < lim.max_bytes {
+                                ttls.push(read_hash_field(src, kind, &mut a)?);
                                 done += 1;
                             }
+                            let mut it = a.freeze();
+                            let v = ttls
+                                .into_iter()
+                                .map(|expire_at_ms| HashField {
+                                    field: it.next().unwrap_or_default(),
+                                    value: it.next().unwrap_or_default(),
+                                    expire_at_ms,
+                                })
+                                .collect();
                             ValueChunk::Hash(v)
                         }
                     };
@@ -434,7 +427,7 @@ impl Decoder {
                     src.u64_le("hash min expire")?;
                 }
                 let bat = src.offset();
-                let blob = src.string("encoded value")?;
+                let blob = Bytes::from(src.string("encoded value")?);
                 self.queue = Some(decode_blob(rt, &blob, bat)?);
                 State::Queue
             }
@@ -457,7 +450,15 @@ impl Decoder {
     }
 }
 
-fn read_hash_field<R: Read>(src: &mut Source<R>, kind: Elem) -> Result<HashField> {
+/// Append the field and the value to `a`; returns the field's expiry.
+fn read_hash_field<R: Read>(src: &mut Source<R>, kind: Elem, a: &mut Arena) -> Result<Option<i64>> {
+    let mut field_value = |src: &mut Source<R>| -> Result<()> {
+        src.string_into(&mut a.buf, "hash field")?;
+        a.end();
+        src.string_into(&mut a.buf, "hash value")?;
+        a.end();
+        Ok(())
+    };
     match kind {
         Elem::HashMeta { min_expire } => {
             let at = src.offset();
@@ -477,52 +478,42 @@ fn read_hash_field<R: Read>(src: &mut Source<R>, kind: Elem) -> Result<HashField
                         .map_err(|_| RdbError::corrupt(at, "hash field ttl", "out of range"))
                 })
                 .transpose()?;
-            Ok(HashField {
-                field: src.string("hash field")?,
-                value: src.string("hash value")?,
-                expire_at_ms: expire,
-            })
+            field_value(src)?;
+            Ok(expire)
         }
         Elem::ValkeyHash2 => {
-            let field = src.string("hash field")?;
-            let value = src.string("hash value")?;
+            field_value(src)?;
             let e = src.u64_le("hash field expiry")? as i64;
-            Ok(HashField {
-                field,
-                value,
-                expire_at_ms: (e != -1).then_some(e),
-            })
+            Ok((e != -1).then_some(e))
         }
-        _ => Ok(HashField {
-            field: src.string("hash field")?,
-            value: src.string("hash value")?,
-            expire_at_ms: None,
-        }),
+        _ => {
+            field_value(src)?;
+            Ok(None)
+        }
     }
 }
 
-fn decode_blob(rt: u8, blob: &[u8], at: u64) -> Result<Queue> {
+fn decode_blob(rt: u8, blob: &Bytes, at: u64) -> Result<Queue> {
     let lp = |what| listpack::decode(blob).map_err(blob_err(at, what));
     let zl = |what| ziplist::decode(blob).map_err(blob_err(at, what));
-    let to_bytes = |v: Vec<LpVal<'_>>| v.into_iter().map(LpVal::to_bytes).collect::<VecDeque<_>>();
     let zset = |v: Vec<LpVal<'_>>| -> Result<Queue> {
-        let mut q = VecDeque::with_capacity(v.len() / 2);
-        for (m, s) in pairs(v, at, "zset blob")? {
-            q.push_back((m.to_bytes(), score(s, at)?));
+        if !v.len().is_multiple_of(2) {
+            return Err(RdbError::corrupt(at, "zset blob", "odd number of elements"));
         }
-        Ok(Queue::Zset(q))
+        let scores = v
+            .chunks_exact(2)
+            .map(|c| score(c[1], at))
+            .collect::<Result<Vec<f64>>>()?;
+        let members: Vec<LpVal<'_>> = v.into_iter().step_by(2).collect();
+        Ok(Queue::Zset(
+            views(blob, &members).into_iter().zip(scores).collect(),
+        ))
     };
     let hash = |v: Vec<LpVal<'_>>| -> Result<Queue> {
-        Ok(Queue::Hash(
-            pairs(v, at, "hash blob")?
-                .into_iter()
-                .map(|(f, v)| HashField {
-                    field: f.to_bytes(),
-                    value: v.to_bytes(),
-                    expire_at_ms: None,
-                })
-                .collect(),
-        ))
+        if !v.len().is_multiple_of(2) {
+            return Err(RdbError::corrupt(at, "hash blob", "odd number of elements"));
+        }
+        Ok(Queue::Hash(fields(views(blob, &v), || Ok(None))?))
     };
     Ok(match rt {
         t::HASH_ZIPMAP => Queue::Hash(
@@ -530,21 +521,21 @@ fn decode_blob(rt: u8, blob: &[u8], at: u64) -> Result<Queue> {
                 .map_err(blob_err(at, "zipmap"))?
                 .into_iter()
                 .map(|(f, v)| HashField {
-                    field: f.to_vec(),
-                    value: v.to_vec(),
+                    field: blob.slice_ref(f),
+                    value: blob.slice_ref(v),
                     expire_at_ms: None,
                 })
                 .collect(),
         ),
-        t::LIST_ZIPLIST => Queue::List(to_bytes(zl("list ziplist")?)),
-        t::SET_INTSET => Queue::Set(
-            intset::decode(blob)
-                .map_err(blob_err(at, "intset"))?
-                .into_iter()
-                .map(|i| i.to_string().into_bytes())
-                .collect(),
-        ),
-        t::SET_LISTPACK => Queue::Set(to_bytes(lp("set listpack")?)),
+        t::LIST_ZIPLIST => Queue::List(views(blob, &zl("list ziplist")?).into()),
+        t::SET_INTSET => {
+            let mut a = Arena::default();
+            for i in intset::decode(blob).map_err(blob_err(at, "intset"))? {
+                a.push_int(i);
+            }
+            Queue::Set(a.freeze().collect())
+        }
+        t::SET_LISTPACK => Queue::Set(views(blob, &lp("set listpack")?).into()),
         t::ZSET_ZIPLIST => zset(zl("zset ziplist")?)?,
         t::ZSET_LISTPACK => zset(lp("zset listpack")?)?,
         t::HASH_ZIPLIST => hash(zl("hash ziplist")?)?,
@@ -559,20 +550,36 @@ fn decode_blob(rt: u8, blob: &[u8], at: u64) -> Result<Queue> {
                     "element count not a multiple of 3",
                 ));
             }
-            let mut q = VecDeque::with_capacity(v.len() / 3);
-            for c in v.chunks_exact(3) {
-                let ttl = c[2]
-                    .as_int()
-                    .ok_or_else(|| RdbError::corrupt(at, "hash listpack-ex", "non-integer ttl"))?;
-                q.push_back(HashField {
-                    field: c[0].to_bytes(),
-                    value: c[1].to_bytes(),
-                    expire_at_ms: (ttl != 0).then_some(ttl),
-                });
-            }
-            Queue::Hash(q)
+            let mut ttls = v.chunks_exact(3).map(|c| c[2].as_int());
+            let fv: Vec<LpVal<'_>> = v
+                .chunks_exact(3)
+                .flat_map(|c| [c[0], c[1]])
+                .collect();
+            Queue::Hash(fields(views(blob, &fv), || {
+                let ttl = ttls.next().flatten().ok_or_else(|| {
+                    RdbError::corrupt(at, "hash listpack-ex", "non-integer ttl")
+                })?;
+                Ok((ttl != 0).then_some(ttl))
+            })?)
         }
     })
+}
+
+/// Pair up (field, value) views, taking each field's expiry from `ttl`.
+fn fields(
+    v: Vec<Bytes>,
+    mut ttl: impl FnMut() -> Result<Option<i64>>,
+) -> Result<VecDeque<HashField>> {
+    let mut q = VecDeque::with_capacity(v.len() / 2);
+    let mut it = v.into_iter();
+    while let (Some(field), Some(value)) = (it.next(), it.next()) {
+        q.push_back(HashField {
+            field,
+            value,
+            expire_at_ms: ttl()?,
+        });
+    }
+    Ok(q)
 }
 
 /// Walk over one value without decoding it (type byte already consumed).
