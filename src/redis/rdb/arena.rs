@@ -26,28 +26,24 @@ pub(crate) fn push_int(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-/// Elements appended back to back into one buffer; `ends[i]` is where element i ends.
+/// Elements appended back to back into one buffer.
 #[derive(Default)]
 pub(crate) struct Arena {
     pub(crate) buf: Vec<u8>,
-    ends: Vec<usize>,
+    start: usize,
 }
 
 impl Arena {
-    /// Close the element written into `buf` since the previous one.
-    pub(crate) fn end(&mut self) {
-        self.ends.push(self.buf.len());
+    /// Close the element written into `buf` since the previous one; its span.
+    pub(crate) fn end(&mut self) -> (usize, usize) {
+        let s = (self.start, self.buf.len());
+        self.start = self.buf.len();
+        s
     }
 
-    pub(crate) fn push_int(&mut self, v: i64) {
+    pub(crate) fn push_int(&mut self, v: i64) -> (usize, usize) {
         push_int(&mut self.buf, v);
-        self.end();
-    }
-
-    #[cfg(test)]
-    pub(crate) fn push(&mut self, s: &[u8]) {
-        self.buf.extend_from_slice(s);
-        self.end();
+        self.end()
     }
 
     /// Payload bytes so far (what chunk size limits count).
@@ -55,41 +51,46 @@ impl Arena {
         self.buf.len()
     }
 
-    /// One view per element, in order.
-    pub(crate) fn freeze(self) -> impl Iterator<Item = Bytes> {
-        let all = Bytes::from(self.buf);
-        let mut start = 0;
-        self.ends.into_iter().map(move |e| {
-            let s = all.slice(start..e);
-            start = e;
-            s
-        })
+    pub(crate) fn freeze(self) -> Bytes {
+        Bytes::from(self.buf)
     }
 }
 
-/// Views of listpack/ziplist elements: strings are slices of `blob` itself (no copy),
-/// integers are printed into one side buffer.
-pub(crate) fn views(blob: &Bytes, vals: &[LpVal<'_>]) -> Vec<Bytes> {
-    let mut ints = Arena::default();
-    let mut out: Vec<Bytes> = vals
-        .iter()
-        .map(|v| match *v {
-            LpVal::Str(s) => blob.slice_ref(s),
-            LpVal::Int(i) => {
-                ints.push_int(i);
-                Bytes::new()
-            }
-        })
-        .collect();
-    if !ints.ends.is_empty() {
-        let mut it = ints.freeze();
-        for (o, v) in out.iter_mut().zip(vals) {
-            if let LpVal::Int(_) = v {
-                *o = it.next().unwrap_or_default();
-            }
-        }
-    }
-    out
+/// Spans of listpack/ziplist elements decoded from `blob`: strings stay where they are
+/// in the blob (no copy), integers are printed after its end. `vals` are the decoded
+/// elements, given as a closure so their borrow of `blob` ends before it is extended.
+pub(crate) fn blob_spans<E>(
+    mut blob: Vec<u8>,
+    decode: impl FnOnce(&[u8]) -> Result<Vec<LpVal<'_>>, E>,
+) -> Result<(Bytes, Vec<(usize, usize)>), E> {
+    let mut ints = Vec::new();
+    let spans = {
+        let base = blob.as_ptr() as usize;
+        let end = blob.len();
+        let vals = decode(&blob)?;
+        vals.iter()
+            .map(|v| match *v {
+                // Decoders return subslices of `blob`, so the address difference is
+                // the element's offset in it.
+                LpVal::Str(s) => match (s.as_ptr() as usize).checked_sub(base) {
+                    Some(o) if o + s.len() <= end => (o, o + s.len()),
+                    // Not from `blob` (no decoder does this): copy it.
+                    _ => {
+                        let o = end + ints.len();
+                        ints.extend_from_slice(s);
+                        (o, end + ints.len())
+                    }
+                },
+                LpVal::Int(i) => {
+                    let s = end + ints.len();
+                    push_int(&mut ints, i);
+                    (s, end + ints.len())
+                }
+            })
+            .collect()
+    };
+    blob.extend_from_slice(&ints);
+    Ok((Bytes::from(blob), spans))
 }
 
 #[cfg(test)]
@@ -106,22 +107,26 @@ mod tests {
     }
 
     #[test]
-    fn arena_and_views_keep_order() {
+    fn arena_and_blob_spans_keep_order() {
         let mut a = Arena::default();
-        a.push(b"ab");
-        a.push_int(-7);
-        a.push(b"");
-        a.push(b"xyz");
-        let v: Vec<Bytes> = a.freeze().collect();
-        assert_eq!(v, [&b"ab"[..], b"-7", b"", b"xyz"]);
+        a.buf.extend_from_slice(b"ab");
+        let x = a.end();
+        let y = a.push_int(-7);
+        let z = a.end();
+        let b = a.freeze();
+        assert_eq!([&b[x.0..x.1], &b[y.0..y.1], &b[z.0..z.1]], [&b"ab"[..], b"-7", b""]);
 
-        let blob = Bytes::from_static(b"..hello..");
-        let vals = [
-            LpVal::Int(5),
-            LpVal::Str(&blob[2..7]),
-            LpVal::Str(&blob[0..0]),
-            LpVal::Int(-12),
-        ];
-        assert_eq!(views(&blob, &vals), [&b"5"[..], b"hello", b"", b"-12"]);
+        let blob = b"..hello..".to_vec();
+        let (b, spans) = blob_spans(blob, |d| {
+            Ok::<_, ()>(vec![
+                LpVal::Int(5),
+                LpVal::Str(&d[2..7]),
+                LpVal::Str(&d[0..0]),
+                LpVal::Int(-12),
+            ])
+        })
+        .unwrap();
+        let got: Vec<&[u8]> = spans.iter().map(|&(s, e)| &b[s..e]).collect();
+        assert_eq!(got, [&b"5"[..], b"hello", b"", b"-12"]);
     }
 }

@@ -60,6 +60,7 @@
 //! stream consumer group (owners are stored after the PEL).
 
 mod arena;
+mod blob;
 mod crc64;
 pub mod decode;
 mod error;

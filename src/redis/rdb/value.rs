@@ -6,21 +6,21 @@
 //! millions of elements costs one chunk of memory. Single-blob encodings (listpack,
 //! ziplist, intset, zipmap) are read whole: Redis bounds them by its `*-max-*` configs.
 
-use std::collections::VecDeque;
 use std::io::Read;
 
 use bytes::Bytes;
 
-use super::arena::{Arena, views};
+use super::arena::{Arena, blob_spans};
+use super::blob::{Family, Queue, Span, blob_err, decode_blob};
 use super::error::{RdbError, RdbErrorKind, Result};
-use super::listpack::{self, LpVal};
+use super::listpack;
 use super::module::{self, module_name};
 use super::reader::{Len, Source};
 use super::stream::{StreamDecoder, skip_stream};
 use super::tair::{self, TairDecoder};
 use super::types::rdb_type as t;
 use super::types::*;
-use super::{intset, ziplist, zipmap};
+use super::ziplist;
 
 /// Chunk bounds for decoding.
 #[derive(Debug, Clone, Copy)]
@@ -55,42 +55,6 @@ enum Elem {
     ValkeyHash2,
 }
 
-enum Queue {
-    List(VecDeque<Bytes>),
-    Set(VecDeque<Bytes>),
-    Zset(VecDeque<(Bytes, f64)>),
-    Hash(VecDeque<HashField>),
-}
-
-impl Queue {
-    fn len(&self) -> usize {
-        match self {
-            Queue::List(q) | Queue::Set(q) => q.len(),
-            Queue::Zset(q) => q.len(),
-            Queue::Hash(q) => q.len(),
-        }
-    }
-
-    fn take(&mut self, lim: &ChunkLimits) -> ValueChunk {
-        fn drain<T>(q: &mut VecDeque<T>, lim: &ChunkLimits, size: impl Fn(&T) -> usize) -> Vec<T> {
-            let mut out = Vec::with_capacity(q.len().min(lim.max_elements.max(1)));
-            let mut bytes = 0;
-            while out.len() < lim.max_elements.max(1) && bytes < lim.max_bytes {
-                let Some(x) = q.pop_front() else { break };
-                bytes += size(&x);
-                out.push(x);
-            }
-            out
-        }
-        match self {
-            Queue::List(q) => ValueChunk::List(drain(q, lim, |x| x.len())),
-            Queue::Set(q) => ValueChunk::Set(drain(q, lim, |x| x.len())),
-            Queue::Zset(q) => ValueChunk::Zset(drain(q, lim, |x| x.0.len() + 8)),
-            Queue::Hash(q) => ValueChunk::Hash(drain(q, lim, |x| x.field.len() + x.value.len())),
-        }
-    }
-}
-
 enum State {
     Start,
     StrPieces { left: u64 },
@@ -109,19 +73,6 @@ pub(crate) struct Decoder {
     queue: Option<Queue>,
 }
 
-fn blob_err(at: u64, what: &'static str) -> impl Fn((usize, String)) -> RdbError {
-    move |(pos, msg)| RdbError::corrupt(at, what, format!("{msg} (byte {pos} of the decoded blob)"))
-}
-
-fn score(v: LpVal<'_>, at: u64) -> Result<f64> {
-    match v {
-        LpVal::Int(i) => Ok(i as f64),
-        LpVal::Str(s) => std::str::from_utf8(s)
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .ok_or_else(|| RdbError::corrupt(at, "zset score", "not a number")),
-    }
-}
 
 impl Decoder {
     pub(crate) fn new(rdb_type: u8, valkey: bool) -> Self {
@@ -194,19 +145,16 @@ impl Decoder {
                         2
                     };
                     let at = src.offset();
-                    let blob = Bytes::from(src.string("quicklist node")?);
-                    let items: VecDeque<Bytes> = match container {
-                        1 => VecDeque::from([blob]),
-                        2 if v2 => views(
-                            &blob,
-                            &listpack::decode(&blob).map_err(blob_err(at, "quicklist listpack"))?,
-                        )
-                        .into(),
-                        2 => views(
-                            &blob,
-                            &ziplist::decode(&blob).map_err(blob_err(at, "quicklist ziplist"))?,
-                        )
-                        .into(),
+                    let blob = src.string("quicklist node")?;
+                    let (buf, spans) = match container {
+                        1 => {
+                            let n = blob.len();
+                            (Bytes::from(blob), vec![(0, n)])
+                        }
+                        2 if v2 => blob_spans(blob, listpack::decode)
+                            .map_err(blob_err(at, "quicklist listpack"))?,
+                        2 => blob_spans(blob, ziplist::decode)
+                            .map_err(blob_err(at, "quicklist ziplist"))?,
                         c => {
                             return Err(RdbError::corrupt(
                                 at,
@@ -215,7 +163,7 @@ impl Decoder {
                             ));
                         }
                     };
-                    self.queue = Some(Queue::List(items));
+                    self.queue = Some(Queue::new(Family::List, Elements::new(buf, spans)));
                 }
                 State::Elems { kind, left } => {
                     if *left == 0 {
@@ -226,14 +174,15 @@ impl Decoder {
                     let n = (*left).min(max);
                     let mut done = 0u64;
                     let mut a = Arena::default();
+                    let mut spans = Vec::with_capacity(n as usize);
                     let chunk = match kind {
                         Elem::List | Elem::Set => {
                             while done < n && a.bytes() < lim.max_bytes {
                                 src.string_into(&mut a.buf, "element")?;
-                                a.end();
+                                spans.push(a.end());
                                 done += 1;
                             }
-                            let v = a.freeze().collect();
+                            let v = Elements::new(a.freeze(), spans);
                             if matches!(kind, Elem::List) {
                                 ValueChunk::List(v)
                             } else {
@@ -244,7 +193,7 @@ impl Decoder {
                             let mut scores = Vec::with_capacity(n as usize);
                             while done < n && a.bytes() + 8 * scores.len() < lim.max_bytes {
                                 src.string_into(&mut a.buf, "zset member")?;
-                                a.end();
+                                spans.push(a.end());
                                 scores.push(if matches!(kind, Elem::ZsetBin) {
                                     src.f64_le("zset score")?
                                 } else {
@@ -252,24 +201,27 @@ impl Decoder {
                                 });
                                 done += 1;
                             }
-                            ValueChunk::Zset(a.freeze().zip(scores).collect())
+                            ValueChunk::Zset {
+                                members: Elements::new(a.freeze(), spans),
+                                scores,
+                            }
                         }
                         Elem::Hash | Elem::HashMeta { .. } | Elem::ValkeyHash2 => {
                             let mut ttls = Vec::with_capacity(n as usize);
+                            let mut vspans = Vec::with_capacity(n as usize);
                             while done < n && a.bytes() < lim.max_bytes {
-                                ttls.push(read_hash_field(src, kind, &mut a)?);
+                                let (f, v, ttl) = read_hash_field(src, kind, &mut a)?;
+                                spans.push(f);
+                                vspans.push(v);
+                                ttls.push(ttl);
                                 done += 1;
                             }
-                            let mut it = a.freeze();
-                            let v = ttls
-                                .into_iter()
-                                .map(|expire_at_ms| HashField {
-                                    field: it.next().unwrap_or_default(),
-                                    value: it.next().unwrap_or_default(),
-                                    expire_at_ms,
-                                })
-                                .collect();
-                            ValueChunk::Hash(v)
+                            let buf = a.freeze();
+                            ValueChunk::Hash {
+                                fields: Elements::new(buf.clone(), spans),
+                                values: Elements::new(buf, vspans),
+                                expire_at_ms: ttls,
+                            }
                         }
                     };
                     if let State::Elems { left, .. } = &mut self.state {
@@ -427,8 +379,8 @@ impl Decoder {
                     src.u64_le("hash min expire")?;
                 }
                 let bat = src.offset();
-                let blob = Bytes::from(src.string("encoded value")?);
-                self.queue = Some(decode_blob(rt, &blob, bat)?);
+                let blob = src.string("encoded value")?;
+                self.queue = Some(decode_blob(rt, blob, bat)?);
                 State::Queue
             }
             t::MODULE_PRE_GA => {
@@ -450,14 +402,17 @@ impl Decoder {
     }
 }
 
-/// Append the field and the value to `a`; returns the field's expiry.
-fn read_hash_field<R: Read>(src: &mut Source<R>, kind: Elem, a: &mut Arena) -> Result<Option<i64>> {
-    let mut field_value = |src: &mut Source<R>| -> Result<()> {
+/// Append the field and the value to `a`; their spans and the field's expiry.
+fn read_hash_field<R: Read>(
+    src: &mut Source<R>,
+    kind: Elem,
+    a: &mut Arena,
+) -> Result<(Span, Span, Option<i64>)> {
+    let mut field_value = |src: &mut Source<R>| -> Result<(Span, Span)> {
         src.string_into(&mut a.buf, "hash field")?;
-        a.end();
+        let f = a.end();
         src.string_into(&mut a.buf, "hash value")?;
-        a.end();
-        Ok(())
+        Ok((f, a.end()))
     };
     match kind {
         Elem::HashMeta { min_expire } => {
@@ -478,108 +433,19 @@ fn read_hash_field<R: Read>(src: &mut Source<R>, kind: Elem, a: &mut Arena) -> R
                         .map_err(|_| RdbError::corrupt(at, "hash field ttl", "out of range"))
                 })
                 .transpose()?;
-            field_value(src)?;
-            Ok(expire)
+            let (f, v) = field_value(src)?;
+            Ok((f, v, expire))
         }
         Elem::ValkeyHash2 => {
-            field_value(src)?;
+            let (f, v) = field_value(src)?;
             let e = src.u64_le("hash field expiry")? as i64;
-            Ok((e != -1).then_some(e))
+            Ok((f, v, (e != -1).then_some(e)))
         }
         _ => {
-            field_value(src)?;
-            Ok(None)
+            let (f, v) = field_value(src)?;
+            Ok((f, v, None))
         }
     }
-}
-
-fn decode_blob(rt: u8, blob: &Bytes, at: u64) -> Result<Queue> {
-    let lp = |what| listpack::decode(blob).map_err(blob_err(at, what));
-    let zl = |what| ziplist::decode(blob).map_err(blob_err(at, what));
-    let zset = |v: Vec<LpVal<'_>>| -> Result<Queue> {
-        if !v.len().is_multiple_of(2) {
-            return Err(RdbError::corrupt(at, "zset blob", "odd number of elements"));
-        }
-        let scores = v
-            .chunks_exact(2)
-            .map(|c| score(c[1], at))
-            .collect::<Result<Vec<f64>>>()?;
-        let members: Vec<LpVal<'_>> = v.into_iter().step_by(2).collect();
-        Ok(Queue::Zset(
-            views(blob, &members).into_iter().zip(scores).collect(),
-        ))
-    };
-    let hash = |v: Vec<LpVal<'_>>| -> Result<Queue> {
-        if !v.len().is_multiple_of(2) {
-            return Err(RdbError::corrupt(at, "hash blob", "odd number of elements"));
-        }
-        Ok(Queue::Hash(fields(views(blob, &v), || Ok(None))?))
-    };
-    Ok(match rt {
-        t::HASH_ZIPMAP => Queue::Hash(
-            zipmap::decode(blob)
-                .map_err(blob_err(at, "zipmap"))?
-                .into_iter()
-                .map(|(f, v)| HashField {
-                    field: blob.slice_ref(f),
-                    value: blob.slice_ref(v),
-                    expire_at_ms: None,
-                })
-                .collect(),
-        ),
-        t::LIST_ZIPLIST => Queue::List(views(blob, &zl("list ziplist")?).into()),
-        t::SET_INTSET => {
-            let mut a = Arena::default();
-            for i in intset::decode(blob).map_err(blob_err(at, "intset"))? {
-                a.push_int(i);
-            }
-            Queue::Set(a.freeze().collect())
-        }
-        t::SET_LISTPACK => Queue::Set(views(blob, &lp("set listpack")?).into()),
-        t::ZSET_ZIPLIST => zset(zl("zset ziplist")?)?,
-        t::ZSET_LISTPACK => zset(lp("zset listpack")?)?,
-        t::HASH_ZIPLIST => hash(zl("hash ziplist")?)?,
-        t::HASH_LISTPACK => hash(lp("hash listpack")?)?,
-        _ => {
-            // HASH_LISTPACK_EX(_PRE_GA): (field, value, absolute ttl or 0) triplets.
-            let v = lp("hash listpack-ex")?;
-            if v.len() % 3 != 0 {
-                return Err(RdbError::corrupt(
-                    at,
-                    "hash listpack-ex",
-                    "element count not a multiple of 3",
-                ));
-            }
-            let mut ttls = v.chunks_exact(3).map(|c| c[2].as_int());
-            let fv: Vec<LpVal<'_>> = v
-                .chunks_exact(3)
-                .flat_map(|c| [c[0], c[1]])
-                .collect();
-            Queue::Hash(fields(views(blob, &fv), || {
-                let ttl = ttls.next().flatten().ok_or_else(|| {
-                    RdbError::corrupt(at, "hash listpack-ex", "non-integer ttl")
-                })?;
-                Ok((ttl != 0).then_some(ttl))
-            })?)
-        }
-    })
-}
-
-/// Pair up (field, value) views, taking each field's expiry from `ttl`.
-fn fields(
-    v: Vec<Bytes>,
-    mut ttl: impl FnMut() -> Result<Option<i64>>,
-) -> Result<VecDeque<HashField>> {
-    let mut q = VecDeque::with_capacity(v.len() / 2);
-    let mut it = v.into_iter();
-    while let (Some(field), Some(value)) = (it.next(), it.next()) {
-        q.push_back(HashField {
-            field,
-            value,
-            expire_at_ms: ttl()?,
-        });
-    }
-    Ok(q)
 }
 
 /// Walk over one value without decoding it (type byte already consumed).
