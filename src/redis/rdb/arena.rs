@@ -99,7 +99,19 @@ mod tests {
 
     #[test]
     fn ints_print_like_to_string() {
-        for v in [0, 1, -1, 9, 10, -10, 123_456, i64::MAX, i64::MIN, -4096, 99_999] {
+        for v in [
+            0,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            123_456,
+            i64::MAX,
+            i64::MIN,
+            -4096,
+            99_999,
+        ] {
             let mut b = Vec::new();
             push_int(&mut b, v);
             assert_eq!(b, v.to_string().into_bytes(), "{v}");
@@ -114,7 +126,10 @@ mod tests {
         let y = a.push_int(-7);
         let z = a.end();
         let b = a.freeze();
-        assert_eq!([&b[x.0..x.1], &b[y.0..y.1], &b[z.0..z.1]], [&b"ab"[..], b"-7", b""]);
+        assert_eq!(
+            [&b[x.0..x.1], &b[y.0..y.1], &b[z.0..z.1]],
+            [&b"ab"[..], b"-7", b""]
+        );
 
         let blob = b"..hello..".to_vec();
         let (b, spans) = blob_spans(blob, |d| {

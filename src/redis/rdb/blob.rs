@@ -133,7 +133,11 @@ pub(crate) fn decode_blob(rt: u8, blob: Vec<u8>, at: u64) -> Result<Queue> {
     let hash = |decoded| -> Result<Queue> {
         let (buf, f, v) = pairs(decoded, "hash blob")?;
         let ttls = vec![None; f.len()];
-        Ok(Queue::hash(Elements::new(buf.clone(), f), Elements::new(buf, v), ttls))
+        Ok(Queue::hash(
+            Elements::new(buf.clone(), f),
+            Elements::new(buf, v),
+            ttls,
+        ))
     };
     Ok(match rt {
         t::HASH_ZIPMAP => {
@@ -201,4 +205,3 @@ pub(crate) fn decode_blob(rt: u8, blob: Vec<u8>, at: u64) -> Result<Queue> {
         }
     })
 }
-

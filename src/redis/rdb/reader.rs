@@ -9,9 +9,9 @@
 
 use std::io::Read;
 
+use super::arena::push_int;
 use super::crc64::crc64;
 use super::error::{RdbError, RdbErrorKind, Result};
-use super::arena::push_int;
 use super::lzf;
 
 const BUF_SIZE: usize = 256 * 1024;
@@ -179,7 +179,12 @@ impl<R: Read> Source<R> {
     }
 
     /// Append `n` bytes to `out`, growing it as the data arrives.
-    pub(crate) fn read_into(&mut self, n: u64, out: &mut Vec<u8>, what: &'static str) -> Result<()> {
+    pub(crate) fn read_into(
+        &mut self,
+        n: u64,
+        out: &mut Vec<u8>,
+        what: &'static str,
+    ) -> Result<()> {
         let at = self.offset();
         if n > self.max_string {
             return Err(RdbError::new(

@@ -73,7 +73,6 @@ pub(crate) struct Decoder {
     queue: Option<Queue>,
 }
 
-
 impl Decoder {
     pub(crate) fn new(rdb_type: u8, valkey: bool) -> Self {
         Decoder {
