@@ -172,7 +172,8 @@ impl Decoder {
                     let kind = *kind;
                     let n = (*left).min(max);
                     let mut done = 0u64;
-                    let mut a = Arena::default();
+                    // A guess of 16 bytes per element saves most regrowths of the buffer.
+                    let mut a = Arena::with_capacity((n as usize * 16).min(lim.max_bytes));
                     let mut spans = Vec::with_capacity(n as usize);
                     let chunk = match kind {
                         Elem::List | Elem::Set => {
