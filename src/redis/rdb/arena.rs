@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 
-use super::listpack::LpVal;
+use super::listpack::{Listpack, LpVal};
+use super::ziplist;
 
 /// Append `v` in decimal, the way Redis shows integers, without going through `fmt`
 /// (which allocates a `String` per element with `to_string`).
@@ -67,38 +68,53 @@ impl Arena {
     }
 }
 
+/// Which encoding [`blob_spans`] reads.
+#[derive(Clone, Copy)]
+pub(crate) enum Blob {
+    Listpack,
+    Ziplist,
+}
+
 /// Spans of listpack/ziplist elements decoded from `blob`: strings stay where they are
-/// in the blob (no copy), integers are printed after its end. `vals` are the decoded
-/// elements, given as a closure so their borrow of `blob` ends before it is extended.
-pub(crate) fn blob_spans<E>(
+/// in the blob (no copy), integers are printed after its end.
+pub(crate) fn blob_spans(
     mut blob: Vec<u8>,
-    decode: impl FnOnce(&[u8]) -> Result<Vec<LpVal<'_>>, E>,
-) -> Result<(Bytes, Vec<(usize, usize)>), E> {
+    kind: Blob,
+) -> Result<(Bytes, Vec<(usize, usize)>), (usize, String)> {
     let mut ints = Vec::new();
     let spans = {
         let base = blob.as_ptr() as usize;
         let end = blob.len();
-        let vals = decode(&blob)?;
-        vals.iter()
-            .map(|v| match *v {
-                // Decoders return subslices of `blob`, so the address difference is
-                // the element's offset in it.
-                LpVal::Str(s) => match (s.as_ptr() as usize).checked_sub(base) {
-                    Some(o) if o + s.len() <= end => (o, o + s.len()),
-                    // Not from `blob` (no decoder does this): copy it.
-                    _ => {
-                        let o = end + ints.len();
-                        ints.extend_from_slice(s);
-                        (o, end + ints.len())
-                    }
-                },
-                LpVal::Int(i) => {
-                    let s = end + ints.len();
-                    push_int(&mut ints, i);
-                    (s, end + ints.len())
+        let mut span = |v: LpVal<'_>| match v {
+            // Decoders return subslices of `blob`, so the address difference is the
+            // element's offset in it.
+            LpVal::Str(s) => match (s.as_ptr() as usize).checked_sub(base) {
+                Some(o) if o + s.len() <= end => (o, o + s.len()),
+                // Not from `blob` (no decoder does this): copy it.
+                _ => {
+                    let o = end + ints.len();
+                    ints.extend_from_slice(s);
+                    (o, end + ints.len())
                 }
-            })
-            .collect()
+            },
+            LpVal::Int(i) => {
+                let s = end + ints.len();
+                push_int(&mut ints, i);
+                (s, end + ints.len())
+            }
+        };
+        match kind {
+            // Walked directly: no intermediate list of elements.
+            Blob::Listpack => {
+                let lp = Listpack::new(&blob)?;
+                let mut spans = Vec::with_capacity(lp.declared_len().unwrap_or(0).min(end));
+                for v in lp {
+                    spans.push(span(v?));
+                }
+                spans
+            }
+            Blob::Ziplist => ziplist::decode(&blob)?.into_iter().map(span).collect(),
+        }
     };
     blob.extend_from_slice(&ints);
     Ok((Bytes::from(blob), spans))
@@ -142,16 +158,13 @@ mod tests {
             [&b"ab"[..], b"-7", b""]
         );
 
-        let blob = b"..hello..".to_vec();
-        let (b, spans) = blob_spans(blob, |d| {
-            Ok::<_, ()>(vec![
-                LpVal::Int(5),
-                LpVal::Str(&d[2..7]),
-                LpVal::Str(&d[0..0]),
-                LpVal::Int(-12),
-            ])
-        })
-        .unwrap();
+        let blob = crate::redis::rdb::listpack::tests::encode(&[
+            LpVal::Int(5),
+            LpVal::Str(b"hello"),
+            LpVal::Str(b""),
+            LpVal::Int(-12),
+        ]);
+        let (b, spans) = blob_spans(blob, Blob::Listpack).unwrap();
         let got: Vec<&[u8]> = spans.iter().map(|&(s, e)| &b[s..e]).collect();
         assert_eq!(got, [&b"5"[..], b"hello", b"", b"-12"]);
     }

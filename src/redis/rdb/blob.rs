@@ -4,13 +4,13 @@
 
 use bytes::Bytes;
 
-use super::arena::{Arena, blob_spans};
+use super::arena::{Arena, Blob, blob_spans};
 use super::error::{RdbError, Result};
-use super::listpack::{self, LpVal};
+use super::listpack::LpVal;
 use super::types::rdb_type as t;
 use super::types::{Elements, ValueChunk};
 use super::value::ChunkLimits;
-use super::{intset, ziplist, zipmap};
+use super::{intset, zipmap};
 
 pub(crate) type Span = (usize, usize);
 
@@ -111,8 +111,8 @@ fn unzip_spans(spans: &[Span], per: usize) -> (Vec<Span>, Vec<Span>) {
 }
 
 pub(crate) fn decode_blob(rt: u8, blob: Vec<u8>, at: u64) -> Result<Queue> {
-    let lp = |what| move |b: Vec<u8>| blob_spans(b, listpack::decode).map_err(blob_err(at, what));
-    let zl = |what| move |b: Vec<u8>| blob_spans(b, ziplist::decode).map_err(blob_err(at, what));
+    let lp = |what| move |b: Vec<u8>| blob_spans(b, Blob::Listpack).map_err(blob_err(at, what));
+    let zl = |what| move |b: Vec<u8>| blob_spans(b, Blob::Ziplist).map_err(blob_err(at, what));
     let pairs = |(buf, spans): (Bytes, Vec<Span>), what| -> Result<(Bytes, Vec<Span>, Vec<Span>)> {
         if !spans.len().is_multiple_of(2) {
             return Err(RdbError::corrupt(at, what, "odd number of elements"));

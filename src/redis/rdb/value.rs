@@ -10,17 +10,15 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-use super::arena::{Arena, blob_spans};
+use super::arena::{Arena, Blob, blob_spans};
 use super::blob::{Family, Queue, Span, blob_err, decode_blob};
 use super::error::{RdbError, RdbErrorKind, Result};
-use super::listpack;
 use super::module::{self, module_name};
 use super::reader::{Len, Source};
 use super::stream::{StreamDecoder, skip_stream};
 use super::tair::{self, TairDecoder};
 use super::types::rdb_type as t;
 use super::types::*;
-use super::ziplist;
 
 /// Chunk bounds for decoding.
 #[derive(Debug, Clone, Copy)]
@@ -150,9 +148,9 @@ impl Decoder {
                             let n = blob.len();
                             (Bytes::from(blob), vec![(0, n)])
                         }
-                        2 if v2 => blob_spans(blob, listpack::decode)
+                        2 if v2 => blob_spans(blob, Blob::Listpack)
                             .map_err(blob_err(at, "quicklist listpack"))?,
-                        2 => blob_spans(blob, ziplist::decode)
+                        2 => blob_spans(blob, Blob::Ziplist)
                             .map_err(blob_err(at, "quicklist ziplist"))?,
                         c => {
                             return Err(RdbError::corrupt(
