@@ -68,6 +68,12 @@ impl Arena {
     }
 }
 
+/// An element's bytes: `buf[start..end]`.
+pub(crate) type Span = (usize, usize);
+
+/// (offset inside the blob, what was wrong), as the listpack/ziplist decoders report.
+pub(crate) type BlobError = (usize, String);
+
 /// Which encoding [`blob_spans`] reads.
 #[derive(Clone, Copy)]
 pub(crate) enum Blob {
@@ -77,10 +83,7 @@ pub(crate) enum Blob {
 
 /// Spans of listpack/ziplist elements decoded from `blob`: strings stay where they are
 /// in the blob (no copy), integers are printed after its end.
-pub(crate) fn blob_spans(
-    mut blob: Vec<u8>,
-    kind: Blob,
-) -> Result<(Bytes, Vec<(usize, usize)>), (usize, String)> {
+pub(crate) fn blob_spans(mut blob: Vec<u8>, kind: Blob) -> Result<(Bytes, Vec<Span>), BlobError> {
     let mut ints = Vec::new();
     let spans = {
         let base = blob.as_ptr() as usize;

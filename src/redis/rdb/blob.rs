@@ -4,15 +4,13 @@
 
 use bytes::Bytes;
 
-use super::arena::{Arena, Blob, blob_spans};
+use super::arena::{Arena, Blob, Span, blob_spans};
 use super::error::{RdbError, Result};
 use super::listpack::LpVal;
 use super::types::rdb_type as t;
 use super::types::{Elements, ValueChunk};
 use super::value::ChunkLimits;
 use super::{intset, zipmap};
-
-pub(crate) type Span = (usize, usize);
 
 pub(crate) fn blob_err(at: u64, what: &'static str) -> impl Fn((usize, String)) -> RdbError {
     move |(pos, msg)| RdbError::corrupt(at, what, format!("{msg} (byte {pos} of the decoded blob)"))

@@ -10,8 +10,8 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-use super::arena::{Arena, Blob, blob_spans};
-use super::blob::{Family, Queue, Span, blob_err, decode_blob};
+use super::arena::{Arena, Blob, Span, blob_spans};
+use super::blob::{Family, Queue, blob_err, decode_blob};
 use super::error::{RdbError, RdbErrorKind, Result};
 use super::module::{self, module_name};
 use super::reader::{Len, Source};
