@@ -6,7 +6,8 @@
 //! two big keys), of about `TANDEM_BENCH_MB` MB (default 200; 1024 is the full mode),
 //! or uses the file in `TANDEM_BENCH_RDB`. Each parser runs in a child process so its
 //! peak RSS (VmHWM from /proc/self/status) is its own. Modes:
-//! - `tandem-decode`: every value decoded into chunks (what command rewrite does);
+//! - `tandem-decode`: every value decoded into chunks (what command rewrite does), every
+//!   element's bytes and score visited;
 //! - `tandem-commands`: decoded and turned into commands;
 //! - `tandem-raw`: every value taken as raw bytes (what RESTORE does);
 //! - `rdb-crate`: `rdb::parse` with the Nil formatter (rdb 0.3 panics on streams: use
@@ -219,6 +220,21 @@ fn generate(path: &Path, mb: u64, streams: bool) {
     let _ = std::fs::remove_file(cmds);
 }
 
+/// Visit every element of a chunk (its bytes and scores), so `tandem-decode` provably
+/// yields each element, as the `rdb` crate hands each one to its formatter.
+fn touch(c: &ValueChunk) -> u64 {
+    let sum = |e: &Elements| e.iter().map(|x| x.len() as u64).sum::<u64>();
+    match c {
+        ValueChunk::String(v) | ValueChunk::StringAppend(v) => v.len() as u64,
+        ValueChunk::List(e) | ValueChunk::Set(e) => sum(e),
+        ValueChunk::Zset { members, scores } => {
+            sum(members) + scores.iter().map(|s| s.to_bits() & 1).sum::<u64>()
+        }
+        ValueChunk::Hash { fields, values, .. } => sum(fields) + sum(values),
+        _ => 1,
+    }
+}
+
 fn run_mode(mode: &str, path: &Path) -> (u64, u64) {
     let f = BufReader::with_capacity(1 << 16, File::open(path).unwrap());
     let mut keys = 0u64;
@@ -250,8 +266,7 @@ fn run_mode(mode: &str, path: &Path) -> (u64, u64) {
                     }
                     _ => {
                         while let Some(c) = p.next_chunk().unwrap() {
-                            items +=
-                                std::hint::black_box(matches!(c, ValueChunk::String(_))) as u64;
+                            items += std::hint::black_box(touch(&c));
                         }
                     }
                 }

@@ -120,24 +120,34 @@ impl KeyCommands {
             ValueChunk::String(v) => out.push(cmd(&[b"SET", k, v])),
             ValueChunk::StringAppend(v) => out.push(cmd(&[b"APPEND", k, v])),
             ValueChunk::List(v) if !v.is_empty() => {
-                out.push(multi(b"RPUSH", &mut v.iter().cloned()))
+                out.push(multi(b"RPUSH", &mut v.iter().map(|x| x.to_vec())))
             }
-            ValueChunk::Set(v) if !v.is_empty() => out.push(multi(b"SADD", &mut v.iter().cloned())),
-            ValueChunk::Zset(v) if !v.is_empty() => out.push(multi(
+            ValueChunk::Set(v) if !v.is_empty() => {
+                out.push(multi(b"SADD", &mut v.iter().map(|x| x.to_vec())))
+            }
+            ValueChunk::Zset { members, scores } if !members.is_empty() => out.push(multi(
                 b"ZADD",
-                &mut v
+                &mut members
                     .iter()
-                    .flat_map(|(m, s)| [format_double(*s).into_bytes(), m.clone()]),
+                    .zip(scores)
+                    .flat_map(|(m, s)| [format_double(*s).into_bytes(), m.to_vec()]),
             )),
-            ValueChunk::Hash(v) if !v.is_empty() => {
+            ValueChunk::Hash {
+                fields,
+                values,
+                expire_at_ms,
+            } if !fields.is_empty() => {
                 out.push(multi(
                     b"HSET",
-                    &mut v.iter().flat_map(|f| [f.field.clone(), f.value.clone()]),
+                    &mut fields
+                        .iter()
+                        .zip(values.iter())
+                        .flat_map(|(f, v)| [f.to_vec(), v.to_vec()]),
                 ));
                 let mut by_time: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
-                for f in v {
-                    if let Some(t) = f.expire_at_ms {
-                        by_time.entry(t).or_default().push(f.field.clone());
+                for (f, ttl) in fields.iter().zip(expire_at_ms) {
+                    if let Some(t) = ttl {
+                        by_time.entry(*t).or_default().push(f.to_vec());
                     }
                 }
                 for (t, fields) in by_time {

@@ -165,16 +165,22 @@ impl CanonicalBuilder {
             ValueChunk::StringAppend(v) => {
                 self.string.get_or_insert_default().extend_from_slice(&v)
             }
-            ValueChunk::List(v) => self.list.extend(v.iter().map(|x| bytes_json(x))),
-            ValueChunk::Set(v) => self.set.extend(v),
-            ValueChunk::Zset(v) => self.zset.extend(v),
-            ValueChunk::Hash(v) => {
-                for f in v {
-                    let name = String::from_utf8_lossy(&f.field).into_owned();
-                    if let Some(t) = f.expire_at_ms {
+            ValueChunk::List(v) => self.list.extend(v.iter().map(bytes_json)),
+            ValueChunk::Set(v) => self.set.extend(v.iter().map(<[u8]>::to_vec)),
+            ValueChunk::Zset { members, scores } => self
+                .zset
+                .extend(members.iter().map(<[u8]>::to_vec).zip(scores)),
+            ValueChunk::Hash {
+                fields,
+                values,
+                expire_at_ms,
+            } => {
+                for ((f, v), ttl) in fields.iter().zip(values.iter()).zip(expire_at_ms) {
+                    let name = String::from_utf8_lossy(f).into_owned();
+                    if let Some(t) = ttl {
                         self.hash_ttl.insert(name.clone(), json!(t));
                     }
-                    self.hash.insert(name, bytes_json(&f.value));
+                    self.hash.insert(name, bytes_json(v));
                 }
             }
             ValueChunk::StreamEntries(v) => {

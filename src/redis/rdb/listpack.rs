@@ -79,6 +79,31 @@ impl<'a> Listpack<'a> {
         Ok(&self.data[at..at + n])
     }
 
+    /// The two encodings that make up most listpacks (7-bit integers, strings under
+    /// 64 bytes), whose entry is under 128 bytes so its back-length is one byte. `None`
+    /// leaves anything else, including every error, to `next_entry`.
+    #[inline]
+    fn next_small(&mut self) -> Option<LpVal<'a>> {
+        let at = self.pos;
+        let b = *self.data.get(at)?;
+        let size = match b {
+            0..0x80 => 1,
+            0x80..0xc0 => 1 + (b & 0x3f) as usize,
+            _ => return None,
+        };
+        // Entry and back-length must end before the terminator.
+        if at + size + 1 > self.data.len() - 1 || self.data[at + size] as usize != size {
+            return None;
+        }
+        self.pos = at + size + 1;
+        self.seen += 1;
+        Some(if b < 0x80 {
+            LpVal::Int(b as i64)
+        } else {
+            LpVal::Str(&self.data[at + 1..at + size])
+        })
+    }
+
     fn next_entry(&mut self) -> Result<Option<LpVal<'a>>, LpError> {
         let at = self.pos;
         let b = self.data[at];
@@ -161,9 +186,13 @@ impl<'a> Listpack<'a> {
 impl<'a> Iterator for Listpack<'a> {
     type Item = Result<LpVal<'a>, LpError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
+        }
+        if let Some(v) = self.next_small() {
+            return Some(Ok(v));
         }
         match self.next_entry() {
             Ok(Some(v)) => Some(Ok(v)),

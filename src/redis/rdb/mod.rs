@@ -59,6 +59,8 @@
 //! bounds these by its `*-max-listpack-*` configs), one LZF string, and the PEL of one
 //! stream consumer group (owners are stored after the PEL).
 
+mod arena;
+mod blob;
 mod crc64;
 pub mod decode;
 mod error;

@@ -9,6 +9,7 @@
 
 use std::io::Read;
 
+use super::arena::push_int;
 use super::crc64::crc64;
 use super::error::{RdbError, RdbErrorKind, Result};
 use super::lzf;
@@ -172,6 +173,18 @@ impl<R: Read> Source<R> {
 
     /// Read `n` bytes into a new Vec, growing as the data arrives.
     pub(crate) fn read_vec(&mut self, n: u64, what: &'static str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(n, &mut out, what)?;
+        Ok(out)
+    }
+
+    /// Append `n` bytes to `out`, growing it as the data arrives.
+    pub(crate) fn read_into(
+        &mut self,
+        n: u64,
+        out: &mut Vec<u8>,
+        what: &'static str,
+    ) -> Result<()> {
         let at = self.offset();
         if n > self.max_string {
             return Err(RdbError::new(
@@ -184,16 +197,24 @@ impl<R: Read> Source<R> {
             ));
         }
         let n = n as usize;
-        let mut out = Vec::with_capacity(n.min(CHUNK));
-        while out.len() < n {
+        // The common case: the whole string is already buffered.
+        if self.end - self.pos >= n {
+            out.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(());
+        }
+        out.reserve(n.min(CHUNK));
+        let mut left = n;
+        while left > 0 {
             if self.pos == self.end {
                 self.refill(1, what).map_err(|e| relocate_eof(e, at))?;
             }
-            let k = (n - out.len()).min(self.end - self.pos);
+            let k = left.min(self.end - self.pos);
             out.extend_from_slice(&self.buf[self.pos..self.pos + k]);
             self.pos += k;
+            left -= k;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Append up to `n` bytes to `out` (at most one buffer's worth); returns how many.
@@ -333,31 +354,55 @@ impl<R: Read> Source<R> {
 
     /// An RDB string in any encoding, fully materialized.
     pub(crate) fn string(&mut self, what: &'static str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.string_into(&mut out, what)?;
+        Ok(out)
+    }
+
+    /// Append an RDB string in any encoding to `out` (so many elements can share one
+    /// buffer, see `arena.rs`).
+    pub(crate) fn string_into(&mut self, out: &mut Vec<u8>, what: &'static str) -> Result<()> {
         let at = self.offset();
         let len = self.len_enc(what)?;
-        self.string_with(len, at, what)
+        self.string_with_into(len, at, out, what)
     }
 
     /// The rest of a string whose prefix `len` (read at `at`) was already consumed.
     pub(crate) fn string_with(&mut self, len: Len, at: u64, what: &'static str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.string_with_into(len, at, &mut out, what)?;
+        Ok(out)
+    }
+
+    fn string_with_into(
+        &mut self,
+        len: Len,
+        at: u64,
+        out: &mut Vec<u8>,
+        what: &'static str,
+    ) -> Result<()> {
         match len {
-            Len::Plain(n) => self.read_vec(n, what),
-            Len::Int8 => Ok((self.u8(what)? as i8).to_string().into_bytes()),
+            Len::Plain(n) => self.read_into(n, out, what),
+            Len::Int8 => {
+                let v = self.u8(what)? as i8;
+                push_int(out, v as i64);
+                Ok(())
+            }
             Len::Int16 => {
                 let s = self.take(2, what)?;
-                Ok(i16::from_le_bytes([s[0], s[1]]).to_string().into_bytes())
+                push_int(out, i16::from_le_bytes([s[0], s[1]]) as i64);
+                Ok(())
             }
             Len::Int32 => {
                 let s = self.take(4, what)?;
-                Ok(i32::from_le_bytes([s[0], s[1], s[2], s[3]])
-                    .to_string()
-                    .into_bytes())
+                push_int(out, i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64);
+                Ok(())
             }
-            Len::Lzf => self.lzf_body(at, what),
+            Len::Lzf => self.lzf_body(at, out, what),
         }
     }
 
-    fn lzf_body(&mut self, at: u64, what: &'static str) -> Result<Vec<u8>> {
+    fn lzf_body(&mut self, at: u64, out: &mut Vec<u8>, what: &'static str) -> Result<()> {
         let clen = self.len(what)?;
         let ulen = self.len(what)?;
         // LZF expands at most ~88x (a 3-byte back-reference yields 264 bytes), so a
@@ -369,8 +414,14 @@ impl<R: Read> Source<R> {
                 format!("LZF claims {ulen} bytes from {clen} compressed"),
             ));
         }
+        let fail = |d| RdbError::corrupt(at, what, d);
+        if clen <= BUF_SIZE as u64 {
+            // Decompress straight out of the read buffer: no copy of the input.
+            let comp = self.take(clen as usize, what)?;
+            return lzf::decompress_into(comp, ulen as usize, out).map_err(fail);
+        }
         let comp = self.read_vec(clen, what)?;
-        lzf::decompress(&comp, ulen as usize).map_err(|d| RdbError::corrupt(at, what, d))
+        lzf::decompress_into(&comp, ulen as usize, out).map_err(fail)
     }
 
     pub(crate) fn skip_string(&mut self, what: &'static str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Public data types yielded by the parser.
 
+use bytes::Bytes;
+
 /// RDB value type bytes (rdb.h). Valkey 9 reuses 22 for its own hash-with-TTL type, so
 /// the meaning of 22 depends on the file's magic/version (see [`RdbParser`](super::RdbParser)).
 pub mod rdb_type {
@@ -108,12 +110,83 @@ pub enum Event {
     },
 }
 
-/// A hash field with its optional per-field expiry (Redis 7.4+/Valkey 9).
-#[derive(Debug, Clone, PartialEq)]
-pub struct HashField {
-    pub field: Vec<u8>,
-    pub value: Vec<u8>,
-    pub expire_at_ms: Option<i64>,
+/// The byte strings of one chunk, stored in one shared buffer (one allocation per
+/// chunk, or a view of the listpack/ziplist blob they came from) and located by spans:
+/// no allocation and no reference count per element.
+#[derive(Clone, Default)]
+pub struct Elements {
+    buf: Bytes,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Elements {
+    /// Every span must lie within `buf` (the parser builds them; see `arena.rs`).
+    pub(crate) fn new(buf: Bytes, spans: Vec<(usize, usize)>) -> Self {
+        debug_assert!(spans.iter().all(|&(s, e)| s <= e && e <= buf.len()));
+        Elements { buf, spans }
+    }
+
+    /// Owned copies of `items` (tests, callers building chunks by hand).
+    pub fn from_slices<T: AsRef<[u8]>>(items: &[T]) -> Self {
+        let mut buf = Vec::new();
+        let mut spans = Vec::with_capacity(items.len());
+        for it in items {
+            let s = buf.len();
+            buf.extend_from_slice(it.as_ref());
+            spans.push((s, buf.len()));
+        }
+        Elements::new(Bytes::from(buf), spans)
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let &(s, e) = self.spans.get(i)?;
+        self.buf.get(s..e)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.spans
+            .iter()
+            .map(|&(s, e)| self.buf.get(s..e).unwrap_or_default())
+    }
+
+    /// Length of element `i` (0 past the end).
+    pub(crate) fn len_of(&self, i: usize) -> usize {
+        self.spans.get(i).map(|&(s, e)| e - s).unwrap_or(0)
+    }
+
+    /// Split off the first `k` elements (sharing the buffer).
+    pub(crate) fn split_to(&mut self, k: usize) -> Elements {
+        if k >= self.spans.len() {
+            return std::mem::take(self);
+        }
+        let rest = self.spans.split_off(k);
+        Elements {
+            buf: self.buf.clone(),
+            spans: std::mem::replace(&mut self.spans, rest),
+        }
+    }
+}
+
+impl std::fmt::Debug for Elements {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(String::from_utf8_lossy))
+            .finish()
+    }
+}
+
+impl PartialEq for Elements {
+    fn eq(&self, o: &Self) -> bool {
+        self.len() == o.len() && self.iter().eq(o.iter())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,17 +246,28 @@ pub struct TairHashField {
 }
 
 /// A bounded piece of a decoded value. A key's chunks all have the same family.
+///
+/// Elements of lists, sets, zsets and hashes are [`Elements`]: one buffer per chunk (or
+/// per listpack/ziplist blob), not one allocation each.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValueChunk {
     /// The string, or its first piece when it is larger than the chunk size.
     String(Vec<u8>),
     /// A further piece of a large string (to `APPEND`).
     StringAppend(Vec<u8>),
-    List(Vec<Vec<u8>>),
-    Set(Vec<Vec<u8>>),
-    /// (member, score) in file order (not necessarily rank order).
-    Zset(Vec<(Vec<u8>, f64)>),
-    Hash(Vec<HashField>),
+    List(Elements),
+    Set(Elements),
+    /// Members and their scores (same length), in file order (not rank order).
+    Zset {
+        members: Elements,
+        scores: Vec<f64>,
+    },
+    /// Fields, their values and per-field expiries (Redis 7.4+/Valkey 9), same length.
+    Hash {
+        fields: Elements,
+        values: Elements,
+        expire_at_ms: Vec<Option<i64>>,
+    },
     StreamEntries(Vec<StreamEntry>),
     StreamMeta(StreamMeta),
     StreamGroup(StreamGroup),

@@ -6,18 +6,19 @@
 //! millions of elements costs one chunk of memory. Single-blob encodings (listpack,
 //! ziplist, intset, zipmap) are read whole: Redis bounds them by its `*-max-*` configs.
 
-use std::collections::VecDeque;
 use std::io::Read;
 
+use bytes::Bytes;
+
+use super::arena::{Arena, Blob, Span, blob_spans};
+use super::blob::{Family, Queue, blob_err, decode_blob};
 use super::error::{RdbError, RdbErrorKind, Result};
-use super::listpack::{self, LpVal};
 use super::module::{self, module_name};
 use super::reader::{Len, Source};
 use super::stream::{StreamDecoder, skip_stream};
 use super::tair::{self, TairDecoder};
 use super::types::rdb_type as t;
 use super::types::*;
-use super::{intset, ziplist, zipmap};
 
 /// Chunk bounds for decoding.
 #[derive(Debug, Clone, Copy)]
@@ -52,42 +53,6 @@ enum Elem {
     ValkeyHash2,
 }
 
-enum Queue {
-    List(VecDeque<Vec<u8>>),
-    Set(VecDeque<Vec<u8>>),
-    Zset(VecDeque<(Vec<u8>, f64)>),
-    Hash(VecDeque<HashField>),
-}
-
-impl Queue {
-    fn len(&self) -> usize {
-        match self {
-            Queue::List(q) | Queue::Set(q) => q.len(),
-            Queue::Zset(q) => q.len(),
-            Queue::Hash(q) => q.len(),
-        }
-    }
-
-    fn take(&mut self, lim: &ChunkLimits) -> ValueChunk {
-        fn drain<T>(q: &mut VecDeque<T>, lim: &ChunkLimits, size: impl Fn(&T) -> usize) -> Vec<T> {
-            let mut out = Vec::new();
-            let mut bytes = 0;
-            while out.len() < lim.max_elements.max(1) && bytes < lim.max_bytes {
-                let Some(x) = q.pop_front() else { break };
-                bytes += size(&x);
-                out.push(x);
-            }
-            out
-        }
-        match self {
-            Queue::List(q) => ValueChunk::List(drain(q, lim, |x| x.len())),
-            Queue::Set(q) => ValueChunk::Set(drain(q, lim, |x| x.len())),
-            Queue::Zset(q) => ValueChunk::Zset(drain(q, lim, |x| x.0.len() + 8)),
-            Queue::Hash(q) => ValueChunk::Hash(drain(q, lim, |x| x.field.len() + x.value.len())),
-        }
-    }
-}
-
 enum State {
     Start,
     StrPieces { left: u64 },
@@ -104,32 +69,6 @@ pub(crate) struct Decoder {
     valkey: bool,
     state: State,
     queue: Option<Queue>,
-}
-
-fn blob_err(at: u64, what: &'static str) -> impl Fn((usize, String)) -> RdbError {
-    move |(pos, msg)| RdbError::corrupt(at, what, format!("{msg} (byte {pos} of the decoded blob)"))
-}
-
-fn pairs<T>(v: Vec<T>, at: u64, what: &'static str) -> Result<Vec<(T, T)>> {
-    if !v.len().is_multiple_of(2) {
-        return Err(RdbError::corrupt(at, what, "odd number of elements"));
-    }
-    let mut out = Vec::with_capacity(v.len() / 2);
-    let mut it = v.into_iter();
-    while let (Some(a), Some(b)) = (it.next(), it.next()) {
-        out.push((a, b));
-    }
-    Ok(out)
-}
-
-fn score(v: LpVal<'_>, at: u64) -> Result<f64> {
-    match v {
-        LpVal::Int(i) => Ok(i as f64),
-        LpVal::Str(s) => std::str::from_utf8(s)
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .ok_or_else(|| RdbError::corrupt(at, "zset score", "not a number")),
-    }
 }
 
 impl Decoder {
@@ -204,18 +143,15 @@ impl Decoder {
                     };
                     let at = src.offset();
                     let blob = src.string("quicklist node")?;
-                    let items: VecDeque<Vec<u8>> = match container {
-                        1 => VecDeque::from([blob]),
-                        2 if v2 => listpack::decode(&blob)
-                            .map_err(blob_err(at, "quicklist listpack"))?
-                            .into_iter()
-                            .map(LpVal::to_bytes)
-                            .collect(),
-                        2 => ziplist::decode(&blob)
-                            .map_err(blob_err(at, "quicklist ziplist"))?
-                            .into_iter()
-                            .map(LpVal::to_bytes)
-                            .collect(),
+                    let (buf, spans) = match container {
+                        1 => {
+                            let n = blob.len();
+                            (Bytes::from(blob), vec![(0, n)])
+                        }
+                        2 if v2 => blob_spans(blob, Blob::Listpack)
+                            .map_err(blob_err(at, "quicklist listpack"))?,
+                        2 => blob_spans(blob, Blob::Ziplist)
+                            .map_err(blob_err(at, "quicklist ziplist"))?,
                         c => {
                             return Err(RdbError::corrupt(
                                 at,
@@ -224,7 +160,7 @@ impl Decoder {
                             ));
                         }
                     };
-                    self.queue = Some(Queue::List(items));
+                    self.queue = Some(Queue::new(Family::List, Elements::new(buf, spans)));
                 }
                 State::Elems { kind, left } => {
                     if *left == 0 {
@@ -233,17 +169,18 @@ impl Decoder {
                     }
                     let kind = *kind;
                     let n = (*left).min(max);
-                    let mut bytes = 0usize;
                     let mut done = 0u64;
+                    // A guess of 16 bytes per element saves most regrowths of the buffer.
+                    let mut a = Arena::with_capacity((n as usize * 16).min(lim.max_bytes));
+                    let mut spans = Vec::with_capacity(n as usize);
                     let chunk = match kind {
                         Elem::List | Elem::Set => {
-                            let mut v = Vec::new();
-                            while done < n && bytes < lim.max_bytes {
-                                let s = src.string("element")?;
-                                bytes += s.len();
-                                v.push(s);
+                            while done < n && a.bytes() < lim.max_bytes {
+                                src.string_into(&mut a.buf, "element")?;
+                                spans.push(a.end());
                                 done += 1;
                             }
+                            let v = Elements::new(a.freeze(), spans);
                             if matches!(kind, Elem::List) {
                                 ValueChunk::List(v)
                             } else {
@@ -251,32 +188,38 @@ impl Decoder {
                             }
                         }
                         Elem::ZsetText | Elem::ZsetBin => {
-                            let mut v = Vec::new();
-                            while done < n && bytes < lim.max_bytes {
-                                let m = src.string("zset member")?;
-                                let s = if matches!(kind, Elem::ZsetBin) {
+                            let mut scores = Vec::with_capacity(n as usize);
+                            while done < n && a.bytes() + 8 * scores.len() < lim.max_bytes {
+                                src.string_into(&mut a.buf, "zset member")?;
+                                spans.push(a.end());
+                                scores.push(if matches!(kind, Elem::ZsetBin) {
                                     src.f64_le("zset score")?
                                 } else {
                                     src.string_double("zset score")?
-                                };
-                                bytes += m.len() + 8;
-                                v.push((m, s));
+                                });
                                 done += 1;
                             }
-                            ValueChunk::Zset(v)
+                            ValueChunk::Zset {
+                                members: Elements::new(a.freeze(), spans),
+                                scores,
+                            }
                         }
                         Elem::Hash | Elem::HashMeta { .. } | Elem::ValkeyHash2 => {
-                            let mut v = Vec::new();
-                            while done < n && bytes < lim.max_bytes {
-                                v.push(read_hash_field(src, kind)?);
-                                let f = v
-                                    .last()
-                                    .map(|f: &HashField| f.field.len() + f.value.len())
-                                    .unwrap_or(0);
-                                bytes += f;
+                            let mut ttls = Vec::with_capacity(n as usize);
+                            let mut vspans = Vec::with_capacity(n as usize);
+                            while done < n && a.bytes() < lim.max_bytes {
+                                let (f, v, ttl) = read_hash_field(src, kind, &mut a)?;
+                                spans.push(f);
+                                vspans.push(v);
+                                ttls.push(ttl);
                                 done += 1;
                             }
-                            ValueChunk::Hash(v)
+                            let buf = a.freeze();
+                            ValueChunk::Hash {
+                                fields: Elements::new(buf.clone(), spans),
+                                values: Elements::new(buf, vspans),
+                                expire_at_ms: ttls,
+                            }
                         }
                     };
                     if let State::Elems { left, .. } = &mut self.state {
@@ -435,7 +378,7 @@ impl Decoder {
                 }
                 let bat = src.offset();
                 let blob = src.string("encoded value")?;
-                self.queue = Some(decode_blob(rt, &blob, bat)?);
+                self.queue = Some(decode_blob(rt, blob, bat)?);
                 State::Queue
             }
             t::MODULE_PRE_GA => {
@@ -457,7 +400,18 @@ impl Decoder {
     }
 }
 
-fn read_hash_field<R: Read>(src: &mut Source<R>, kind: Elem) -> Result<HashField> {
+/// Append the field and the value to `a`; their spans and the field's expiry.
+fn read_hash_field<R: Read>(
+    src: &mut Source<R>,
+    kind: Elem,
+    a: &mut Arena,
+) -> Result<(Span, Span, Option<i64>)> {
+    let mut field_value = |src: &mut Source<R>| -> Result<(Span, Span)> {
+        src.string_into(&mut a.buf, "hash field")?;
+        let f = a.end();
+        src.string_into(&mut a.buf, "hash value")?;
+        Ok((f, a.end()))
+    };
     match kind {
         Elem::HashMeta { min_expire } => {
             let at = src.offset();
@@ -477,102 +431,19 @@ fn read_hash_field<R: Read>(src: &mut Source<R>, kind: Elem) -> Result<HashField
                         .map_err(|_| RdbError::corrupt(at, "hash field ttl", "out of range"))
                 })
                 .transpose()?;
-            Ok(HashField {
-                field: src.string("hash field")?,
-                value: src.string("hash value")?,
-                expire_at_ms: expire,
-            })
+            let (f, v) = field_value(src)?;
+            Ok((f, v, expire))
         }
         Elem::ValkeyHash2 => {
-            let field = src.string("hash field")?;
-            let value = src.string("hash value")?;
+            let (f, v) = field_value(src)?;
             let e = src.u64_le("hash field expiry")? as i64;
-            Ok(HashField {
-                field,
-                value,
-                expire_at_ms: (e != -1).then_some(e),
-            })
+            Ok((f, v, (e != -1).then_some(e)))
         }
-        _ => Ok(HashField {
-            field: src.string("hash field")?,
-            value: src.string("hash value")?,
-            expire_at_ms: None,
-        }),
-    }
-}
-
-fn decode_blob(rt: u8, blob: &[u8], at: u64) -> Result<Queue> {
-    let lp = |what| listpack::decode(blob).map_err(blob_err(at, what));
-    let zl = |what| ziplist::decode(blob).map_err(blob_err(at, what));
-    let to_bytes = |v: Vec<LpVal<'_>>| v.into_iter().map(LpVal::to_bytes).collect::<VecDeque<_>>();
-    let zset = |v: Vec<LpVal<'_>>| -> Result<Queue> {
-        let mut q = VecDeque::with_capacity(v.len() / 2);
-        for (m, s) in pairs(v, at, "zset blob")? {
-            q.push_back((m.to_bytes(), score(s, at)?));
-        }
-        Ok(Queue::Zset(q))
-    };
-    let hash = |v: Vec<LpVal<'_>>| -> Result<Queue> {
-        Ok(Queue::Hash(
-            pairs(v, at, "hash blob")?
-                .into_iter()
-                .map(|(f, v)| HashField {
-                    field: f.to_bytes(),
-                    value: v.to_bytes(),
-                    expire_at_ms: None,
-                })
-                .collect(),
-        ))
-    };
-    Ok(match rt {
-        t::HASH_ZIPMAP => Queue::Hash(
-            zipmap::decode(blob)
-                .map_err(blob_err(at, "zipmap"))?
-                .into_iter()
-                .map(|(f, v)| HashField {
-                    field: f.to_vec(),
-                    value: v.to_vec(),
-                    expire_at_ms: None,
-                })
-                .collect(),
-        ),
-        t::LIST_ZIPLIST => Queue::List(to_bytes(zl("list ziplist")?)),
-        t::SET_INTSET => Queue::Set(
-            intset::decode(blob)
-                .map_err(blob_err(at, "intset"))?
-                .into_iter()
-                .map(|i| i.to_string().into_bytes())
-                .collect(),
-        ),
-        t::SET_LISTPACK => Queue::Set(to_bytes(lp("set listpack")?)),
-        t::ZSET_ZIPLIST => zset(zl("zset ziplist")?)?,
-        t::ZSET_LISTPACK => zset(lp("zset listpack")?)?,
-        t::HASH_ZIPLIST => hash(zl("hash ziplist")?)?,
-        t::HASH_LISTPACK => hash(lp("hash listpack")?)?,
         _ => {
-            // HASH_LISTPACK_EX(_PRE_GA): (field, value, absolute ttl or 0) triplets.
-            let v = lp("hash listpack-ex")?;
-            if v.len() % 3 != 0 {
-                return Err(RdbError::corrupt(
-                    at,
-                    "hash listpack-ex",
-                    "element count not a multiple of 3",
-                ));
-            }
-            let mut q = VecDeque::with_capacity(v.len() / 3);
-            for c in v.chunks_exact(3) {
-                let ttl = c[2]
-                    .as_int()
-                    .ok_or_else(|| RdbError::corrupt(at, "hash listpack-ex", "non-integer ttl"))?;
-                q.push_back(HashField {
-                    field: c[0].to_bytes(),
-                    value: c[1].to_bytes(),
-                    expire_at_ms: (ttl != 0).then_some(ttl),
-                });
-            }
-            Queue::Hash(q)
+            let (f, v) = field_value(src)?;
+            Ok((f, v, None))
         }
-    })
+    }
 }
 
 /// Walk over one value without decoding it (type byte already consumed).
