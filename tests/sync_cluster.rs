@@ -487,3 +487,63 @@ fn full_sync_of_many_mixed_keys_and_big_values_into_a_cluster() {
     // The two snapshots are seconds apart: TTLs (10 minutes) within 30 s.
     assert_same_snapshot(&expected, &cluster_snapshot(&dst), Duration::from_secs(30));
 }
+
+/// Resharding on the source: a slot full of keys moves from one source master to
+/// another (CLUSTER SETSLOT + MIGRATE) while writes flow elsewhere. The importing
+/// master's stream carries RESTORE-ASKING of each key, the old master's a DEL of it;
+/// whatever order the two engines apply them in, the target must end with every key.
+#[test]
+fn source_slot_migration_loses_no_key() {
+    let src = cluster(0);
+    let dst = RedisServer::start();
+    // 300 keys under one hash tag: one slot, on one master.
+    let mut cc = ClusterClient::new(&src);
+    for i in 0..300 {
+        cc.cmd(&["SET", &format!("{{mig}}k{i}"), &format!("v{i}")], 1);
+    }
+    let _t = sync_urls(&src.url(), &dst.url(), &[]);
+    wait_shards(&src, &|id| support::proc::checkpoint(&dst, id));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = cluster_writer(&src, 50, stop.clone());
+    let slot = tandem::redis::slot::key_slot(b"{mig}");
+    let from_port = src.owner_port(slot);
+    let from = src.masters.iter().find(|m| m.port == from_port).unwrap();
+    let to = src.masters.iter().find(|m| m.port != from_port).unwrap();
+    let from_id = from.client().cmd_text(&["CLUSTER", "MYID"]);
+    let to_id = to.client().cmd_text(&["CLUSTER", "MYID"]);
+    let s = slot.to_string();
+    to.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    from.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    let mut fc = from.client();
+    let mut moved = 0;
+    for _ in 0..1000 {
+        let Frame::Array(keys) = fc.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "20"]) else {
+            panic!("GETKEYSINSLOT")
+        };
+        if keys.is_empty() {
+            break;
+        }
+        let keys: Vec<String> = keys.iter().map(frame_to_string).collect();
+        let port = to.port.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().map(|k| k.as_str()));
+        assert_eq!(fc.cmd(&args), Frame::SimpleString("OK".into()), "MIGRATE");
+        moved += keys.len();
+    }
+    assert_eq!(moved, 300);
+    for m in &src.masters {
+        m.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = writer.join().unwrap();
+    wait_shards(&src, &|id| support::proc::checkpoint(&dst, id));
+    let mut d = dst.client();
+    for i in 0..300 {
+        assert_eq!(
+            d.cmd(&["GET", &format!("{{mig}}k{i}")]),
+            Frame::BulkString(format!("v{i}").into_bytes()),
+            "{{mig}}k{i} after the migration"
+        );
+    }
+    assert_counters(&mut |a| d.cmd(a), 50, rounds);
+}

@@ -98,6 +98,7 @@ pub async fn run(args: SyncArgs) -> CliResult {
         window: args.window.max(1),
         spool_dir: spool_dir.clone(),
         spool_max_bytes: args.spool_max_bytes,
+        cluster_source: false,
     };
     let shutdown = super::shutdown_on_signal();
     // Cluster on either side is detected here; standalone → standalone is `sync::run`.

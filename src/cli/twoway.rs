@@ -94,6 +94,7 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         window: args.window.max(1),
         spool_dir: spool_dir.clone(),
         spool_max_bytes: 4 << 30,
+        cluster_source: false,
     };
     let cfg = TwoWayConfig {
         base,

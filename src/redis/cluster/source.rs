@@ -115,6 +115,7 @@ pub(crate) async fn run_cluster_source(
         info!(shard = %name, master = %shard.master.addr(), "following source master");
         let mut shard_cfg = cfg.clone();
         shard_cfg.id = format!("{}:{name}", cfg.id);
+        shard_cfg.cluster_source = true;
         shard_cfg.spool_dir = cfg.spool_dir.join(&name);
         tasks.spawn(follow_shard(
             shard_cfg,

@@ -11,6 +11,7 @@
 
 pub mod full;
 pub mod incr;
+pub mod migration;
 pub mod rdb_feed;
 pub mod scripts;
 pub mod twoway;
@@ -56,6 +57,9 @@ pub struct SyncConfig {
     pub window: usize,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    /// The source is one master of a cluster: DELs pass the resharding guard
+    /// (`migration.rs`). Set by the cluster source, never by users.
+    pub cluster_source: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +168,9 @@ pub async fn run_engine<S: Sink>(
         db: initial_db,
         hooks,
         scripts: scripts::ScriptCache::default(),
+        migration: cfg
+            .cluster_source
+            .then(|| migration::MigrationGuard::new(cfg.source.clone())),
     };
     let result = eng.run(&mut link, &mut shutdown).await;
     // Whatever happened, land what is complete and write its checkpoint.
@@ -183,6 +190,7 @@ struct Engine<'a, S> {
     db: u32,
     hooks: Option<twoway::Hooks>,
     scripts: scripts::ScriptCache,
+    migration: Option<migration::MigrationGuard>,
 }
 
 impl<S: Sink> Engine<'_, S> {
@@ -275,7 +283,10 @@ impl<S: Sink> Engine<'_, S> {
                     // An echo writes nothing and moves no checkpoint: a checkpoint
                     // write for it would echo back on the other side, forever.
                     if !is_echo {
-                        let writes = self.cfg.policy.writes(unit, &mut self.stats)?;
+                        let mut writes = self.cfg.policy.writes(unit, &mut self.stats)?;
+                        if let Some(g) = self.migration.as_mut() {
+                            writes = g.filter(writes).await?;
+                        }
                         let writes = match self.hooks.as_ref() {
                             Some(h) => h.judge(writes, end),
                             None => writes,
