@@ -44,19 +44,6 @@ fn wait_cluster_target(src: &RedisServer, dst: &Cluster, id: &str) {
     wait_caught_up_any(src, &|| cluster_checkpoint(dst, id), CATCH_UP);
 }
 
-/// Hash-tagged prefixes whose keys land on each of the three masters.
-fn tagged_prefixes(c: &Cluster) -> Vec<String> {
-    let mut out = Vec::new();
-    for m in &c.masters {
-        let p = (0..1000)
-            .map(|i| format!("{{t{i}}}:"))
-            .find(|p| c.master_for(p).port == m.port && !out.contains(p))
-            .expect("a tag per master");
-        out.push(p);
-    }
-    out
-}
-
 #[test]
 fn standalone_to_cluster_every_type_and_cross_slot_split() {
     let src = source();
@@ -300,47 +287,20 @@ fn target_slot_migration_under_load_loses_nothing() {
     let writer = standalone_writer(&src, 200, stop.clone());
     // Move the slot of cnt:7 (and with it its checkpoint key) to another master.
     let slot = tandem::redis::slot::key_slot(b"cnt:7");
-    let from_port = dst.owner_port(slot);
-    let from = dst.masters.iter().find(|m| m.port == from_port).unwrap();
-    let to = dst.masters.iter().find(|m| m.port != from_port).unwrap();
-    let from_id = from.client().cmd_text(&["CLUSTER", "MYID"]);
-    let to_id = to.client().cmd_text(&["CLUSTER", "MYID"]);
-    // The slot must hold data when it moves: wait until tandem wrote cnt:7 there.
-    wait_until("cnt:7 on the target", Duration::from_secs(30), || {
-        from.client().cmd(&["EXISTS", "cnt:7"]) == Frame::Integer(1)
+    let (to_port, moved) = move_slot(&dst, slot, 10, Duration::from_millis(50), |from| {
+        // The slot must hold data when it moves: wait until tandem wrote cnt:7 there.
+        wait_until("cnt:7 on the target", Duration::from_secs(30), || {
+            from.client().cmd(&["EXISTS", "cnt:7"]) == Frame::Integer(1)
+        });
     });
-    let s = slot.to_string();
-    to.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
-    from.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
-    let mut fc = from.client();
-    let mut moved = 0;
-    for _ in 0..1000 {
-        let Frame::Array(keys) = fc.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "10"]) else {
-            panic!("GETKEYSINSLOT")
-        };
-        if keys.is_empty() {
-            break;
-        }
-        let keys: Vec<String> = keys.iter().map(frame_to_string).collect();
-        let port = to.port.to_string();
-        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
-        args.extend(keys.iter().map(|k| k.as_str()));
-        let r = fc.cmd(&args);
-        assert_eq!(r, Frame::SimpleString("OK".into()), "MIGRATE");
-        moved += keys.len();
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert!(moved > 0, "the slot held keys");
-    for m in &dst.masters {
-        m.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
-    }
     std::thread::sleep(Duration::from_millis(1000));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let rounds = writer.join().unwrap();
     wait_cluster_target(&src, &dst, "default");
     let mut cc = ClusterClient::new(&dst);
     assert_counters(&mut |a| cc.cmd(a, 1), 200, rounds);
-    assert_eq!(dst.owner_port(slot), to.port);
+    assert_eq!(dst.owner_port(slot), to_port);
 }
 
 #[test]
@@ -506,34 +466,8 @@ fn source_slot_migration_loses_no_key() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = cluster_writer(&src, 50, stop.clone());
     let slot = tandem::redis::slot::key_slot(b"{mig}");
-    let from_port = src.owner_port(slot);
-    let from = src.masters.iter().find(|m| m.port == from_port).unwrap();
-    let to = src.masters.iter().find(|m| m.port != from_port).unwrap();
-    let from_id = from.client().cmd_text(&["CLUSTER", "MYID"]);
-    let to_id = to.client().cmd_text(&["CLUSTER", "MYID"]);
-    let s = slot.to_string();
-    to.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
-    from.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
-    let mut fc = from.client();
-    let mut moved = 0;
-    for _ in 0..1000 {
-        let Frame::Array(keys) = fc.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "20"]) else {
-            panic!("GETKEYSINSLOT")
-        };
-        if keys.is_empty() {
-            break;
-        }
-        let keys: Vec<String> = keys.iter().map(frame_to_string).collect();
-        let port = to.port.to_string();
-        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
-        args.extend(keys.iter().map(|k| k.as_str()));
-        assert_eq!(fc.cmd(&args), Frame::SimpleString("OK".into()), "MIGRATE");
-        moved += keys.len();
-    }
+    let (_, moved) = move_slot(&src, slot, 20, Duration::ZERO, |_| {});
     assert_eq!(moved, 300);
-    for m in &src.masters {
-        m.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
-    }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let rounds = writer.join().unwrap();
     wait_shards(&src, &|id| support::proc::checkpoint(&dst, id));
@@ -546,4 +480,47 @@ fn source_slot_migration_loses_no_key() {
         );
     }
     assert_counters(&mut |a| d.cmd(a), 50, rounds);
+}
+
+/// Move `slot` from its master to another master of `c`: SETSLOT IMPORTING/MIGRATING,
+/// MIGRATE in batches of `batch` keys (`pause` between them, to let writes interleave),
+/// SETSLOT NODE on every master. `before` gets the old master once it is known. Returns
+/// the new master's port and the number of keys moved.
+fn move_slot(
+    c: &Cluster,
+    slot: u16,
+    batch: usize,
+    pause: Duration,
+    before: impl FnOnce(&RedisServer),
+) -> (u16, usize) {
+    let from_port = c.owner_port(slot);
+    let from = c.masters.iter().find(|m| m.port == from_port).unwrap();
+    let to = c.masters.iter().find(|m| m.port != from_port).unwrap();
+    let from_id = from.client().cmd_text(&["CLUSTER", "MYID"]);
+    let to_id = to.client().cmd_text(&["CLUSTER", "MYID"]);
+    before(from);
+    let s = slot.to_string();
+    to.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    from.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    let mut fc = from.client();
+    let (count, port) = (batch.to_string(), to.port.to_string());
+    let mut moved = 0;
+    for _ in 0..1000 {
+        let Frame::Array(keys) = fc.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, &count]) else {
+            panic!("GETKEYSINSLOT")
+        };
+        if keys.is_empty() {
+            break;
+        }
+        let keys: Vec<String> = keys.iter().map(frame_to_string).collect();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().map(|k| k.as_str()));
+        assert_eq!(fc.cmd(&args), Frame::SimpleString("OK".into()), "MIGRATE");
+        moved += keys.len();
+        std::thread::sleep(pause);
+    }
+    for m in &c.masters {
+        m.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+    (to.port, moved)
 }

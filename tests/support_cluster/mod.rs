@@ -203,3 +203,16 @@ pub fn wait_caught_up_any(
 pub fn start_cluster(masters: usize, replicas: usize) -> Cluster {
     Cluster::start(masters, replicas)
 }
+
+/// Hash-tagged prefixes whose keys land on each of the three masters.
+pub fn tagged_prefixes(c: &Cluster) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &c.masters {
+        let p = (0..1000)
+            .map(|i| format!("{{t{i}}}:"))
+            .find(|p| c.master_for(p).port == m.port && !out.contains(p))
+            .expect("a tag per master");
+        out.push(p);
+    }
+    out
+}

@@ -75,19 +75,6 @@ pub fn attached_cluster_a(a: &Cluster, b: &RedisServer) {
     });
 }
 
-/// Hash-tagged prefixes whose keys land on each of the three masters.
-pub fn tagged_prefixes(c: &Cluster) -> Vec<String> {
-    let mut out = Vec::new();
-    for m in &c.masters {
-        let p = (0..1000)
-            .map(|i| format!("{{t{i}}}:"))
-            .find(|p| c.master_for(p).port == m.port && !out.contains(p))
-            .expect("a tag per master");
-        out.push(p);
-    }
-    out
-}
-
 /// A transaction on hash-tagged keys and a script, on `c` (a master or a server).
 pub fn tx_and_script(c: &mut Client, p: &str) {
     c.cmd(&["MULTI"]);
