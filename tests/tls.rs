@@ -140,20 +140,9 @@ fn sync_runs_over_tls_with_client_certificates() {
 /// Runs `tandem redis sync` that must fail at once; returns its single error line.
 fn one_error_line(source: &str, target: &str) -> String {
     let mut t = Tandem::start(&["redis", "sync", "--source", source, "--target", target]);
-    assert_eq!(
-        t.wait_exit(Duration::from_secs(60)),
-        Some(1),
-        "{}",
-        t.log_text()
-    );
-    let log = t.log_text();
-    let err: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with("tandem: error:"))
-        .collect();
-    assert_eq!(err.len(), 1, "{log}");
+    let (err, log) = t.one_error_line(Duration::from_secs(60));
     assert!(!log.contains("s3cret"), "{log}");
-    err[0].to_string()
+    err
 }
 
 #[test]

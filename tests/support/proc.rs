@@ -85,6 +85,19 @@ impl Tandem {
     }
 
     /// Wait for the process to exit by itself; returns its exit code.
+    /// Wait until tandem stops with exit code 1 having printed exactly one
+    /// `tandem: error:` line; returns that line and the whole log.
+    pub fn one_error_line(&mut self, limit: Duration) -> (String, String) {
+        assert_eq!(self.wait_exit(limit), Some(1), "{}", self.log_text());
+        let log = self.log_text();
+        let err: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("tandem: error:"))
+            .collect();
+        assert_eq!(err.len(), 1, "{log}");
+        (err[0].to_string(), log)
+    }
+
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let mut code = None;
         wait_until("tandem exits", limit, || match self.child.try_wait() {
