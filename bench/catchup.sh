@@ -48,6 +48,10 @@ kill -CONT "$AP"; STOPPED_AP=$AP; AP=""
 if [ -n "${PERF_TARGET:-}" ]; then
   perf record -e cpu-clock -F 999 -g -p "$DSTPID" -o "${PERF_OUT:-perf-target.data}" -- sleep "$PERF_TARGET" >/dev/null 2>&1 &
 fi
+# PERF_TANDEM=SECS: sample tandem itself (DWARF call graphs) while it applies.
+if [ -n "${PERF_TANDEM:-}" ] && [ "$MODE" = tandem ]; then
+  perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$STOPPED_AP" -o "${PERF_OUT:-perf-tandem.data}" -- sleep "$PERF_TANDEM" >/dev/null 2>&1 &
+fi
 if [ -n "${CPU:-}" ] && [ "$MODE" = tandem ]; then
   (sleep 1
    DP=$(redis-cli -p "$DST" info server | tr -d '\r' | awk -F: '/^process_id/{print $2}')

@@ -1,5 +1,6 @@
 //! A plain request/response Redis connection used for handshakes, probes and (pipelined)
-//! target writes. RESP framing is the `redis-protocol` crate's.
+//! target writes. RESP framing is the `redis-protocol` crate's, except for the one
+//! hot-path shape in `scan.rs` (an `EXEC` reply without errors, skipped undecoded).
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use redis_protocol::resp2::types::{BorrowedFrame, BytesFrame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::scan::Clean;
 use super::url::Endpoint;
 
 pub use redis_protocol::resp2::types::BytesFrame as Frame;
@@ -287,6 +289,22 @@ impl Conn {
             true
         } else {
             false
+        }
+    }
+
+    /// Consume the next reply if it is an array holding no error (an `EXEC` whose
+    /// commands all succeeded) and return its length, without decoding it. `None`: the
+    /// reply is something else and is still there for [`Conn::read_frame`].
+    pub async fn skip_clean_array(&mut self) -> Result<Option<usize>, ConnError> {
+        loop {
+            match crate::redis::scan::clean_array(&self.rbuf) {
+                Clean::Yes { items, used } => {
+                    let _ = self.rbuf.split_to(used);
+                    return Ok(Some(items));
+                }
+                Clean::No => return Ok(None),
+                Clean::Incomplete => self.fill(self.timeout).await?,
+            }
         }
     }
 

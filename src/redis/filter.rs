@@ -7,7 +7,7 @@ use bytes::Bytes;
 use regex::bytes::Regex;
 
 use crate::redis::command::{
-    CommandSpec, Flags, KeyError, KeySpec, key_indexes, resolve, target_db,
+    CommandSpec, Flags, KeyError, KeySpec, key_indexes, resolve, single_key_index, target_db,
 };
 
 /// Prefix of every key tandem itself writes (checkpoints, origin tags).
@@ -140,9 +140,32 @@ impl FilterConfig {
     ///   the allowed keys if SPLITTABLE (MSETNX rewritten as MSET), else
     ///   `Error(MixedKeys)`: never a silent partial apply.
     pub fn apply(&self, db: u32, argv: Vec<Bytes>) -> FilterDecision {
-        let Some(spec) = resolve(&argv) else {
+        self.apply_resolved(resolve(&argv), db, argv)
+    }
+
+    /// [`FilterConfig::apply`] for a caller that already resolved the command's spec.
+    pub fn apply_resolved(
+        &self,
+        spec: Option<&'static CommandSpec>,
+        db: u32,
+        argv: Vec<Bytes>,
+    ) -> FilterDecision {
+        let Some(spec) = spec else {
             return FilterDecision::Error(FilterError::Unsupported(command_name(&argv)));
         };
+        // Most writes have one key: decide them without building the key list.
+        if let Some(k) = single_key_index(spec, &argv)
+            && !spec.has_any(
+                Flags::CONTROL | Flags::TXN | Flags::SELECT | Flags::KEYLESS | Flags::CROSS_DB,
+            )
+        {
+            let keep = self.db_allowed(db) && self.key_allowed(&argv[k]);
+            return if keep {
+                FilterDecision::Keep(argv)
+            } else {
+                FilterDecision::Drop
+            };
+        }
         if spec.has(Flags::CONTROL) {
             return FilterDecision::Drop;
         }

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod filter;
 pub mod rdb;
 pub mod replica;
+pub mod scan;
 pub mod sink;
 pub mod slot;
 pub mod sync;

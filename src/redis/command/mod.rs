@@ -89,6 +89,11 @@ impl Flags {
         self.0 & other.0 == other.0
     }
 
+    /// Any bit of `other` is set in `self`.
+    pub const fn intersects(self, other: Flags) -> bool {
+        self.0 & other.0 != 0
+    }
+
     pub const fn union(self, other: Flags) -> Flags {
         Flags(self.0 | other.0)
     }
@@ -216,6 +221,10 @@ impl CommandSpec {
     /// Every flag in `flags` is set.
     pub fn has(&self, flags: Flags) -> bool {
         self.flags.contains(flags)
+    }
+
+    pub fn has_any(&self, flags: Flags) -> bool {
+        self.flags.intersects(flags)
     }
 }
 

@@ -6,10 +6,11 @@
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
-use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
+use redis_protocol::resp2::types::Resp2Frame;
 
 use super::error::LinkError;
 use super::spool::{Record, SpoolReader};
+use crate::redis::scan::{self, Scan};
 
 /// One command of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub struct EventReader {
     in_stream: bool,
     /// `buf` holds only the start of a command (more bytes are needed).
     partial: bool,
+    /// Argument spans of the command being parsed (reused).
+    spans: Vec<std::ops::Range<usize>>,
 }
 
 impl EventReader {
@@ -74,6 +77,7 @@ impl EventReader {
             db: initial_db,
             in_stream: false,
             partial: false,
+            spans: Vec::new(),
         }
     }
 
@@ -183,22 +187,19 @@ impl EventReader {
             return Ok(None);
         }
         let start = self.offset;
-        let decoded = decode_bytes_mut(&mut self.buf).map_err(|e| self.bad(e.details()))?;
-        let Some((frame, used, raw)) = decoded else {
-            self.partial = true;
-            return Ok(None);
-        };
-        self.offset += used as u64;
-        let argv = match frame {
-            BytesFrame::Array(items) => items
-                .into_iter()
-                .map(|f| match f {
-                    BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Ok(b),
-                    other => Err(format!("{:?} inside a command", other.kind())),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|d| self.bad_at(start, &d))?,
-            other => return Err(self.bad_at(start, &format!("{:?} frame", other.kind()))),
+        let (argv, raw) = match scan::command(&self.buf, &mut self.spans) {
+            Scan::Complete { used } => {
+                self.offset += used as u64;
+                let raw = self.buf.split_to(used).freeze();
+                let argv: Vec<Bytes> = self.spans.iter().map(|r| raw.slice(r.clone())).collect();
+                (argv, raw)
+            }
+            Scan::Incomplete => {
+                self.partial = true;
+                return Ok(None);
+            }
+            Scan::Invalid { at, why } => return Err(self.bad_at(start + at as u64, why)),
+            Scan::NotMultibulk => return self.other_frame(start),
         };
         if argv.is_empty() {
             return Err(self.bad_at(start, "empty command"));
@@ -216,6 +217,17 @@ impl EventReader {
             offset: self.offset,
             raw,
         }))
+    }
+
+    /// Not a command: decode the frame in full to say what it is.
+    fn other_frame(&mut self, start: u64) -> Result<Option<Command>, LinkError> {
+        match decode_bytes_mut(&mut self.buf).map_err(|e| self.bad(e.details()))? {
+            None => {
+                self.partial = true;
+                Ok(None)
+            }
+            Some((frame, _, _)) => Err(self.bad_at(start, &format!("{:?} frame", frame.kind()))),
+        }
     }
 
     fn bad(&self, detail: &str) -> LinkError {

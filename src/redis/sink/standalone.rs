@@ -164,6 +164,23 @@ impl StandaloneSink {
             if i + 1 < expected && self.conn.skip_buffered(b"+QUEUED\r\n") {
                 continue;
             }
+            if i + 1 == expected
+                && queued_error.is_none()
+                && let Some(n) = self.conn.skip_clean_array().await?
+            {
+                // Every command succeeded: nothing to look at in the results.
+                let batch = self.in_flight.front().expect("a batch in flight");
+                if n != batch.origin.len() {
+                    return Err(Failure::Conn(ConnError::Protocol {
+                        endpoint: self.cfg.target.to_string(),
+                        detail: format!(
+                            "EXEC answered {n} results for {} commands",
+                            batch.origin.len()
+                        ),
+                    }));
+                }
+                return self.batch_applied();
+            }
             let frame = self.conn.read_frame().await?;
             if i + 1 == expected {
                 exec = Some(frame);
@@ -192,6 +209,10 @@ impl StandaloneSink {
                 }));
             }
         }
+        self.batch_applied()
+    }
+
+    fn batch_applied(&mut self) -> Result<(), Failure> {
         let batch = self.in_flight.pop_front().expect("a batch in flight");
         crate::metrics::sink_batch(batch.data_commands);
         self.applied.send_replace(Some(batch.ckpt));

@@ -162,7 +162,7 @@ impl IncrPolicy {
             }
             let raw = cmd.raw;
             let tdb = self.filter.map_db(db);
-            match self.filter.apply(db, cmd.argv) {
+            match self.filter.apply_resolved(spec, db, cmd.argv) {
                 FilterDecision::Keep(argv) => out.push(TargetWrite {
                     db: tdb,
                     argv,
