@@ -223,3 +223,62 @@ fn a_busy_metrics_address_is_one_error_naming_it() {
         "{log}"
     );
 }
+
+#[test]
+fn cluster_source_lists_one_link_per_master() {
+    let src = Cluster::start(3, 0);
+    for n in src.nodes() {
+        n.cmd(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    }
+    let dst = RedisServer::start();
+    for i in 0..90 {
+        let key = format!("k{i}");
+        src.master_for(&key).cmd(&["SET", &key, "v"]);
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let (s, d) = (src.url(), dst.url());
+    let _t = Tandem::start(&[
+        "redis",
+        "sync",
+        "--source",
+        &s,
+        "--target",
+        &d,
+        "--metrics-addr",
+        &addr,
+    ]);
+    // Shard links are named by their lowest slot: 0, 5461, 10922 for three masters.
+    let shards: Vec<(String, &RedisServer)> = ["0", "5461", "10922"]
+        .iter()
+        .zip(&src.masters)
+        .map(|(slot, m)| (format!("default:{slot}"), m))
+        .collect();
+    let mut doc = Value::Null;
+    wait_until(
+        "every shard link applied its master's offset",
+        Duration::from_secs(90),
+        || {
+            doc = status(port).unwrap_or_default();
+            shards.iter().all(|(id, m)| {
+                let want = support::proc::master_offset(m);
+                link(&doc, id)
+                    .is_some_and(|l| l["state"] == "incremental" && l["applied_offset"] == want)
+            })
+        },
+    );
+    assert_eq!(doc["links"].as_array().map(Vec::len), Some(3), "{doc:#}");
+    let mut keys = 0;
+    for (id, m) in &shards {
+        let l = link(&doc, id).unwrap();
+        assert_eq!(l["source"], format!("127.0.0.1:{}", m.port), "{doc:#}");
+        assert_eq!(l["target"], format!("127.0.0.1:{}", dst.port), "{doc:#}");
+        assert_eq!(l["full_syncs"], 1, "{doc:#}");
+        keys += l["full_sync_keys"].as_u64().unwrap();
+    }
+    assert_eq!(keys, 90, "{doc:#}");
+    let names: Vec<String> = (0..90).map(|i| format!("k{i}")).collect();
+    let mut exists = vec!["EXISTS"];
+    exists.extend(names.iter().map(String::as_str));
+    assert_eq!(dst.client().cmd_int(&exists), 90);
+}
