@@ -6,4 +6,5 @@ pub mod cli;
 pub mod cli_support;
 pub mod core;
 pub mod metrics;
+pub mod ops;
 pub mod redis;

@@ -128,14 +128,14 @@ pub fn full_sync_keys(n: u64) {
     metrics::counter!(FULL_SYNC_KEYS).increment(n);
 }
 
-/// Serve Prometheus metrics on `addr` (`/metrics`).
-pub fn serve(addr: std::net::SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| format!("metrics endpoint {addr}: {e}"))?;
+/// Install the Prometheus recorder (process-wide, as `metrics` requires) and describe
+/// every metric; the handle renders the text served at `/metrics` (`ops::http`).
+pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
     describe();
-    Ok(())
+    Ok(handle)
 }
 
 pub const CONFLICTS: &str = "tandem_conflicts_total";

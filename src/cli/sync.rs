@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::Args;
 
 use super::CliResult;
+use crate::ops::Status;
 use crate::redis::filter::FilterConfig;
 use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
 use crate::redis::sync::{Mode, SyncConfig};
@@ -65,7 +67,7 @@ pub struct SyncArgs {
     spool_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 4 << 30)]
     spool_max_bytes: u64,
-    /// Prometheus metrics endpoint.
+    /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -74,8 +76,9 @@ pub async fn run(args: SyncArgs) -> CliResult {
     let source = Endpoint::parse(&args.source)?;
     let target = Endpoint::parse(&args.target)?;
     let filter = filter_config(&args)?;
+    let status = Arc::new(Status::new("sync", &args.id));
     if let Some(addr) = args.metrics_addr {
-        crate::metrics::serve(addr)?;
+        crate::ops::http::serve(addr, status.clone()).await?;
     }
     let spool_dir = args.spool_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("tandem-spool-{}-{}", args.id, std::process::id()))
@@ -99,6 +102,7 @@ pub async fn run(args: SyncArgs) -> CliResult {
         spool_dir: spool_dir.clone(),
         spool_max_bytes: args.spool_max_bytes,
         cluster_source: false,
+        status,
     };
     let shutdown = super::shutdown_on_signal();
     // Cluster on either side is detected here; standalone → standalone is `sync::run`.

@@ -1,12 +1,14 @@
 //! `tandem redis twoway`: two live deployments kept in sync both ways.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 use super::CliResult;
 use crate::core::conflict::{Policy, Side};
+use crate::ops::Status;
 use crate::redis::filter::FilterConfig;
 use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
 use crate::redis::sync::twoway::{self, FullSync, TwoWayConfig};
@@ -50,6 +52,7 @@ pub struct TwoWayArgs {
     window: usize,
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -70,8 +73,9 @@ enum SideArg {
 pub async fn run(args: TwoWayArgs) -> CliResult {
     let a = Endpoint::parse(&args.a)?;
     let b = Endpoint::parse(&args.b)?;
+    let status = Arc::new(Status::new("twoway", &args.id));
     if let Some(addr) = args.metrics_addr {
-        crate::metrics::serve(addr)?;
+        crate::ops::http::serve(addr, status.clone()).await?;
     }
     let spool_dir = args.spool_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("tandem-twoway-{}-{}", args.id, std::process::id()))
@@ -95,6 +99,7 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         spool_dir: spool_dir.clone(),
         spool_max_bytes: 4 << 30,
         cluster_source: false,
+        status,
     };
     let cfg = TwoWayConfig {
         base,

@@ -24,10 +24,9 @@ use tracing::{info, warn};
 use super::{Topology, is_cluster};
 use crate::core::shutdown::{Shutdown, shutdown_pair};
 use crate::redis::conn::Conn;
-use crate::redis::sink::standalone::SinkConfig;
 use crate::redis::sink::{ClusterSink, SinkError, StandaloneSink};
 use crate::redis::sync::twoway::Hooks;
-use crate::redis::sync::{SyncConfig, SyncError, run_engine as engine};
+use crate::redis::sync::{SyncConfig, SyncError, link_status, run_engine as engine, sink_config};
 use crate::redis::url::Endpoint;
 
 /// Two-way: the hooks for a shard's engine, by shard name (`<lowest slot>`) and current
@@ -62,15 +61,17 @@ pub async fn run_engine(
     shutdown: Shutdown,
     hooks: Option<Hooks>,
 ) -> Result<(), SyncError> {
-    let mut sink_cfg = SinkConfig::new(cfg.target.clone(), &cfg.id);
-    sink_cfg.window = cfg.window;
-    sink_cfg.batch_commands = cfg.batch_commands;
-    sink_cfg.batch_bytes = cfg.batch_bytes;
+    let sink_cfg = sink_config(&cfg);
+    // The engine reports its own end; a target refusing at connect is reported here.
+    let failed = |e: SinkError| {
+        link_status(&cfg).ended(Some(e.to_string()));
+        e
+    };
     if target_cluster {
-        let sink = ClusterSink::connect(sink_cfg).await?;
+        let sink = ClusterSink::connect(sink_cfg).await.map_err(failed)?;
         engine(cfg, sink, shutdown, hooks).await
     } else {
-        let sink = StandaloneSink::connect(sink_cfg).await?;
+        let sink = StandaloneSink::connect(sink_cfg).await.map_err(failed)?;
         engine(cfg, sink, shutdown, hooks).await
     }
 }

@@ -17,6 +17,7 @@ use super::spool::{Record, SpoolWriter};
 use crate::core::ReplPosition;
 use crate::core::lag::LagClock;
 use crate::core::shutdown::Shutdown;
+use crate::ops::LinkStatus;
 use crate::redis::conn::{ConnError, encode_command};
 use crate::redis::url::Endpoint;
 
@@ -37,6 +38,8 @@ pub struct LinkConfig {
     pub ack_interval: Duration,
     /// Told when stream bytes arrive (lag in seconds).
     pub lag: Arc<LagClock>,
+    /// The link's `/status` entry: received offset, reconnects.
+    pub status: Arc<LinkStatus>,
 }
 
 impl LinkConfig {
@@ -50,6 +53,7 @@ impl LinkConfig {
             read_timeout: Duration::from_secs(60),
             ack_interval: Duration::from_secs(1),
             lag: Arc::default(),
+            status: Arc::default(),
         }
     }
 }
@@ -91,6 +95,7 @@ pub async fn run_link(
         }
         warn!(source = %cfg.source, error = %err, "replica link lost, reconnecting in {backoff:?}");
         crate::metrics::link_reconnect(&cfg.source);
+        cfg.status.reconnecting(err.to_string());
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.wait() => return Ok(()),
@@ -183,6 +188,7 @@ async fn connection(
     }
     set_resume(state, received);
     crate::metrics::received_offset(&cfg.source, received);
+    cfg.status.received(received);
     cfg.lag.received(received);
     let mut buf = BytesMut::with_capacity(CHUNK);
     loop {
@@ -191,6 +197,7 @@ async fn connection(
         received += n as u64;
         crate::metrics::link_bytes(&cfg.source, n as u64);
         crate::metrics::received_offset(&cfg.source, received);
+        cfg.status.received(received);
         cfg.lag.received(received);
         spool.append(&Record::Stream(buf.split().freeze())).await?;
         set_resume(state, received);

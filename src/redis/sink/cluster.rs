@@ -631,7 +631,7 @@ impl ClusterSink {
     /// The batch is on the target.
     fn confirm(&mut self, sent: Sent) {
         self.busy[sent.slot as usize] = false;
-        crate::metrics::sink_batch(sent.batch.data_commands);
+        self.cfg.confirmed(sent.batch.data_commands);
         if let Some(base) = self.ended.front().map(|e| e.id) {
             for u in sent.units {
                 if let Some(e) = self.ended.get_mut((u - base) as usize) {

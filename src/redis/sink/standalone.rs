@@ -14,6 +14,8 @@
 //!   once, whatever happened to the connection.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,6 +43,8 @@ pub struct SinkConfig {
     pub batch_commands: usize,
     /// …or this many encoded bytes.
     pub batch_bytes: usize,
+    /// Replicated commands the target confirmed (the link's `/status` entry reads it).
+    pub applied_commands: Arc<AtomicU64>,
 }
 
 impl SinkConfig {
@@ -53,7 +57,15 @@ impl SinkConfig {
             give_up_after: Duration::from_secs(300),
             batch_commands: 2000,
             batch_bytes: 4 << 20,
+            applied_commands: Arc::default(),
         }
+    }
+
+    /// A batch of `commands` replicated commands is on the target.
+    pub(crate) fn confirmed(&self, commands: usize) {
+        crate::metrics::sink_batch(commands);
+        self.applied_commands
+            .fetch_add(commands as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -214,7 +226,7 @@ impl StandaloneSink {
 
     fn batch_applied(&mut self) -> Result<(), Failure> {
         let batch = self.in_flight.pop_front().expect("a batch in flight");
-        crate::metrics::sink_batch(batch.data_commands);
+        self.cfg.confirmed(batch.data_commands);
         self.applied.send_replace(Some(batch.ckpt));
         Ok(())
     }
@@ -294,7 +306,7 @@ impl StandaloneSink {
         if let Some(h) = held.filter(|h| h.run == self.run) {
             while self.in_flight.front().is_some_and(|b| b.ckpt.seq <= h.seq) {
                 let b = self.in_flight.pop_front().unwrap();
-                crate::metrics::sink_batch(b.data_commands);
+                self.cfg.confirmed(b.data_commands);
                 self.applied.send_replace(Some(b.ckpt));
             }
         }

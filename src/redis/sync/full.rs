@@ -43,6 +43,13 @@ impl TargetRdb {
 /// Commands for the target, grouped: (target db, argv).
 pub type Writes = Vec<(u32, Vec<Bytes>)>;
 
+/// One message from the loader: writes, and how many keys they complete (a big key's
+/// chunks may span groups; it counts in the group holding its last write).
+pub struct Group {
+    pub writes: Writes,
+    pub keys: u64,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct LoadStats {
     pub keys: u64,
@@ -62,7 +69,7 @@ pub fn load(
     input: impl Read,
     filter: &FilterConfig,
     opts: &LoadOptions,
-    out: mpsc::Sender<Writes>,
+    out: mpsc::Sender<Group>,
 ) -> Result<LoadStats, LoadError> {
     let mut p = RdbParser::new(std::io::BufReader::with_capacity(256 * 1024, input))?;
     let version = p.version();
@@ -76,12 +83,16 @@ pub fn load(
         ..Default::default()
     };
     let mut group: Writes = Vec::with_capacity(GROUP_WRITES);
-    let send = |group: &mut Writes| -> Result<(), LoadError> {
-        if group.is_empty() {
+    // Keys whose last write is in `group`.
+    let mut keys = 0u64;
+    let send = |group: &mut Writes, keys: &mut u64| -> Result<(), LoadError> {
+        if group.is_empty() && *keys == 0 {
             return Ok(());
         }
-        let g = std::mem::replace(group, Vec::with_capacity(GROUP_WRITES));
-        out.blocking_send(g).map_err(|_| LoadError::Cancelled)
+        let writes = std::mem::replace(group, Vec::with_capacity(GROUP_WRITES));
+        let keys = std::mem::take(keys);
+        out.blocking_send(Group { writes, keys })
+            .map_err(|_| LoadError::Cancelled)
     };
     while let Some(ev) = p.next_event()? {
         match ev {
@@ -113,8 +124,9 @@ pub fn load(
                         ],
                     ));
                     stats.restored += 1;
+                    keys += 1;
                     if group.len() >= GROUP_WRITES {
-                        send(&mut group)?;
+                        send(&mut group, &mut keys)?;
                     }
                     continue;
                 }
@@ -126,9 +138,10 @@ pub fn load(
                         group.push((tdb, c.into_iter().map(Bytes::from).collect()));
                     }
                     if group.len() >= GROUP_WRITES {
-                        send(&mut group)?;
+                        send(&mut group, &mut keys)?;
                     }
                 }
+                keys += 1;
             }
             RdbEvent::Function { code } => {
                 stats.functions += 1;
@@ -149,7 +162,7 @@ pub fn load(
             _ => {}
         }
     }
-    send(&mut group)?;
+    send(&mut group, &mut keys)?;
     Ok(stats)
 }
 

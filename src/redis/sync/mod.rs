@@ -17,18 +17,20 @@ pub mod scripts;
 pub mod twoway;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::core::ReplPosition;
 use crate::core::shutdown::Shutdown;
+use crate::ops::{LinkState, LinkStatus, Status};
 use crate::redis::conn::{Frame, frame_text, info_field};
 use crate::redis::replica::{self, Event, LinkConfig, LinkError};
 use crate::redis::sink::standalone::SinkConfig;
 use crate::redis::sink::{CkptState, Sink, SinkError, StandaloneSink};
 use crate::redis::url::Endpoint;
-use full::{LoadOptions, TargetRdb, Writes};
+use full::{Group, LoadOptions, TargetRdb};
 use incr::{IncrError, IncrPolicy, IncrStats, UnitBuilder};
 
 /// What to replicate.
@@ -60,6 +62,8 @@ pub struct SyncConfig {
     /// The source is one master of a cluster: DELs pass the resharding guard
     /// (`migration.rs`). Set by the cluster source, never by users.
     pub cluster_source: bool,
+    /// The process's `/status` registry; each engine reports under its link `id`.
+    pub status: Arc<Status>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +86,25 @@ pub enum SyncError {
 /// Run until `shutdown` (or, in `Mode::Full`, until the RDB is applied). On shutdown the
 /// batch in flight is finished and its checkpoint written before returning.
 pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<(), SyncError> {
+    let sink = StandaloneSink::connect(sink_config(&cfg))
+        .await
+        .inspect_err(|e| link_status(&cfg).ended(Some(e.to_string())))?;
+    run_with_sink(cfg, sink, shutdown).await
+}
+
+/// The sink settings of a link (its confirmed commands count in its status entry).
+pub fn sink_config(cfg: &SyncConfig) -> SinkConfig {
     let mut sink_cfg = SinkConfig::new(cfg.target.clone(), &cfg.id);
     sink_cfg.window = cfg.window;
     sink_cfg.batch_commands = cfg.batch_commands;
     sink_cfg.batch_bytes = cfg.batch_bytes;
-    let sink = StandaloneSink::connect(sink_cfg).await?;
-    run_with_sink(cfg, sink, shutdown).await
+    sink_cfg.applied_commands = link_status(cfg).commands_counter();
+    sink_cfg
+}
+
+/// The `/status` entry of the link `cfg` describes.
+pub fn link_status(cfg: &SyncConfig) -> Arc<LinkStatus> {
+    cfg.status.link(&cfg.id, &cfg.source, &cfg.target)
 }
 
 /// Run the engine into any sink.
@@ -102,14 +119,30 @@ pub async fn run_with_sink<S: Sink>(
 /// Run the engine into any sink, with the two-way hooks when given.
 pub async fn run_engine<S: Sink>(
     cfg: SyncConfig,
+    sink: S,
+    shutdown: Shutdown,
+    hooks: Option<twoway::Hooks>,
+) -> Result<(), SyncError> {
+    let status = link_status(&cfg);
+    status.set_state(LinkState::Connecting);
+    let result = engine(cfg, sink, shutdown, hooks, status.clone()).await;
+    status.ended(result.as_ref().err().map(|e| e.to_string()));
+    result
+}
+
+async fn engine<S: Sink>(
+    cfg: SyncConfig,
     mut sink: S,
     mut shutdown: Shutdown,
     hooks: Option<twoway::Hooks>,
+    status: Arc<LinkStatus>,
 ) -> Result<(), SyncError> {
     let target_rdb = probe_target_rdb(&mut sink).await?;
     let start = sink.checkpoint_at_start().cloned();
     let mut link_cfg = LinkConfig::new(cfg.source.clone(), cfg.spool_dir.clone());
     link_cfg.spool_max_bytes = cfg.spool_max_bytes;
+    link_cfg.lag = status.lag_clock();
+    link_cfg.status = status.clone();
     let mut initial_db = 0;
     match &start {
         Some(c) if c.state == CkptState::Incr && cfg.mode != Mode::Full => {
@@ -130,6 +163,7 @@ pub async fn run_engine<S: Sink>(
     let handle = link.handle.clone();
     let applied_offset = hooks.as_ref().map(|h| h.applied_handle());
     let source_ep = cfg.source.clone();
+    let st = status.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut streaming = false;
@@ -142,7 +176,10 @@ pub async fn run_engine<S: Sink>(
                     let c = applied.borrow_and_update().clone();
                     if let Some(c) = c.filter(|c| c.state == CkptState::Incr) {
                         crate::metrics::applied_offset(&source_ep, c.pos.offset);
+                        // The clock first: whoever sees this offset in `/status`
+                        // also sees the lag it implies.
                         lag.applied(c.pos.offset);
+                        st.applied(c.pos.offset);
                         streaming = true;
                         if let Some(a) = &applied_offset {
                             a.set(c.pos.offset);
@@ -171,6 +208,7 @@ pub async fn run_engine<S: Sink>(
         migration: cfg
             .cluster_source
             .then(|| migration::MigrationGuard::new(cfg.source.clone())),
+        status,
     };
     let result = eng.run(&mut link, &mut shutdown).await;
     // Whatever happened, land what is complete and write its checkpoint.
@@ -191,6 +229,7 @@ struct Engine<'a, S> {
     hooks: Option<twoway::Hooks>,
     scripts: scripts::ScriptCache,
     migration: Option<migration::MigrationGuard>,
+    status: Arc<LinkStatus>,
 }
 
 impl<S: Sink> Engine<'_, S> {
@@ -241,12 +280,14 @@ impl<S: Sink> Engine<'_, S> {
                     }
                     self.finish().await?;
                     self.units.reset();
+                    self.status.set_replid(&replid);
                     self.replid = replid.clone();
                     let pos = ReplPosition::new(replid, offset);
                     if self.cfg.mode == Mode::Incr {
                         info!(position = %pos, "incremental only: skipping the RDB");
                         skip_rdb(link).await?;
                     } else {
+                        self.status.full_sync_started();
                         self.full_sync(link, pos.clone()).await?;
                     }
                     self.db = 0;
@@ -256,6 +297,7 @@ impl<S: Sink> Engine<'_, S> {
                     if self.cfg.mode == Mode::Full {
                         return Ok(());
                     }
+                    self.status.set_state(LinkState::Incremental);
                 }
                 Event::RdbChunk(_) | Event::RdbEnd => {}
                 Event::Continue { replid, offset } => {
@@ -263,6 +305,8 @@ impl<S: Sink> Engine<'_, S> {
                         h.attached();
                     }
                     info!(%replid, offset, "incremental stream continues");
+                    self.status.set_replid(&replid);
+                    self.status.set_state(LinkState::Incremental);
                     if replid != self.replid {
                         // PSYNC2 after a failover: same offsets, new id.
                         self.finish().await?;
@@ -328,7 +372,7 @@ impl<S: Sink> Engine<'_, S> {
         info!(position = %pos, "full sync: loading the source's RDB into the target");
         let started = std::time::Instant::now();
         let (chunks_tx, chunks) = rdb_feed::rdb_feed();
-        let (writes_tx, mut writes) = mpsc::channel::<Writes>(64);
+        let (writes_tx, mut writes) = mpsc::channel::<Group>(64);
         let opts = LoadOptions {
             target_rdb: self.target_rdb,
             big_key_bytes: self.cfg.big_key_bytes,
@@ -368,14 +412,16 @@ impl<S: Sink> Engine<'_, S> {
             }
         };
         let sink = &mut self.sink;
+        let status = &self.status;
         let apply = async {
             while let Some(group) = writes.recv().await {
-                for (db, argv) in group {
+                for (db, argv) in group.writes {
                     sink.write(db, argv, pos.offset).await?;
                 }
                 // RESTOREs are idempotent; a checkpoint in state `full` makes a restart
                 // start over, so any grouping is a valid unit.
                 sink.end_unit(pos.clone(), 0, CkptState::Full).await?;
+                status.full_sync_keys(group.keys);
             }
             sink.flush().await?;
             Ok::<(), SyncError>(())

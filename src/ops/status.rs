@@ -1,0 +1,344 @@
+//! The status document served at `/status`: per link, what an operator asks first (is
+//! it streaming, how far behind, what failed last), as JSON.
+//!
+//! Engines update it where they already emit metrics. The per-read and per-batch paths
+//! only touch atomics; the mutex is taken on rare events (state changes, a new replid,
+//! an error) and when the document is rendered.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::core::lag::LagClock;
+use crate::redis::url::Endpoint;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Connecting,
+    FullSync,
+    Incremental,
+    Stopped,
+    Error,
+}
+
+impl LinkState {
+    const ALL: [LinkState; 5] = [
+        LinkState::Connecting,
+        LinkState::FullSync,
+        LinkState::Incremental,
+        LinkState::Stopped,
+        LinkState::Error,
+    ];
+}
+
+/// The whole process: what `/status` shows. One per process, passed down in
+/// `SyncConfig` (never a global), so tests and embedders can hold their own.
+#[derive(Debug)]
+pub struct Status {
+    mode: &'static str,
+    id: String,
+    started: Instant,
+    links: Mutex<Vec<Arc<LinkStatus>>>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status::new("sync", "default")
+    }
+}
+
+impl Status {
+    pub fn new(mode: &'static str, id: &str) -> Self {
+        Status {
+            mode,
+            id: id.to_string(),
+            started: Instant::now(),
+            links: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The entry of link `id`, created on first use. A restarted link (a cluster
+    /// shard after a failover) keeps its entry and counters; its source is updated.
+    pub fn link(&self, id: &str, source: &Endpoint, target: &Endpoint) -> Arc<LinkStatus> {
+        let mut links = lock(&self.links);
+        if let Some(l) = links.iter().find(|l| l.id == id) {
+            lock(&l.rare).source = source.addr();
+            return l.clone();
+        }
+        let l = Arc::new(LinkStatus {
+            id: id.to_string(),
+            target: target.addr(),
+            rare: Mutex::new(Rare {
+                source: source.addr(),
+                ..Rare::default()
+            }),
+            ..LinkStatus::default()
+        });
+        links.push(l.clone());
+        l
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut links: Vec<LinkSnapshot> = lock(&self.links).iter().map(|l| l.snapshot()).collect();
+        links.sort_by(|a, b| a.id.cmp(&b.id));
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            mode: self.mode,
+            id: self.id.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            links,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plain structs of strings and numbers: serializing cannot fail.
+        serde_json::to_string_pretty(&self.snapshot()).unwrap_or_default()
+    }
+}
+
+/// One replica link (one source master, one direction) into its target.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    id: String,
+    /// `host:port` only: never the user or password of the URL.
+    target: String,
+    state: AtomicU8,
+    received: AtomicU64,
+    applied: AtomicU64,
+    full_syncs: AtomicU64,
+    full_sync_keys: AtomicU64,
+    /// Shared with the sink, which counts what the target confirmed.
+    commands: Arc<AtomicU64>,
+    reconnects: AtomicU64,
+    lag: Arc<LagClock>,
+    rare: Mutex<Rare>,
+}
+
+#[derive(Debug, Default)]
+struct Rare {
+    source: String,
+    replid: String,
+    last_error: Option<String>,
+}
+
+impl LinkStatus {
+    pub fn set_state(&self, s: LinkState) {
+        self.state.store(s as u8, Relaxed);
+    }
+
+    pub fn state(&self) -> LinkState {
+        LinkState::ALL
+            .get(self.state.load(Relaxed) as usize)
+            .copied()
+            .unwrap_or(LinkState::Error)
+    }
+
+    /// The engine stopped: cleanly, or with the error that stopped it.
+    pub fn ended(&self, error: Option<String>) {
+        match error {
+            None => self.set_state(LinkState::Stopped),
+            Some(e) => {
+                lock(&self.rare).last_error = Some(e);
+                self.set_state(LinkState::Error);
+            }
+        }
+    }
+
+    /// The link lost its source and reconnects.
+    pub fn reconnecting(&self, error: String) {
+        self.reconnects.fetch_add(1, Relaxed);
+        lock(&self.rare).last_error = Some(error);
+        self.set_state(LinkState::Connecting);
+    }
+
+    pub fn set_replid(&self, replid: &str) {
+        let mut r = lock(&self.rare);
+        if r.replid != replid {
+            r.replid = replid.to_string();
+        }
+    }
+
+    pub fn received(&self, offset: u64) {
+        self.received.store(offset, Relaxed);
+    }
+
+    pub fn applied(&self, offset: u64) {
+        self.applied.store(offset, Relaxed);
+    }
+
+    pub fn full_sync_started(&self) {
+        self.full_syncs.fetch_add(1, Relaxed);
+        self.full_sync_keys.store(0, Relaxed);
+        self.set_state(LinkState::FullSync);
+    }
+
+    pub fn full_sync_keys(&self, n: u64) {
+        self.full_sync_keys.fetch_add(n, Relaxed);
+    }
+
+    /// The counter the sink adds confirmed commands to.
+    pub fn commands_counter(&self) -> Arc<AtomicU64> {
+        self.commands.clone()
+    }
+
+    /// The clock the link marks received bytes on (lag in seconds).
+    pub fn lag_clock(&self) -> Arc<LagClock> {
+        self.lag.clone()
+    }
+
+    fn snapshot(&self) -> LinkSnapshot {
+        let state = self.state();
+        let (received, applied) = (self.received.load(Relaxed), self.applied.load(Relaxed));
+        // Outside incremental the two offsets may belong to different histories (a full
+        // sync in progress): a difference would mean nothing.
+        let streaming = state == LinkState::Incremental;
+        let rare = lock(&self.rare);
+        LinkSnapshot {
+            id: self.id.clone(),
+            source: rare.source.clone(),
+            target: self.target.clone(),
+            state,
+            last_error: rare.last_error.clone(),
+            replid: rare.replid.clone(),
+            received_offset: received,
+            applied_offset: applied,
+            lag_bytes: streaming.then(|| received.saturating_sub(applied)),
+            lag_seconds: streaming.then(|| self.lag.lag().as_secs_f64()),
+            full_syncs: self.full_syncs.load(Relaxed),
+            full_sync_keys: self.full_sync_keys.load(Relaxed),
+            commands_applied: self.commands.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub version: &'static str,
+    pub mode: &'static str,
+    pub id: String,
+    pub uptime_seconds: u64,
+    pub links: Vec<LinkSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkSnapshot {
+    pub id: String,
+    pub source: String,
+    pub target: String,
+    pub state: LinkState,
+    pub last_error: Option<String>,
+    pub replid: String,
+    pub received_offset: u64,
+    pub applied_offset: u64,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub full_syncs: u64,
+    pub full_sync_keys: u64,
+    pub commands_applied: u64,
+    pub reconnects: u64,
+}
+
+/// A panic elsewhere while holding the lock leaves plain data behind: keep serving it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn document_shape_and_no_credentials() {
+        let st = Status::new("twoway", "prod");
+        let src = Endpoint::parse("redis://alice:pw-secret@10.0.0.1:6379").unwrap();
+        let dst = Endpoint::parse("redis://:other-secret@10.0.0.2:6380/3").unwrap();
+        let l = st.link("prod:a2b", &src, &dst);
+        l.set_replid("8de1f0c2");
+        l.full_sync_started();
+        l.full_sync_keys(40);
+        l.full_sync_keys(2);
+        l.set_state(LinkState::Incremental);
+        l.received(1500);
+        l.applied(1200);
+        l.commands_counter().fetch_add(7, Relaxed);
+        l.reconnecting("redis://alice@10.0.0.1:6379: connection closed".into());
+        l.set_state(LinkState::Incremental);
+        // Registering again (a restart) keeps the entry and its counters.
+        let moved = Endpoint::parse("redis://alice:pw-secret@10.0.0.9:6379").unwrap();
+        assert!(Arc::ptr_eq(&l, &st.link("prod:a2b", &moved, &dst)));
+        st.link("prod:b2a", &dst, &src).ended(Some("boom".into()));
+
+        let text = st.to_json();
+        assert!(!text.contains("secret"), "{text}");
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert!(v["uptime_seconds"].is_u64());
+        v["uptime_seconds"] = json!(0);
+        // Endpoints are host:port; an error message names them as the logs do.
+        for l in v["links"].as_array().unwrap() {
+            for f in ["source", "target"] {
+                assert!(!l[f].as_str().unwrap().contains('@'), "{l}");
+            }
+        }
+        assert_eq!(
+            v,
+            json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "mode": "twoway",
+                "id": "prod",
+                "uptime_seconds": 0,
+                "links": [
+                    {
+                        "id": "prod:a2b",
+                        "source": "10.0.0.9:6379",
+                        "target": "10.0.0.2:6380",
+                        "state": "incremental",
+                        "last_error": "redis://alice@10.0.0.1:6379: connection closed",
+                        "replid": "8de1f0c2",
+                        "received_offset": 1500,
+                        "applied_offset": 1200,
+                        "lag_bytes": 300,
+                        "lag_seconds": 0.0,
+                        "full_syncs": 1,
+                        "full_sync_keys": 42,
+                        "commands_applied": 7,
+                        "reconnects": 1
+                    },
+                    {
+                        "id": "prod:b2a",
+                        "source": "10.0.0.2:6380",
+                        "target": "10.0.0.1:6379",
+                        "state": "error",
+                        "last_error": "boom",
+                        "replid": "",
+                        "received_offset": 0,
+                        "applied_offset": 0,
+                        "lag_bytes": null,
+                        "lag_seconds": null,
+                        "full_syncs": 0,
+                        "full_sync_keys": 0,
+                        "commands_applied": 0,
+                        "reconnects": 0
+                    }
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn states_round_trip_through_the_atomic() {
+        let l = LinkStatus::default();
+        assert_eq!(l.state(), LinkState::Connecting);
+        for s in LinkState::ALL {
+            l.set_state(s);
+            assert_eq!(l.state(), s);
+        }
+        l.ended(None);
+        assert_eq!(l.state(), LinkState::Stopped);
+    }
+}
