@@ -80,7 +80,7 @@ pub async fn run(args: TailArgs) -> CliResult {
                 match args.format {
                     Format::Json => {
                         let argv: Vec<serde_json::Value> =
-                            cmd.argv.iter().map(crate::cli_support::arg_json).collect();
+                            cmd.argv.iter().map(|a| crate::cli_support::arg_json(a)).collect();
                         let line =
                             serde_json::json!({"offset": cmd.offset, "db": cmd.db, "argv": argv});
                         writeln!(out, "{line}")?;

@@ -36,10 +36,15 @@
 //! Entries older than the retention are forgotten: a conflict whose writes are further
 //! apart than that (a link lagging by more) is not detected. docs/TWO-WAY.md says so.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::collections::hash_map::Entry as Slot;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+// Every local write is hashed a few times (remember, settle, forget): foldhash is several
+// times cheaper than SipHash on short keys and still seeded per process.
+use foldhash::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -179,10 +184,10 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             prefer,
             retention_ms: retention.as_millis() as u64,
             state: Mutex::new(State {
-                entries: HashMap::new(),
+                entries: HashMap::default(),
                 order: [VecDeque::new(), VecDeque::new()],
-                held: [HashMap::new(), HashMap::new()],
-                pending: HashMap::new(),
+                held: [HashMap::default(), HashMap::default()],
+                pending: HashMap::default(),
                 detected: 0,
             }),
         }
@@ -200,17 +205,19 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         st.order[side.idx()].push_back((w.space, w.own, w.at_ms, key.clone()));
         let entry = st
             .entries
-            .entry(key.clone())
+            .entry(key)
             .or_insert(Entry { last: [None, None] });
-        let other = entry.last[side.other().idx()].clone();
-        entry.last[side.idx()] = Some(w.clone());
-        let Some(o) = other else {
-            return (Verdict::Apply, None);
-        };
-        let concurrent = w.seen_other.get(o.space) < o.own && o.seen_other.get(w.space) < w.own;
+        // The common case, no concurrent write of the other side, clones nothing.
+        let concurrent = entry.last[side.other().idx()].as_ref().is_some_and(|o| {
+            w.seen_other.get(o.space) < o.own && o.seen_other.get(w.space) < w.own
+        });
         if !concurrent {
+            entry.last[side.idx()] = Some(w);
             return (Verdict::Apply, None);
         }
+        let o = entry.last[side.other().idx()].clone().expect("concurrent");
+        entry.last[side.idx()] = Some(w.clone());
+        let key = st.order[side.idx()].back().expect("pushed").3.clone();
         let winner = match w.at_ms.cmp(&o.at_ms) {
             std::cmp::Ordering::Greater => side,
             std::cmp::Ordering::Less => side.other(),
@@ -307,13 +314,14 @@ impl<K: Clone + Eq + Hash> Detector<K> {
                     break;
                 }
                 let (_, own, _, key) = st.order[side.idx()].pop_front().unwrap();
-                let pending = st.pending.contains_key(&key);
-                if let Some(e) = st.entries.get_mut(&key) {
-                    if e.last[side.idx()].as_ref().is_some_and(|w| w.own == own) && !pending {
-                        e.last[side.idx()] = None;
+                let pending = !st.pending.is_empty() && st.pending.contains_key(&key);
+                if let Slot::Occupied(mut e) = st.entries.entry(key) {
+                    let last = &mut e.get_mut().last;
+                    if last[side.idx()].as_ref().is_some_and(|w| w.own == own) && !pending {
+                        last[side.idx()] = None;
                     }
-                    if e.last.iter().all(Option::is_none) {
-                        st.entries.remove(&key);
+                    if last.iter().all(Option::is_none) {
+                        e.remove();
                     }
                 }
             }

@@ -80,6 +80,9 @@ pub fn writes_tandem_key(argv: &[Bytes]) -> bool {
     if !spec.has(Flags::WRITE) {
         return false;
     }
+    if let Some(k) = single_key_index(spec, argv) {
+        return is_tandem_key(&argv[k]);
+    }
     key_indexes(spec, argv).is_ok_and(|keys| keys.iter().any(|&k| is_tandem_key(&argv[k])))
 }
 
@@ -92,10 +95,10 @@ pub fn unit_writes_tandem_key(unit: &[Vec<Bytes>]) -> bool {
 /// `unit_writes_tandem_key` over borrowed argvs. tandem's own batches end with their
 /// checkpoint write, so the last command is looked at first.
 pub fn any_writes_tandem_key<'a>(
-    unit: impl DoubleEndedIterator<Item = &'a [Bytes]> + Clone,
+    unit: impl DoubleEndedIterator<Item = &'a [Bytes]>,
 ) -> bool {
-    unit.clone().next_back().is_some_and(writes_tandem_key)
-        || unit.into_iter().any(writes_tandem_key)
+    let mut rest = unit.rev();
+    rest.next().is_some_and(writes_tandem_key) || rest.any(writes_tandem_key)
 }
 
 impl FilterConfig {

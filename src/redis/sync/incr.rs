@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::redis::command::{Flags, resolve};
+use crate::redis::command::{CommandSpec, Flags, resolve};
 use crate::redis::filter::{FilterConfig, FilterDecision, any_writes_tandem_key, command_name};
 use crate::redis::replica::Command;
 
@@ -122,6 +122,8 @@ pub struct TargetWrite {
     pub offset: u64,
     /// The command's RESP bytes as received, when it is forwarded unchanged.
     pub raw: Option<Bytes>,
+    /// The command's table entry, resolved once here for every later stage.
+    pub spec: Option<&'static CommandSpec>,
 }
 
 /// Counters of what the policy did, for logs and metrics.
@@ -156,6 +158,7 @@ impl IncrPolicy {
                         argv,
                         offset,
                         raw: None,
+                        spec,
                     });
                 }
                 continue;
@@ -168,12 +171,14 @@ impl IncrPolicy {
                     argv,
                     offset,
                     raw: Some(raw),
+                    spec,
                 }),
                 FilterDecision::Drop => {}
                 FilterDecision::Rewritten(list) => {
                     for argv in list {
                         out.push(TargetWrite {
                             db: tdb,
+                            spec: resolve(&argv),
                             argv,
                             offset,
                             raw: None,

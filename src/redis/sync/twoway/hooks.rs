@@ -10,9 +10,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::{Key, Progress, space};
+use super::{Key, KeyBytes, Progress, space};
 use crate::core::conflict::{Conflict, Detector, Seen, Side, Space, Verdict, Write};
-use crate::redis::command::{Flags, key_indexes, resolve};
+use crate::redis::command::{Flags, key_indexes, single_key_index};
 use crate::redis::filter::{TANDEM_PREFIX, any_writes_tandem_key};
 use crate::redis::slot::key_slot;
 use crate::redis::sync::incr::{TargetWrite, Unit};
@@ -129,11 +129,12 @@ impl Hooks {
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             let (db, argv) = (w.db, &w.argv);
-            let (keys, name) = match resolve(argv) {
-                Some(spec) if spec.has(Flags::WRITE) => {
-                    (key_indexes(spec, argv).unwrap_or_default(), spec.name)
-                }
-                _ => (Vec::new(), ""),
+            let (keys, name) = match w.spec {
+                Some(spec) if spec.has(Flags::WRITE) => match single_key_index(spec, argv) {
+                    Some(k) => (Keys::One(k), spec.name),
+                    None => (Keys::Many(key_indexes(spec, argv).unwrap_or_default()), spec.name),
+                },
+                _ => (Keys::Many(Vec::new()), ""),
             };
             let mut skip = false;
             for k in keys {
@@ -149,7 +150,7 @@ impl Hooks {
                 };
                 // A copy: `argv[k]` is a slice of a whole stream read buffer, which a
                 // remembered key would otherwise keep alive.
-                let key = Bytes::copy_from_slice(&argv[k]);
+                let key = KeyBytes::new(&argv[k]);
                 let (verdict, conflict) = self.detector.observe(self.side, (db, key), w);
                 if let Some(c) = conflict {
                     self.report(&c);
@@ -212,6 +213,24 @@ pub(super) fn parse_ckpt_suffix(rest: &[u8]) -> Option<(Option<u16>, bool)> {
     Some((Some(n), scoped))
 }
 
+/// A write's key positions: most writes have one, found without allocating.
+enum Keys {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl IntoIterator for Keys {
+    type Item = usize;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<usize>, std::vec::IntoIter<usize>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Keys::One(k) => Some(k).into_iter().chain(Vec::new()),
+            Keys::Many(v) => None.into_iter().chain(v),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +266,7 @@ mod tests {
             argv: vec![b("SET"), b(key), b("v")],
             offset: 0,
             raw: None,
+            spec: crate::redis::command::lookup(b"SET"),
         }]
     }
 
@@ -266,7 +286,7 @@ mod tests {
                 at_ms: super::super::now_ms(),
                 command: "SET",
             };
-            detector.observe(Side::B, (0, b(k)), w);
+            detector.observe(Side::B, (0, KeyBytes::new(k.as_bytes())), w);
         }
         Hooks {
             side: Side::A,

@@ -7,6 +7,7 @@
 //! shard; the detector compares offsets only within a space.
 
 mod hooks;
+mod key;
 mod resolve;
 
 use std::collections::HashMap;
@@ -27,8 +28,10 @@ use crate::redis::conn::Conn;
 use crate::redis::sink::{CkptState, SinkError, TargetCheckpoint, checkpoint};
 use crate::redis::url::Endpoint;
 pub use hooks::{Applied, Hooks};
+pub use key::KeyBytes;
 
-pub type Key = (u32, Bytes);
+/// `(db, key)`.
+pub type Key = (u32, KeyBytes);
 
 /// The offset space of a stream: a cluster shard by its lowest slot when first seen
 /// (the suffix of its link id), a standalone side's only stream as 0x10000.
