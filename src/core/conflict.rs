@@ -36,8 +36,6 @@
 //! Entries older than the retention are forgotten: a conflict whose writes are further
 //! apart than that (a link lagging by more) is not detected. docs/TWO-WAY.md says so.
 
-use std::collections::VecDeque;
-use std::collections::hash_map::Entry as Slot;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -156,18 +154,39 @@ struct Entry {
 }
 
 struct State<K> {
+    /// The latest observed write of each side per key. A write stops counting once
+    /// every stream of the other side holds it (no later write there can be concurrent
+    /// with it) or once it is older than the retention ([`forgotten`]); such writes are
+    /// dropped in bulk by a sweep when the map has doubled, one sequential pass instead
+    /// of a random hash-map access per write.
     entries: HashMap<K, Entry>,
-    /// Per side, (space, own offset, observation time, key) of each write, oldest
-    /// observed first: a write is forgotten once every stream of the other side holds it
-    /// (no later write there can be concurrent with it) or once it is older than the
-    /// retention.
-    order: [VecDeque<(Space, u64, u64, K)>; 2],
     /// Per side, per stream of that side (observer), how much of each of the other
     /// side's spaces that stream holds. Only registered observers count.
     held: [HashMap<Space, Seen>; 2],
     /// Converge: conflicts waiting until both writes landed both ways.
     pending: HashMap<K, Conflict<K>>,
     detected: u64,
+    /// `entries` is swept when it reaches this size.
+    sweep_at: usize,
+    /// The latest observation clock, for sweeps that have no write at hand.
+    now_ms: u64,
+}
+
+/// Smallest map size that triggers a sweep.
+const SWEEP_MIN: usize = 4096;
+
+/// A write of `side` no longer counts: every stream of the other side holds it, or
+/// (given a clock) it is older than the retention.
+fn forgotten(
+    held: &[HashMap<Space, Seen>; 2],
+    side: Side,
+    w: &Write,
+    now_ms: Option<u64>,
+    retention_ms: u64,
+) -> bool {
+    let expired = now_ms.is_some_and(|now| now.saturating_sub(w.at_ms) > retention_ms);
+    let observers = &held[side.other().idx()];
+    expired || (!observers.is_empty() && observers.values().all(|h| h.get(w.space) >= w.own))
 }
 
 pub struct Detector<K> {
@@ -185,10 +204,11 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             retention_ms: retention.as_millis() as u64,
             state: Mutex::new(State {
                 entries: HashMap::default(),
-                order: [VecDeque::new(), VecDeque::new()],
                 held: [HashMap::default(), HashMap::default()],
                 pending: HashMap::default(),
                 detected: 0,
+                sweep_at: SWEEP_MIN,
+                now_ms: 0,
             }),
         }
     }
@@ -200,16 +220,21 @@ impl<K: Clone + Eq + Hash> Detector<K> {
     /// Record a local write of `side` and decide whether its link applies it to the
     /// other side. Returns the conflict when this write made one.
     pub fn observe(&self, side: Side, key: K, w: Write) -> (Verdict, Option<Conflict<K>>) {
-        let mut st = self.state.lock().unwrap();
-        self.evict(&mut st, Some(w.at_ms));
-        st.order[side.idx()].push_back((w.space, w.own, w.at_ms, key.clone()));
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
+        st.now_ms = st.now_ms.max(w.at_ms);
+        if st.entries.len() >= st.sweep_at {
+            self.sweep(st, Some(w.at_ms));
+        }
         let entry = st
             .entries
-            .entry(key)
+            .entry(key.clone())
             .or_insert(Entry { last: [None, None] });
         // The common case, no concurrent write of the other side, clones nothing.
         let concurrent = entry.last[side.other().idx()].as_ref().is_some_and(|o| {
-            w.seen_other.get(o.space) < o.own && o.seen_other.get(w.space) < w.own
+            w.seen_other.get(o.space) < o.own
+                && o.seen_other.get(w.space) < w.own
+                && !forgotten(&st.held, side.other(), o, Some(w.at_ms), self.retention_ms)
         });
         if !concurrent {
             entry.last[side.idx()] = Some(w);
@@ -217,7 +242,6 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         }
         let o = entry.last[side.other().idx()].clone().expect("concurrent");
         entry.last[side.idx()] = Some(w.clone());
-        let key = st.order[side.idx()].back().expect("pushed").3.clone();
         let winner = match w.at_ms.cmp(&o.at_ms) {
             std::cmp::Ordering::Greater => side,
             std::cmp::Ordering::Less => side.other(),
@@ -262,10 +286,15 @@ impl<K: Clone + Eq + Hash> Detector<K> {
     /// The latest observed write of each side for `key`, `[a, b]`.
     pub fn last_writes(&self, key: &K) -> [Option<Write>; 2] {
         let st = self.state.lock().unwrap();
-        st.entries
-            .get(key)
-            .map(|e| e.last.clone())
-            .unwrap_or([None, None])
+        let Some(e) = st.entries.get(key) else {
+            return [None, None];
+        };
+        let live = |side: Side| {
+            e.last[side.idx()]
+                .clone()
+                .filter(|w| !forgotten(&st.held, side, w, Some(st.now_ms), self.retention_ms))
+        };
+        [live(Side::A), live(Side::B)]
     }
 
     pub fn detected(&self) -> u64 {
@@ -290,42 +319,43 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         let mut st = self.state.lock().unwrap();
         let held = st.held[side.idx()].entry(observer).or_default();
         *held = held.with(space, offset);
-        // Forget what this settles now, not at the next write: when one side goes quiet
-        // its settled writes would otherwise stay until the retention runs out. (Expiry
-        // is left to `observe`, which has the observation clock.)
-        self.evict(&mut st, None);
     }
 
-    /// Entries (keys with remembered writes) held now.
+    /// Keys with writes that still count, after dropping those that do not. The caller
+    /// (the metrics task) calls it every second, which also bounds how long a quiet
+    /// detector keeps settled writes.
     pub fn remembered(&self) -> usize {
-        self.state.lock().unwrap().entries.len()
+        let mut st = self.state.lock().unwrap();
+        let now = st.now_ms;
+        self.sweep(&mut st, Some(now));
+        st.entries.len()
     }
 
-    /// Forget writes the other side holds everywhere, and with `now_ms` those older
-    /// than the retention.
-    fn evict(&self, st: &mut State<K>, now_ms: Option<u64>) {
-        for side in [Side::A, Side::B] {
-            while let Some((space, own, at, _)) = st.order[side.idx()].front() {
-                let expired = now_ms.is_some_and(|now| now.saturating_sub(*at) > self.retention_ms);
-                let observers = &st.held[side.other().idx()];
-                let everywhere =
-                    !observers.is_empty() && observers.values().all(|h| h.get(*space) >= *own);
-                if !expired && !everywhere {
-                    break;
-                }
-                let (_, own, _, key) = st.order[side.idx()].pop_front().unwrap();
-                let pending = !st.pending.is_empty() && st.pending.contains_key(&key);
-                if let Slot::Occupied(mut e) = st.entries.entry(key) {
-                    let last = &mut e.get_mut().last;
-                    if last[side.idx()].as_ref().is_some_and(|w| w.own == own) && !pending {
-                        last[side.idx()] = None;
-                    }
-                    if last.iter().all(Option::is_none) {
-                        e.remove();
-                    }
+    /// Drop the writes that no longer count (kept while their key's conflict waits to
+    /// be resolved), and keys left with none.
+    fn sweep(&self, st: &mut State<K>, now_ms: Option<u64>) {
+        let State {
+            entries,
+            held,
+            pending,
+            ..
+        } = st;
+        entries.retain(|key, e| {
+            if !pending.is_empty() && pending.contains_key(key) {
+                return true;
+            }
+            for side in [Side::A, Side::B] {
+                let slot = &mut e.last[side.idx()];
+                if slot
+                    .as_ref()
+                    .is_some_and(|w| forgotten(held, side, w, now_ms, self.retention_ms))
+                {
+                    *slot = None;
                 }
             }
-        }
+            e.last.iter().any(Option::is_some)
+        });
+        st.sweep_at = (st.entries.len() * 2).max(SWEEP_MIN);
     }
 }
 
