@@ -79,8 +79,11 @@ pub async fn run(args: TailArgs) -> CliResult {
             Event::Command(cmd) => {
                 match args.format {
                     Format::Json => {
-                        let argv: Vec<serde_json::Value> =
-                            cmd.argv.iter().map(|a| crate::cli_support::arg_json(a)).collect();
+                        let argv: Vec<serde_json::Value> = cmd
+                            .argv
+                            .iter()
+                            .map(|a| crate::cli_support::arg_json(a))
+                            .collect();
                         let line =
                             serde_json::json!({"offset": cmd.offset, "db": cmd.db, "argv": argv});
                         writeln!(out, "{line}")?;

@@ -5,12 +5,15 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A point in a Redis replication stream: the replication id and the number of stream
 /// bytes (PING, SELECT and REPLCONF included) the master had produced up to it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ReplPosition {
-    pub replid: String,
+    /// Shared: every unit of a stream carries its position, and a clone per unit must
+    /// not allocate.
+    pub replid: Arc<str>,
     pub offset: u64,
 }
 
@@ -23,7 +26,7 @@ pub struct IncomparablePositions {
 }
 
 impl ReplPosition {
-    pub fn new(replid: impl Into<String>, offset: u64) -> Self {
+    pub fn new(replid: impl Into<Arc<str>>, offset: u64) -> Self {
         Self {
             replid: replid.into(),
             offset,
@@ -34,8 +37,8 @@ impl ReplPosition {
     pub fn try_cmp(&self, other: &ReplPosition) -> Result<Ordering, IncomparablePositions> {
         if self.replid != other.replid {
             return Err(IncomparablePositions {
-                a: self.replid.clone(),
-                b: other.replid.clone(),
+                a: self.replid.to_string(),
+                b: other.replid.to_string(),
             });
         }
         Ok(self.offset.cmp(&other.offset))

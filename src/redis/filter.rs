@@ -94,9 +94,7 @@ pub fn unit_writes_tandem_key(unit: &[Vec<Bytes>]) -> bool {
 
 /// `unit_writes_tandem_key` over borrowed argvs. tandem's own batches end with their
 /// checkpoint write, so the last command is looked at first.
-pub fn any_writes_tandem_key<'a>(
-    unit: impl DoubleEndedIterator<Item = &'a [Bytes]>,
-) -> bool {
+pub fn any_writes_tandem_key<'a>(unit: impl DoubleEndedIterator<Item = &'a [Bytes]>) -> bool {
     let mut rest = unit.rev();
     rest.next().is_some_and(writes_tandem_key) || rest.any(writes_tandem_key)
 }

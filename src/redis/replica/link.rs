@@ -73,7 +73,7 @@ pub async fn run_link(
 ) -> Result<(), LinkError> {
     let mut state = LinkState {
         resume: cfg.resume_after.as_ref().map(|p| Resume {
-            replid: p.replid.clone(),
+            replid: p.replid.to_string(),
             offset: p.offset + 1,
         }),
         connected_once: false,
@@ -306,7 +306,7 @@ async fn transfer_rdb<R: AsyncRead + Unpin>(
 
 fn ack_offset(confirmed: &watch::Receiver<Option<ReplPosition>>, ids: &[String]) -> u64 {
     match &*confirmed.borrow() {
-        Some(p) if ids.contains(&p.replid) => p.offset,
+        Some(p) if ids.iter().any(|id| **id == *p.replid) => p.offset,
         _ => 0,
     }
 }

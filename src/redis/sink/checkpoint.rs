@@ -6,11 +6,13 @@
 //! (`full` while an RDB is being loaded, `incr` after), and `run`/`seq` (which batch of
 //! which tandem run wrote it, to tell after a lost connection whether a batch landed).
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 
 use super::SinkError;
 use crate::core::ReplPosition;
-use crate::redis::conn::{Conn, Frame, frame_text};
+use crate::redis::conn::{Conn, Frame, decimal, encode_command, frame_text};
 
 pub const PREFIX: &str = "__tandem:ckpt:";
 
@@ -27,13 +29,14 @@ pub struct TargetCheckpoint {
     pub pos: ReplPosition,
     pub db: u32,
     pub state: CkptState,
-    pub run: String,
+    /// Shared: one per batch, cloned without allocating.
+    pub run: Arc<str>,
     pub seq: u64,
 }
 
 /// The `run` written in checkpoints: a value unlikely to repeat across tandem runs, so
 /// that a sink recognises its own batches after a lost connection.
-pub fn new_run_id() -> String {
+pub fn new_run_id() -> Arc<str> {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -43,7 +46,7 @@ pub fn new_run_id() -> String {
             .unwrap_or(0),
     );
     h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
+    Arc::from(format!("{:016x}", h.finish()))
 }
 
 pub fn key(id: &str) -> String {
@@ -52,16 +55,47 @@ pub fn key(id: &str) -> String {
 
 impl TargetCheckpoint {
     /// `HSET` arguments writing this checkpoint.
-    pub fn hset_argv(&self, key: &Bytes) -> Vec<Bytes> {
-        let state = match self.state {
+    /// Append the checkpoint's `HSET` to `buf` as RESP, the same command as
+    /// [`TargetCheckpoint::hset_argv`] without allocating (one per slot batch).
+    pub fn encode_hset(&self, buf: &mut BytesMut, key: &[u8]) {
+        let mut nums = [[0u8; 20]; 3];
+        let [a, b, c] = &mut nums;
+        let offset = decimal(self.pos.offset, a);
+        let db = decimal(u64::from(self.db), b);
+        let seq = decimal(self.seq, c);
+        let argv: [&[u8]; 14] = [
+            b"HSET",
+            key,
+            b"replid",
+            self.pos.replid.as_bytes(),
+            b"offset",
+            offset,
+            b"db",
+            db,
+            b"state",
+            self.state_name().as_bytes(),
+            b"run",
+            self.run.as_bytes(),
+            b"seq",
+            seq,
+        ];
+        encode_command(buf, &argv);
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state {
             CkptState::Full => "full",
             CkptState::Incr => "incr",
-        };
+        }
+    }
+
+    pub fn hset_argv(&self, key: &Bytes) -> Vec<Bytes> {
+        let state = self.state_name();
         vec![
             Bytes::from_static(b"HSET"),
             key.clone(),
             Bytes::from_static(b"replid"),
-            Bytes::from(self.pos.replid.clone()),
+            Bytes::copy_from_slice(self.pos.replid.as_bytes()),
             Bytes::from_static(b"offset"),
             Bytes::from(self.pos.offset.to_string()),
             Bytes::from_static(b"db"),
@@ -69,7 +103,7 @@ impl TargetCheckpoint {
             Bytes::from_static(b"state"),
             Bytes::from_static(state.as_bytes()),
             Bytes::from_static(b"run"),
-            Bytes::from(self.run.clone()),
+            Bytes::copy_from_slice(self.run.as_bytes()),
             Bytes::from_static(b"seq"),
             Bytes::from(self.seq.to_string()),
         ]
@@ -129,8 +163,32 @@ impl TargetCheckpoint {
             pos: ReplPosition::new(get("replid")?, num("offset")?),
             db: num("db")? as u32,
             state,
-            run: get("run")?,
+            run: Arc::from(get("run")?),
             seq: num("seq")?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_encoded_hset_is_the_hset_argv() {
+        let c = TargetCheckpoint {
+            pos: ReplPosition::new("8f3a", 18_446_744_073_709_551_615),
+            db: 7,
+            state: CkptState::Incr,
+            run: "r1".into(),
+            seq: 0,
+        };
+        let key = Bytes::from_static(b"__tandem:ckpt:x:{06S}");
+        let mut ours = BytesMut::new();
+        c.encode_hset(&mut ours, &key);
+        let argv = c.hset_argv(&key);
+        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
+        let mut want = BytesMut::new();
+        encode_command(&mut want, &args);
+        assert_eq!(ours, want);
     }
 }

@@ -23,6 +23,7 @@
 //!   landed (`run`/`seq`), so no batch is applied twice.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -68,12 +69,15 @@ struct Sent {
     ask: Option<usize>,
     not_before: Option<Instant>,
     retry: Option<Backoff>,
+    /// The floor checkpoint, not a slot batch: it holds no slot busy and confirms no
+    /// unit.
+    floor: bool,
 }
 
 #[derive(Default)]
 struct SlotOpen {
     buf: BytesMut,
-    origin: Vec<Option<(Bytes, u64)>>,
+    origin: Vec<Option<u64>>,
     units: Vec<u64>,
     end: Option<(ReplPosition, u32, CkptState)>,
 }
@@ -128,9 +132,13 @@ pub struct ClusterSink {
     cfg: SinkConfig,
     nodes: Nodes,
     links: Vec<NodeLink>,
-    run: String,
+    run: Arc<str>,
     next_seq: u64,
     slots: Vec<SlotOpen>,
+    /// Buffers of confirmed slot batches, reused by the next ones: a slot batch holds
+    /// two or three commands when keys spread over all slots, and allocating its three
+    /// buffers each time was a fifth of tandem's CPU into a cluster.
+    spare: Vec<SlotOpen>,
     open_list: Vec<u16>,
     busy: Vec<bool>,
     open_cmds: usize,
@@ -188,6 +196,7 @@ impl ClusterSink {
             links,
             next_seq: 1,
             slots: (0..SLOTS).map(|_| SlotOpen::default()).collect(),
+            spare: Vec::new(),
             open_list: Vec::new(),
             busy: vec![false; SLOTS as usize],
             open_cmds: 0,
@@ -354,12 +363,19 @@ impl ClusterSink {
             return false;
         }
         let open = &mut self.slots[slot as usize];
-        let before = open.buf.len();
-        if open.origin.is_empty() {
+        let fresh = open.origin.is_empty();
+        if fresh {
             self.open_list.push(slot);
+            match self.spare.pop() {
+                Some(spare) => *open = spare,
+                None => open.buf.reserve(SLOT_BUF_START),
+            }
+        }
+        // Counted from before MULTI: closing the batch takes back its whole length.
+        let before = open.buf.len();
+        if fresh {
             // The batch is built in place: MULTI first, the checkpoint and EXEC appended
             // when it closes, so closing copies nothing.
-            open.buf.reserve(SLOT_BUF_START);
             encode_command(&mut open.buf, &[b"MULTI"]);
         }
         match &part.raw {
@@ -370,7 +386,7 @@ impl ClusterSink {
             }
         }
         self.open_bytes += open.buf.len() - before;
-        open.origin.push(Some((part.argv[0].clone(), offset)));
+        open.origin.push(Some(offset));
         self.open_cmds += 1;
         if open.units.last() != Some(&unit) {
             open.units.push(unit);
@@ -397,9 +413,7 @@ impl ClusterSink {
         let key = self.ckpt_keys[slot as usize]
             .get_or_insert_with(|| Bytes::from(slot_ckpt_key(&self.cfg.id, slot)))
             .clone();
-        let argv = ckpt.hset_argv(&key);
-        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
-        encode_command(&mut buf, &args);
+        ckpt.encode_hset(&mut buf, &key);
         encode_command(&mut buf, &[b"EXEC"]);
         let mut origin = open.origin;
         let data_commands = origin.len();
@@ -417,6 +431,7 @@ impl ClusterSink {
             ask: None,
             not_before: None,
             retry: None,
+            floor: false,
         }
     }
 
@@ -468,7 +483,12 @@ impl ClusterSink {
     }
 
     /// Resend later (retryable refusal, no route yet); gives up after `give_up_after`.
+    /// A floor checkpoint is dropped instead (see `read_front`).
     async fn postpone(&mut self, mut sent: Sent, why: String) -> Result<(), SinkError> {
+        if sent.floor {
+            self.floor_written = None;
+            return Ok(());
+        }
         let b = sent
             .retry
             .get_or_insert_with(|| Backoff::new(self.cfg.give_up_after));
@@ -547,6 +567,22 @@ impl ClusterSink {
             if i + 1 < expected && conn.skip_buffered(b"+QUEUED\r\n") {
                 continue;
             }
+            if i + 1 == expected
+                && queued_error.is_none()
+                && let Some(n) = conn.skip_clean_array().await?
+            {
+                // Every command succeeded: nothing to look at in the results.
+                let commands = link.in_flight.front().map_or(0, |f| f.batch.origin.len());
+                if n != commands {
+                    return Err(Failure::Conn(ConnError::Protocol {
+                        endpoint: self.nodes.endpoint(node).to_string(),
+                        detail: format!("EXEC answered {n} results for {commands} commands"),
+                    }));
+                }
+                let sent = link.in_flight.pop_front().expect("a batch in flight");
+                self.confirm(sent);
+                return Ok(());
+            }
             let frame = conn.read_frame().await?;
             if i + 1 == expected {
                 exec = Some(frame);
@@ -567,6 +603,14 @@ impl ClusterSink {
             }
             Frame::Error(e) => {
                 let (i, cause) = queued_error.unwrap_or((usize::MAX, e.to_string()));
+                if sent.floor
+                    && (redirect(&cause).is_some() || classify_reply(&cause) == ReplyClass::Retry)
+                {
+                    // Never resent: a newer floor may land first, and the old one after
+                    // it would move the floor back. The next flush writes the newest.
+                    self.floor_written = None;
+                    return Ok(());
+                }
                 match redirect(&cause) {
                     Some(Redirect::Moved(addr)) => {
                         sent.ask = None;
@@ -605,11 +649,7 @@ impl ClusterSink {
     }
 
     fn origin(batch: &Batch, i: usize) -> (String, u64) {
-        match batch.origin.get(i) {
-            Some(Some((name, off))) => (String::from_utf8_lossy(name).to_ascii_uppercase(), *off),
-            Some(None) => ("(tandem checkpoint)".into(), batch.ckpt.pos.offset),
-            None => ("EXEC".into(), batch.ckpt.pos.offset),
-        }
+        batch.describe(i, "(tandem checkpoint)")
     }
 
     fn refusal(&self, sent: &Sent, i: usize, message: &str) -> SinkError {
@@ -630,16 +670,44 @@ impl ClusterSink {
 
     /// The batch is on the target.
     fn confirm(&mut self, sent: Sent) {
+        if sent.floor {
+            return;
+        }
         self.busy[sent.slot as usize] = false;
         self.cfg.confirmed(sent.batch.data_commands);
         if let Some(base) = self.ended.front().map(|e| e.id) {
-            for u in sent.units {
+            for &u in &sent.units {
                 if let Some(e) = self.ended.get_mut((u - base) as usize) {
                     e.remaining -= 1;
                 }
             }
         }
         self.advance();
+        self.recycle(sent);
+    }
+
+    /// Keep a confirmed batch's buffers for a later slot batch (up to a bound).
+    fn recycle(&mut self, sent: Sent) {
+        const SPARE_MAX: usize = 1024;
+        if self.spare.len() >= SPARE_MAX {
+            return;
+        }
+        let Ok(mut buf) = sent.batch.payload.try_into_mut() else {
+            return;
+        };
+        if buf.capacity() > 4 * SLOT_BUF_START {
+            return; // a big batch: do not keep its memory around
+        }
+        buf.clear();
+        let (mut origin, mut units) = (sent.batch.origin, sent.units);
+        origin.clear();
+        units.clear();
+        self.spare.push(SlotOpen {
+            buf,
+            origin,
+            units,
+            end: None,
+        });
     }
 
     fn advance(&mut self) {
@@ -672,6 +740,11 @@ impl ClusterSink {
         let lost: Vec<Sent> = link.in_flight.drain(..).collect();
         self.nodes.refresh().await.ok();
         for mut sent in lost {
+            if sent.floor {
+                // Rewritten by the next flush, with whatever is applied by then.
+                self.floor_written = None;
+                continue;
+            }
             let key = Bytes::from(slot_ckpt_key(&self.cfg.id, sent.slot));
             let held = read_ckpt(&mut self.nodes, &key).await?;
             let landed = held.is_some_and(|h| h.run == self.run && h.seq >= sent.batch.ckpt.seq);
@@ -702,7 +775,48 @@ impl ClusterSink {
         }
     }
 
-    /// Rewrite the floor checkpoint to what `applied` says, if it moved.
+    /// Queue the floor checkpoint (what `applied` says, if it moved) on its master's
+    /// pipeline and send it, without waiting for the reply: the next drain reads it.
+    /// Waiting made every idle flush one more round trip, in series with the batches.
+    async fn queue_floor(&mut self) -> Result<(), SinkError> {
+        let Some(c) = self.applied.borrow().clone() else {
+            return Ok(());
+        };
+        if self.floor_written == Some((c.pos.offset, c.state)) {
+            return Ok(());
+        }
+        self.floor_written = Some((c.pos.offset, c.state));
+        self.floor_at = Instant::now();
+        let mut buf = BytesMut::with_capacity(256);
+        encode_command(&mut buf, &[b"MULTI"]);
+        c.encode_hset(&mut buf, &self.floor_key);
+        encode_command(&mut buf, &[b"EXEC"]);
+        let sent = Sent {
+            slot: key_slot(&self.floor_key),
+            batch: Batch {
+                payload: buf.freeze(),
+                origin: vec![None],
+                data_commands: 0,
+                ckpt: c,
+            },
+            units: Vec::new(),
+            ask: None,
+            not_before: None,
+            retry: None,
+            floor: true,
+        };
+        self.send(sent).await?;
+        for node in 0..self.links.len() {
+            if self.links[node].unflushed > 0
+                && let Err(e) = self.links[node].flush().await
+            {
+                self.node_failed(node, e).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrite the floor checkpoint to what `applied` says, if it moved, and wait for it.
     async fn write_floor(&mut self) -> Result<(), SinkError> {
         let Some(c) = self.applied.borrow().clone() else {
             return Ok(());
@@ -856,7 +970,7 @@ impl Sink for ClusterSink {
                 self.pump().await?;
             }
             if self.floor_at.elapsed() >= FLOOR_EVERY {
-                self.write_floor().await?;
+                self.queue_floor().await?;
             }
         }
         self.parts = parts;
@@ -864,6 +978,11 @@ impl Sink for ClusterSink {
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
+        self.drain().await?;
+        self.queue_floor().await
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
         self.drain().await?;
         self.write_floor().await
     }

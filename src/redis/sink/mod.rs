@@ -62,8 +62,15 @@ pub trait Sink {
         db: u32,
         state: CkptState,
     ) -> Result<(), SinkError>;
-    /// Land everything ended so far and wait for the target to confirm it.
+    /// Land everything ended so far and wait for the target to confirm it. Bookkeeping
+    /// beyond the batches' own checkpoints (a cluster's floor checkpoint) may still be
+    /// on its way.
     async fn flush(&mut self) -> Result<(), SinkError>;
+    /// [`Sink::flush`], and the bookkeeping too: the last call before the sink is dropped
+    /// (shutdown, the end of a full-sync-only run).
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.flush().await
+    }
     /// Follows the last checkpoint the target confirmed.
     fn applied(&self) -> watch::Receiver<Option<TargetCheckpoint>>;
     /// The checkpoint the target held when the sink connected.

@@ -74,7 +74,7 @@ pub struct StandaloneSink {
     conn: Conn,
     ckpt_key: Bytes,
     /// Identifies this tandem process in checkpoints it writes.
-    run: String,
+    run: Arc<str>,
     next_seq: u64,
     in_flight: VecDeque<Batch>,
     start: Option<TargetCheckpoint>,
@@ -232,11 +232,7 @@ impl StandaloneSink {
     }
 
     fn origin(batch: &Batch, i: usize) -> (String, u64) {
-        match batch.origin.get(i) {
-            Some(Some((name, off))) => (String::from_utf8_lossy(name).to_ascii_uppercase(), *off),
-            Some(None) => ("(tandem bookkeeping)".into(), batch.ckpt.pos.offset),
-            None => ("EXEC".into(), batch.ckpt.pos.offset),
-        }
+        batch.describe(i, "(tandem bookkeeping)")
     }
 
     fn refusal(&self, batch: &Batch, i: usize, message: &str) -> Failure {
@@ -330,11 +326,11 @@ impl super::Sink for StandaloneSink {
     async fn write_encoded(
         &mut self,
         db: u32,
-        argv: Vec<Bytes>,
+        _argv: Vec<Bytes>,
         raw: Bytes,
         offset: u64,
     ) -> Result<(), SinkError> {
-        self.open.push_encoded(db, argv[0].clone(), &raw, offset);
+        self.open.push_encoded(db, &raw, offset);
         Ok(())
     }
 

@@ -199,7 +199,7 @@ async fn engine<S: Sink>(
         cfg: &cfg,
         sink,
         target_rdb,
-        replid: start.map(|c| c.pos.replid).unwrap_or_default(),
+        replid: start.map(|c| c.pos.replid).unwrap_or_else(|| Arc::from("")),
         units: UnitBuilder::default(),
         stats: IncrStats::default(),
         db: initial_db,
@@ -222,7 +222,7 @@ struct Engine<'a, S> {
     cfg: &'a SyncConfig,
     sink: S,
     target_rdb: Option<TargetRdb>,
-    replid: String,
+    replid: Arc<str>,
     units: UnitBuilder,
     stats: IncrStats,
     db: u32,
@@ -281,8 +281,8 @@ impl<S: Sink> Engine<'_, S> {
                     self.finish().await?;
                     self.units.reset();
                     self.status.set_replid(&replid);
-                    self.replid = replid.clone();
-                    let pos = ReplPosition::new(replid, offset);
+                    self.replid = Arc::from(replid);
+                    let pos = ReplPosition::new(self.replid.clone(), offset);
                     if self.cfg.mode == Mode::Incr {
                         info!(position = %pos, "incremental only: skipping the RDB");
                         skip_rdb(link).await?;
@@ -293,10 +293,11 @@ impl<S: Sink> Engine<'_, S> {
                     self.db = 0;
                     // The RDB is applied: this position is now what the target holds.
                     self.sink.end_unit(pos, 0, CkptState::Incr).await?;
-                    self.sink.flush().await?;
                     if self.cfg.mode == Mode::Full {
+                        self.sink.close().await?;
                         return Ok(());
                     }
+                    self.sink.flush().await?;
                     self.status.set_state(LinkState::Incremental);
                 }
                 Event::RdbChunk(_) | Event::RdbEnd => {}
@@ -307,10 +308,10 @@ impl<S: Sink> Engine<'_, S> {
                     info!(%replid, offset, "incremental stream continues");
                     self.status.set_replid(&replid);
                     self.status.set_state(LinkState::Incremental);
-                    if replid != self.replid {
+                    if *replid != *self.replid {
                         // PSYNC2 after a failover: same offsets, new id.
                         self.finish().await?;
-                        self.replid = replid;
+                        self.replid = Arc::from(replid);
                     }
                 }
                 Event::Command(mut cmd) => {
@@ -360,7 +361,7 @@ impl<S: Sink> Engine<'_, S> {
 
     /// Land the complete units held and wait for the target to confirm all.
     async fn finish(&mut self) -> Result<(), SyncError> {
-        self.sink.flush().await?;
+        self.sink.close().await?;
         Ok(())
     }
 

@@ -132,7 +132,10 @@ impl Hooks {
             let (keys, name) = match w.spec {
                 Some(spec) if spec.has(Flags::WRITE) => match single_key_index(spec, argv) {
                     Some(k) => (Keys::One(k), spec.name),
-                    None => (Keys::Many(key_indexes(spec, argv).unwrap_or_default()), spec.name),
+                    None => (
+                        Keys::Many(key_indexes(spec, argv).unwrap_or_default()),
+                        spec.name,
+                    ),
                 },
                 _ => (Keys::Many(Vec::new()), ""),
             };

@@ -76,7 +76,10 @@ mod tests {
             let set: HashSet<KeyBytes> = [a.clone(), KeyBytes::new(k)].into_iter().collect();
             assert_eq!(set.len(), 1);
         }
-        assert!(matches!(KeyBytes::new(&[1; INLINE]), KeyBytes::Inline { .. }));
+        assert!(matches!(
+            KeyBytes::new(&[1; INLINE]),
+            KeyBytes::Inline { .. }
+        ));
         assert!(matches!(KeyBytes::new(&long), KeyBytes::Shared(_)));
         assert_ne!(KeyBytes::new(b"ab"), KeyBytes::new(b"ab\0"));
     }
