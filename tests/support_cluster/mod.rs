@@ -123,18 +123,18 @@ impl ClusterClient {
             let port = ask
                 .take()
                 .unwrap_or_else(|| self.owner.get(&slot).copied().unwrap_or(self.ports[0]));
-            if !self.conns.contains_key(&port) {
-                match Client::connect(port) {
-                    Ok(c) => drop(self.conns.insert(port, c)),
+            let conn = match self.conns.entry(port) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => match Client::connect(port) {
+                    Ok(c) => v.insert(c),
                     Err(_) => {
                         // Nothing was sent: safe to try again once the map is re-read.
                         std::thread::sleep(Duration::from_millis(100));
                         self.refresh();
                         continue;
                     }
-                }
-            }
-            let conn = self.conns.get_mut(&port).unwrap();
+                },
+            };
             let mut replies = Vec::new();
             let mut run = || -> std::io::Result<()> {
                 if asking {
