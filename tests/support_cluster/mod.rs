@@ -1,5 +1,5 @@
-//! Cluster helpers for `tests/sync_cluster.rs`: a MOVED-following client, slot owners,
-//! whole-cluster snapshots and tandem's floor checkpoint on a cluster target.
+//! Cluster helpers for the cluster tests: a MOVED/ASK-following client, slot owners,
+//! whole-cluster snapshots, tandem's floor checkpoint on a cluster target, moving a slot.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::data::{KeyValue, snapshot};
 use crate::support::proc::master_offset;
-use crate::support::{Client, Cluster, Frame, RedisServer, wait_until};
+use crate::support::{Client, Cluster, Frame, RedisServer, frame_to_string, wait_until};
 
 /// A cluster-aware client for tests: routes each command by the slot of its first key
 /// (`key_at`), follows MOVED, and re-reads the slot map after a lost connection
@@ -96,6 +96,92 @@ impl ClusterClient {
                     std::thread::sleep(Duration::from_millis(100));
                     self.refresh();
                 }
+            }
+        }
+    }
+}
+
+impl ClusterClient {
+    /// Run `cmds` in order, once each, on the master serving `key`'s slot; returns that
+    /// master's port and the replies. A MOVED, ASK, TRYAGAIN or CLUSTERDOWN answer to
+    /// the first command (nothing ran) is followed; a connection lost after sending is
+    /// an error, since the commands may or may not have run: the caller decides.
+    pub fn try_on_key(
+        &mut self,
+        key: &str,
+        cmds: &[&[&str]],
+    ) -> std::io::Result<(u16, Vec<Frame>)> {
+        let slot = ::tandem::redis::slot::key_slot(key.as_bytes());
+        let start = Instant::now();
+        let mut ask = None;
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{cmds:?} kept being redirected"
+            );
+            let asking = ask.is_some();
+            let port = ask
+                .take()
+                .unwrap_or_else(|| self.owner.get(&slot).copied().unwrap_or(self.ports[0]));
+            let conn = match self.conns.entry(port) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => match Client::connect(port) {
+                    Ok(c) => v.insert(c),
+                    Err(_) => {
+                        // Nothing was sent: safe to try again once the map is re-read.
+                        std::thread::sleep(Duration::from_millis(100));
+                        self.refresh();
+                        continue;
+                    }
+                },
+            };
+            let mut replies = Vec::new();
+            let mut run = || -> std::io::Result<()> {
+                if asking {
+                    conn.try_cmd(&["ASKING"])?;
+                }
+                for c in cmds {
+                    replies.push(conn.try_cmd(c)?);
+                    if matches!(&replies[0], Frame::Error(_)) {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                self.conns.remove(&port);
+                self.refresh();
+                return Err(e);
+            }
+            match &replies[0] {
+                Frame::Error(e) if e.starts_with("MOVED") || e.starts_with("ASK ") => {
+                    let addr = e.split_whitespace().nth(2).unwrap_or("");
+                    let p: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+                    if e.starts_with("MOVED") {
+                        self.owner.insert(slot, p);
+                    } else {
+                        ask = Some(p);
+                    }
+                }
+                Frame::Error(e) if e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    self.refresh();
+                }
+                _ => return Ok((port, replies)),
+            }
+        }
+    }
+
+    /// `WAIT replicas timeout_ms` on the connection to `port` (the one `try_on_key` just
+    /// used): how many replicas acknowledged everything written on it.
+    pub fn wait_replicas(&mut self, port: u16, replicas: u32, timeout_ms: u32) -> i64 {
+        let conn = self.conns.get_mut(&port);
+        let args = ["WAIT", &replicas.to_string(), &timeout_ms.to_string()];
+        match conn.map(|c| c.try_cmd(&args)) {
+            Some(Ok(Frame::Integer(n))) => n,
+            _ => {
+                self.conns.remove(&port);
+                0
             }
         }
     }
@@ -215,4 +301,47 @@ pub fn tagged_prefixes(c: &Cluster) -> Vec<String> {
         out.push(p);
     }
     out
+}
+
+/// Move `slot` from its master to another master of `c`: SETSLOT IMPORTING/MIGRATING,
+/// MIGRATE in batches of `batch` keys (`pause` between them, to let writes interleave),
+/// SETSLOT NODE on every master. `before` gets the old master once it is known. Returns
+/// the new master's port and the number of keys moved.
+pub fn move_slot(
+    c: &Cluster,
+    slot: u16,
+    batch: usize,
+    pause: Duration,
+    before: impl FnOnce(&RedisServer),
+) -> (u16, usize) {
+    let from_port = c.owner_port(slot);
+    let from = c.masters.iter().find(|m| m.port == from_port).unwrap();
+    let to = c.masters.iter().find(|m| m.port != from_port).unwrap();
+    let from_id = from.client().cmd_text(&["CLUSTER", "MYID"]);
+    let to_id = to.client().cmd_text(&["CLUSTER", "MYID"]);
+    before(from);
+    let s = slot.to_string();
+    to.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    from.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    let mut fc = from.client();
+    let (count, port) = (batch.to_string(), to.port.to_string());
+    let mut moved = 0;
+    for _ in 0..1000 {
+        let Frame::Array(keys) = fc.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, &count]) else {
+            panic!("GETKEYSINSLOT")
+        };
+        if keys.is_empty() {
+            break;
+        }
+        let keys: Vec<String> = keys.iter().map(frame_to_string).collect();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().map(|k| k.as_str()));
+        assert_eq!(fc.cmd(&args), Frame::SimpleString("OK".into()), "MIGRATE");
+        moved += keys.len();
+        std::thread::sleep(pause);
+    }
+    for m in &c.masters {
+        m.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+    (to.port, moved)
 }
