@@ -408,3 +408,29 @@ fn a_target_user_without_permission_stops_with_a_clear_error() {
     assert!(err.contains("NOPERM") && err.contains("RESTORE"), "{log}");
     assert!(!log.contains(":pw@"), "{log}");
 }
+
+/// A stop request while the target is gone waits for the batch in flight (up to the
+/// give-up time); a second one exits at once (what that batch held is resent after a
+/// restart: the kill -9 tests cover that any stop point is safe).
+#[test]
+fn a_second_signal_stops_at_once_while_the_target_is_gone() {
+    let src = source();
+    let mut dst = RedisServer::start();
+    let mut t = Tandem::sync(&src, &dst, &[]);
+    src.cmd(&["SET", "k", "1"]);
+    wait_caught_up(&src, &dst, "default", CATCH_UP);
+    dst.kill();
+    src.cmd(&["SET", "k", "2"]);
+    let limit = Duration::from_secs(20);
+    wait_until("tandem retrying the lost target", limit, || {
+        t.log_text().contains("retrying")
+    });
+    t.signal("INT");
+    wait_until("the stop request acknowledged", limit, || {
+        t.log_text().contains("signal again to exit at once")
+    });
+    assert!(t.is_running(), "a stop waits for the batch in flight");
+    t.signal("INT");
+    assert_eq!(t.wait_exit(limit), Some(130), "{}", t.log_text());
+    assert!(t.log_text().contains("stopped at once by a second signal"));
+}

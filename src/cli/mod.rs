@@ -98,6 +98,11 @@ pub fn main() -> ExitCode {
 }
 
 /// Ctrl-C (or SIGTERM) as a `Shutdown`.
+///
+/// The first SIGINT/SIGTERM asks for a clean stop: the batch in flight lands and its
+/// checkpoint is written. That can take until `--give-up-after` when the target is
+/// unreachable, so a second signal exits at once. Nothing is lost either way: every
+/// batch carries its own checkpoint, so a restart resumes exactly after what landed.
 pub fn shutdown_on_signal() -> crate::core::shutdown::Shutdown {
     let (trigger, shutdown) = crate::core::shutdown::shutdown_pair();
     tokio::spawn(async move {
@@ -105,14 +110,26 @@ pub fn shutdown_on_signal() -> crate::core::shutdown::Shutdown {
         {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+            let mut signalled = async || {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            };
+            signalled().await;
+            tracing::info!(
+                "stopping: finishing the batch in flight (signal again to exit at once)"
+            );
+            trigger.trigger();
+            signalled().await;
+            eprintln!("tandem: stopped at once by a second signal");
+            std::process::exit(130);
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        trigger.trigger();
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            trigger.trigger();
+        }
     });
     shutdown
 }

@@ -84,7 +84,14 @@ impl Tandem {
         code
     }
 
-    /// Wait for the process to exit by itself; returns its exit code.
+    /// Send `signal` (`INT`, `TERM`) without waiting.
+    pub fn signal(&mut self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+    }
+
     /// Wait until tandem stops with exit code 1 having printed exactly one
     /// `tandem: error:` line; returns that line and the whole log.
     pub fn one_error_line(&mut self, limit: Duration) -> (String, String) {
@@ -98,6 +105,7 @@ impl Tandem {
         (err[0].to_string(), log)
     }
 
+    /// Wait for the process to exit by itself; returns its exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let mut code = None;
         wait_until("tandem exits", limit, || match self.child.try_wait() {
