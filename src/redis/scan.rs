@@ -114,8 +114,11 @@ pub fn clean_array(buf: &[u8]) -> Clean {
         match buf.get(pos) {
             None => return Clean::Incomplete,
             // Status and integer lines are short ("+OK", ":12"): a plain search is enough.
-            Some(b'+' | b':') => match buf[pos..].iter().position(|&b| b == b'\r') {
+            Some(&kind @ (b'+' | b':')) => match buf[pos..].iter().position(|&b| b == b'\r') {
                 Some(n) => match buf.get(pos + n + 1) {
+                    Some(b'\n') if kind == b':' && !is_integer(&buf[pos + 1..pos + n]) => {
+                        return Clean::No;
+                    }
                     Some(b'\n') => pos += n + 2,
                     Some(_) => return Clean::No,
                     None => return Clean::Incomplete,
@@ -154,6 +157,11 @@ pub fn clean_array(buf: &[u8]) -> Clean {
         Ok(items) => Clean::Yes { items, used: pos },
         Err(_) => Clean::No,
     }
+}
+
+/// A RESP integer's text (a malformed one is left to the full decoder's error).
+fn is_integer(text: &[u8]) -> bool {
+    std::str::from_utf8(text).is_ok_and(|t| t.parse::<i64>().is_ok())
 }
 
 enum Number {
