@@ -28,12 +28,7 @@ fn value(text: &str, prefix: &str) -> Option<f64> {
 
 #[test]
 fn metrics_count_exactly_and_never_show_credentials() {
-    let src = RedisServer::start_with(
-        ServerOpts::default()
-            .arg("requirepass", "s3cret-pw")
-            .arg("repl-diskless-sync-delay", "0")
-            .arg("repl-ping-replica-period", "3600"),
-    );
+    let src = password_source("s3cret-pw");
     let dst = RedisServer::start();
     let mut c = src.client();
     c.cmd(&["AUTH", "s3cret-pw"]);

@@ -47,12 +47,7 @@ fn info_field(c: &mut Client, field: &str) -> String {
 
 #[test]
 fn status_reports_the_link_exactly_and_never_credentials() {
-    let src = RedisServer::start_with(
-        ServerOpts::default()
-            .arg("requirepass", "s3cret-pw")
-            .arg("repl-diskless-sync-delay", "0")
-            .arg("repl-ping-replica-period", "3600"),
-    );
+    let src = password_source("s3cret-pw");
     let dst = RedisServer::start();
     let mut c = src.client();
     c.cmd(&["AUTH", "s3cret-pw"]);

@@ -402,3 +402,14 @@ pub fn frame_to_string(f: &OwnedFrame) -> String {
 
 pub mod data;
 pub mod proc;
+
+/// A source that requires `password` (clients send AUTH first), with no PING in its
+/// stream (offsets stay exact) and no delay before a diskless full sync.
+pub fn password_source(password: &str) -> RedisServer {
+    RedisServer::start_with(
+        ServerOpts::default()
+            .arg("requirepass", password)
+            .arg("repl-diskless-sync-delay", "0")
+            .arg("repl-ping-replica-period", "3600"),
+    )
+}

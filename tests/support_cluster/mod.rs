@@ -65,16 +65,8 @@ impl ClusterClient {
                 "{args:?} kept failing"
             );
             let port = self.owner.get(&slot).copied().unwrap_or(self.ports[0]);
-            let conn = match self.conns.entry(port) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => match Client::connect(port) {
-                    Ok(c) => v.insert(c),
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(100));
-                        self.refresh();
-                        continue;
-                    }
-                },
+            let Some(conn) = self.conn_to(port) else {
+                continue;
             };
             match conn.try_cmd(args) {
                 Ok(Frame::Error(e)) if e.starts_with("MOVED") => {
@@ -102,6 +94,24 @@ impl ClusterClient {
 }
 
 impl ClusterClient {
+    /// The connection to `port`, opened if needed; `None` (after a pause and a re-read
+    /// of the slot map) when the node does not answer.
+    fn conn_to(&mut self, port: u16) -> Option<&mut Client> {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.conns.entry(port) {
+            match Client::connect(port) {
+                Ok(c) => {
+                    v.insert(c);
+                }
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    self.refresh();
+                    return None;
+                }
+            }
+        }
+        self.conns.get_mut(&port)
+    }
+
     /// Run `cmds` in order, once each, on the master serving `key`'s slot; returns that
     /// master's port and the replies. A MOVED, ASK, TRYAGAIN or CLUSTERDOWN answer to
     /// the first command (nothing ran) is followed; a connection lost after sending is
@@ -123,17 +133,9 @@ impl ClusterClient {
             let port = ask
                 .take()
                 .unwrap_or_else(|| self.owner.get(&slot).copied().unwrap_or(self.ports[0]));
-            let conn = match self.conns.entry(port) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => match Client::connect(port) {
-                    Ok(c) => v.insert(c),
-                    Err(_) => {
-                        // Nothing was sent: safe to try again once the map is re-read.
-                        std::thread::sleep(Duration::from_millis(100));
-                        self.refresh();
-                        continue;
-                    }
-                },
+            // Nothing was sent if there is no connection: safe to try again.
+            let Some(conn) = self.conn_to(port) else {
+                continue;
             };
             let mut replies = Vec::new();
             let mut run = || -> std::io::Result<()> {
