@@ -35,10 +35,7 @@ fn metrics_count_exactly_and_never_show_credentials() {
     for i in 0..50 {
         c.cmd(&["SET", &format!("k{i}"), "v"]);
     }
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let source_url = format!("redis://:s3cret-pw@127.0.0.1:{}", src.port);
     let metrics_addr = format!("127.0.0.1:{port}");
     let t = Tandem::start(&[
@@ -130,10 +127,7 @@ fn metrics_count_exactly_and_never_show_credentials() {
 fn lag_seconds_grows_while_the_target_stalls_and_returns_to_zero() {
     let src = RedisServer::start_with(ServerOpts::default().arg("repl-diskless-sync-delay", "0"));
     let dst = RedisServer::start();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let mut t = Tandem::sync(&src, &dst, &["--metrics-addr", &metrics_addr]);
     let mut c = src.client();

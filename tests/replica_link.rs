@@ -402,10 +402,7 @@ fn wrong_password_is_one_line_without_the_password() {
 
 #[test]
 fn unreachable_host_is_one_line() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let (code, err) = run_tail(&format!("redis://u:pw123@127.0.0.1:{port}"));
     assert_eq!(code, 1, "{err}");
     assert_one_clear_line(&err, &[&format!("127.0.0.1:{port}"), "connect"]);

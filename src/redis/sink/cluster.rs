@@ -517,6 +517,11 @@ impl ClusterSink {
         }
         keep.append(&mut self.open_list);
         self.open_list = keep;
+        self.flush_links().await
+    }
+
+    /// Send what every node's connection has buffered.
+    async fn flush_links(&mut self) -> Result<(), SinkError> {
         for node in 0..self.links.len() {
             if let Err(e) = self.links[node].flush().await {
                 self.node_failed(node, e).await?;
@@ -806,14 +811,7 @@ impl ClusterSink {
             floor: true,
         };
         self.send(sent).await?;
-        for node in 0..self.links.len() {
-            if self.links[node].unflushed > 0
-                && let Err(e) = self.links[node].flush().await
-            {
-                self.node_failed(node, e).await?;
-            }
-        }
-        Ok(())
+        self.flush_links().await
     }
 
     /// Rewrite the floor checkpoint to what `applied` says, if it moved, and wait for it.
