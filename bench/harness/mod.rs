@@ -112,7 +112,14 @@ impl Config {
 }
 
 pub const SCENARIOS: &[&str] = &[
-    "full", "catchup", "lag", "twoway", "cluster", "bigkeys", "micro",
+    "full",
+    "catchup",
+    "lag",
+    "twoway",
+    "cluster",
+    "cluster-incr",
+    "bigkeys",
+    "micro",
 ];
 
 /// What one side of a row measured.
@@ -179,9 +186,12 @@ pub fn run(cfg: &Config) -> Report {
             "twoway" => topo::two_way(cfg),
             "cluster" => {
                 let mut rows = topo::cluster(cfg);
-                rows.extend(cluster_incr::cluster_incremental(cfg));
+                if !cfg.wants("cluster-incr") {
+                    rows.extend(cluster_incr::cluster_incremental(cfg));
+                }
                 rows
             }
+            "cluster-incr" => cluster_incr::cluster_incremental(cfg),
             "bigkeys" => scenarios::big_keys(cfg),
             "micro" => micro::resp_parse(cfg),
             _ => unreachable!(),

@@ -44,18 +44,23 @@ use crate::redis::slot::{SLOTS, SplitError, key_slot, one_slot, split_by_slot};
 
 /// Batches in flight per master, at most.
 const NODE_WINDOW: usize = 256;
-/// Open slot batches are sent once this many `--batch-commands` (or `--batch-bytes`)
-/// are buffered over all slots. Every slot batch costs the target a MULTI, a checkpoint
-/// HSET and an EXEC besides its commands, and keys spread over 16384 slots, so sending
-/// at `--batch-commands` made transactions of one or two commands (the target spent
-/// three quarters of its time on the wrapping). Buffering deeper while a backlog lasts
-/// brings several commands per slot; when the stream goes idle the engine flushes
-/// whatever is open, so latency under light load does not change.
 /// First allocation of a slot batch: room for a few commands and the checkpoint, so
 /// that the common small batch never grows.
 const SLOT_BUF_START: usize = 1024;
+/// Open slot batches are held until this many `--batch-commands` (or `--batch-bytes`)
+/// are buffered over all slots; beyond that, the slots opened longest ago are sent, one
+/// for each that opens. Every slot batch costs the target a MULTI, a checkpoint HSET and
+/// an EXEC besides its commands, and keys spread over 16384 slots, so sending at
+/// `--batch-commands` made transactions of one or two commands (the target spent three
+/// quarters of its time on the wrapping). Holding a deep pool while a backlog lasts
+/// brings several commands per slot, and sending its oldest slots one by one keeps the
+/// masters busy while tandem reads on (sending the whole pool at once left them idle
+/// while the next pool filled: 1.2 of the 2 cores used). When the stream goes idle the
+/// engine flushes whatever is open, so latency under light load does not change.
 const PUMP_COMMANDS_FACTOR: usize = 64;
 const PUMP_BYTES_FACTOR: usize = 8;
+/// A node's connection is flushed once this many batches wait in its write buffer.
+const FLUSH_BATCHES: usize = 32;
 /// How often the floor checkpoint is rewritten while writes flow.
 const FLOOR_EVERY: Duration = Duration::from_millis(500);
 
@@ -63,8 +68,8 @@ const FLOOR_EVERY: Duration = Duration::from_millis(500);
 struct Sent {
     slot: u16,
     batch: Batch,
-    /// Units with a part in this batch.
-    units: Vec<u64>,
+    /// Its ticket (see `ClusterSink::tickets`); none for the floor checkpoint.
+    ticket: Option<u64>,
     /// Send to this node with `ASKING` (an `ASK` redirection).
     ask: Option<usize>,
     not_before: Option<Instant>,
@@ -78,8 +83,8 @@ struct Sent {
 struct SlotOpen {
     buf: BytesMut,
     origin: Vec<Option<u64>>,
-    units: Vec<u64>,
-    end: Option<(ReplPosition, u32, CkptState)>,
+    ticket: u64,
+    end: Option<At>,
 }
 
 /// A write of the unit being received.
@@ -100,13 +105,14 @@ struct Part {
     offset: u64,
 }
 
-struct Ended {
-    id: u64,
-    pos: ReplPosition,
-    db: u32,
-    state: CkptState,
-    /// Slot batches holding a part of this unit not yet confirmed.
-    remaining: u32,
+/// A source position with the db selected there and the checkpoint state.
+type At = (ReplPosition, u32, CkptState);
+
+/// A slot batch not yet confirmed (see `ClusterSink::tickets`).
+struct Ticket {
+    /// The position before its first unit; none if that unit is the first of the run.
+    before: Option<At>,
+    confirmed: bool,
 }
 
 struct NodeLink {
@@ -139,7 +145,10 @@ pub struct ClusterSink {
     /// two or three commands when keys spread over all slots, and allocating its three
     /// buffers each time was a fifth of tandem's CPU into a cluster.
     spare: Vec<SlotOpen>,
-    open_list: Vec<u16>,
+    /// Open slots, oldest first. Entries go stale when a hot slot is sent out of turn;
+    /// `listed` says whether a slot has an entry.
+    open_list: VecDeque<u16>,
+    listed: Vec<bool>,
     busy: Vec<bool>,
     open_cmds: usize,
     open_bytes: usize,
@@ -149,8 +158,21 @@ pub struct ClusterSink {
     unit: Vec<UnitWrite>,
     /// Scratch for routing a unit (kept for its capacity).
     parts: Vec<Part>,
-    next_unit: u64,
-    ended: VecDeque<Ended>,
+    /// Where the last unit ended.
+    last_end: Option<At>,
+    /// Every slot batch not yet confirmed (open, in flight or waiting to be resent), in
+    /// the order they opened — the order of their first units; confirmed ones stay until
+    /// they reach the front. Everything before the front batch's first unit is on the
+    /// target in every slot (a batch holding a part of an earlier unit opened earlier,
+    /// so it is confirmed), hence `applied` is the front's `before`, or `last_end` when
+    /// none is left. This replaced a per-batch list of units, a per-unit count of the
+    /// batches holding it and a queue of every unit not yet applied: random accesses
+    /// per command and per unit into memory as large as the backlog.
+    tickets: VecDeque<Ticket>,
+    /// The ticket of `tickets[0]`.
+    ticket_base: u64,
+    /// What `applied` was last set to: (replication id, offset, state).
+    applied_at: Option<(Arc<str>, u64, CkptState)>,
     /// Per slot, the offset its checkpoint held at start (`incr` state only); cleared
     /// when a full sync starts (another history).
     skip: Option<Vec<Option<u64>>>,
@@ -197,7 +219,8 @@ impl ClusterSink {
             next_seq: 1,
             slots: (0..SLOTS).map(|_| SlotOpen::default()).collect(),
             spare: Vec::new(),
-            open_list: Vec::new(),
+            open_list: VecDeque::new(),
+            listed: vec![false; SLOTS as usize],
             busy: vec![false; SLOTS as usize],
             open_cmds: 0,
             open_bytes: 0,
@@ -205,8 +228,10 @@ impl ClusterSink {
             retry: VecDeque::new(),
             unit: Vec::new(),
             parts: Vec::new(),
-            next_unit: 0,
-            ended: VecDeque::new(),
+            last_end: None,
+            applied_at: None,
+            tickets: VecDeque::new(),
+            ticket_base: 0,
             skip: Some(skip),
             start,
             applied,
@@ -355,21 +380,31 @@ impl ClusterSink {
         self.cfg.batch_bytes.saturating_mul(PUMP_BYTES_FACTOR)
     }
 
-    fn queue_part(&mut self, unit: u64, part: &Part) -> bool {
+    /// Append `part` of unit `unit` (ending at `end`) to its slot's open batch, unless the
+    /// slot's checkpoint already holds it.
+    fn queue_part(&mut self, part: &Part, end: (&ReplPosition, u32, CkptState)) {
         let (slot, offset) = (part.slot, part.offset);
         if let Some(skip) = &self.skip
             && skip[slot as usize].is_some_and(|held| offset <= held)
         {
-            return false;
+            return;
         }
         let open = &mut self.slots[slot as usize];
         let fresh = open.origin.is_empty();
         if fresh {
-            self.open_list.push(slot);
+            if !self.listed[slot as usize] {
+                self.listed[slot as usize] = true;
+                self.open_list.push_back(slot);
+            }
             match self.spare.pop() {
                 Some(spare) => *open = spare,
                 None => open.buf.reserve(SLOT_BUF_START),
             }
+            open.ticket = self.ticket_base + self.tickets.len() as u64;
+            self.tickets.push_back(Ticket {
+                before: self.last_end.clone(),
+                confirmed: false,
+            });
         }
         // Counted from before MULTI: closing the batch takes back its whole length.
         let before = open.buf.len();
@@ -388,11 +423,15 @@ impl ClusterSink {
         self.open_bytes += open.buf.len() - before;
         open.origin.push(Some(offset));
         self.open_cmds += 1;
-        if open.units.last() != Some(&unit) {
-            open.units.push(unit);
-            return true;
+        let (pos, db, state) = end;
+        match &mut open.end {
+            // The same replication id (nearly always): no reference count to touch.
+            Some((p, d, s)) if Arc::ptr_eq(&p.replid, &pos.replid) => {
+                p.offset = pos.offset;
+                (*d, *s) = (db, state);
+            }
+            e => *e = Some((pos.clone(), db, state)),
         }
-        false
     }
 
     /// Close slot `slot`'s open batch with its checkpoint.
@@ -427,7 +466,7 @@ impl ClusterSink {
                 data_commands,
                 ckpt,
             },
-            units: open.units,
+            ticket: Some(open.ticket),
             ask: None,
             not_before: None,
             retry: None,
@@ -479,6 +518,11 @@ impl ClusterSink {
         conn.queue_raw(&sent.batch.payload);
         link.in_flight.push_back(sent);
         link.unflushed += 1;
+        if link.unflushed >= FLUSH_BATCHES
+            && let Err(e) = link.flush().await
+        {
+            return self.node_failed(node, e).await;
+        }
         Ok(())
     }
 
@@ -505,19 +549,35 @@ impl ClusterSink {
         for s in retries {
             self.send(s).await?;
         }
-        let list = std::mem::take(&mut self.open_list);
-        let mut keep = Vec::new();
-        for slot in list {
-            if self.busy[slot as usize] {
-                keep.push(slot);
-            } else {
-                let s = self.build(slot);
-                self.send(s).await?;
-            }
+        for _ in 0..self.open_list.len() {
+            self.send_oldest().await?;
         }
-        keep.append(&mut self.open_list);
-        self.open_list = keep;
         self.flush_links().await
+    }
+
+    /// Take the oldest entry of the open list: send its slot's batch, or put it back at
+    /// the end while the slot has a batch in flight. Returns whether a batch was sent.
+    async fn send_oldest(&mut self) -> Result<bool, SinkError> {
+        let Some(slot) = self.open_list.pop_front() else {
+            return Ok(false);
+        };
+        if self.slots[slot as usize].origin.is_empty() {
+            self.listed[slot as usize] = false;
+            return Ok(false);
+        }
+        if self.busy[slot as usize] {
+            self.open_list.push_back(slot);
+            return Ok(false);
+        }
+        self.listed[slot as usize] = false;
+        let s = self.build(slot);
+        self.send(s).await?;
+        Ok(true)
+    }
+
+    fn over_pump(&self, factor: usize) -> bool {
+        self.open_cmds >= self.pump_commands().saturating_mul(factor)
+            || self.open_bytes >= self.pump_bytes().saturating_mul(factor)
     }
 
     /// Send what every node's connection has buffered.
@@ -680,11 +740,11 @@ impl ClusterSink {
         }
         self.busy[sent.slot as usize] = false;
         self.cfg.confirmed(sent.batch.data_commands);
-        if let Some(base) = self.ended.front().map(|e| e.id) {
-            for &u in &sent.units {
-                if let Some(e) = self.ended.get_mut((u - base) as usize) {
-                    e.remaining -= 1;
-                }
+        if let Some(t) = sent.ticket {
+            self.tickets[(t - self.ticket_base) as usize].confirmed = true;
+            while self.tickets.front().is_some_and(|t| t.confirmed) {
+                self.tickets.pop_front();
+                self.ticket_base += 1;
             }
         }
         self.advance();
@@ -704,27 +764,35 @@ impl ClusterSink {
             return; // a big batch: do not keep its memory around
         }
         buf.clear();
-        let (mut origin, mut units) = (sent.batch.origin, sent.units);
+        let mut origin = sent.batch.origin;
         origin.clear();
-        units.clear();
+        let ckpt = sent.batch.ckpt;
         self.spare.push(SlotOpen {
             buf,
             origin,
-            units,
-            end: None,
+            ticket: 0,
+            // Kept for its replication id (see `queue_part`); overwritten before use.
+            end: Some((ckpt.pos, ckpt.db, ckpt.state)),
         });
     }
 
     fn advance(&mut self) {
-        let mut last = None;
-        while self.ended.front().is_some_and(|e| e.remaining == 0) {
-            last = self.ended.pop_front();
-        }
-        if let Some(e) = last {
+        let at = match self.tickets.front() {
+            Some(t) => t.before.as_ref(),
+            None => self.last_end.as_ref(),
+        };
+        let Some((pos, db, state)) = at else {
+            return;
+        };
+        let moved = self.applied_at.as_ref().is_none_or(|(replid, offset, st)| {
+            *offset != pos.offset || st != state || !Arc::ptr_eq(replid, &pos.replid)
+        });
+        if moved {
+            self.applied_at = Some((pos.replid.clone(), pos.offset, *state));
             self.applied.send_replace(Some(TargetCheckpoint {
-                pos: e.pos,
-                db: e.db,
-                state: e.state,
+                pos: pos.clone(),
+                db: *db,
+                state: *state,
                 run: self.run.clone(),
                 seq: 0,
             }));
@@ -804,7 +872,7 @@ impl ClusterSink {
                 data_commands: 0,
                 ckpt: c,
             },
-            units: Vec::new(),
+            ticket: None,
             ask: None,
             not_before: None,
             retry: None,
@@ -916,25 +984,10 @@ impl Sink for ClusterSink {
         for (argv, off) in &keyless {
             self.keyless(argv, *off).await?;
         }
-        let id = self.next_unit;
-        self.next_unit += 1;
-        let mut remaining = 0;
         for part in &parts {
-            if self.queue_part(id, part) {
-                remaining += 1;
-            }
-            let open = &mut self.slots[part.slot as usize];
-            if !open.origin.is_empty() {
-                open.end = Some((pos.clone(), db, state));
-            }
+            self.queue_part(part, (&pos, db, state));
         }
-        self.ended.push_back(Ended {
-            id,
-            pos,
-            db,
-            state,
-            remaining,
-        });
+        self.last_end = Some((pos, db, state));
         self.advance();
         if !keyless.is_empty() {
             // The barrier is complete once this unit is; record it at once.
@@ -949,18 +1002,19 @@ impl Sink for ClusterSink {
                 && (open.origin.len() >= self.cfg.batch_commands
                     || open.buf.len() >= self.cfg.batch_bytes)
             {
+                // Its open-list entry goes stale (skipped when reached).
                 let sent = self.build(slot);
-                self.open_list.retain(|&s| s != slot);
                 self.send(sent).await?;
             }
         }
-        if self.open_cmds >= self.pump_commands() || self.open_bytes >= self.pump_bytes() {
-            self.pump().await?;
+        if self.over_pump(1) {
+            let mut turns = self.open_list.len();
+            while turns > 0 && self.over_pump(1) {
+                turns -= 1;
+                self.send_oldest().await?;
+            }
             // Bound memory: slots busy with a batch keep accumulating.
-            while (self.open_cmds >= self.pump_commands().saturating_mul(2)
-                || self.open_bytes >= self.pump_bytes().saturating_mul(2))
-                && self.in_flight() > 0
-            {
+            while self.over_pump(2) && self.in_flight() > 0 {
                 let node = (0..self.links.len())
                     .find(|&n| !self.links[n].in_flight.is_empty())
                     .expect("something in flight");
