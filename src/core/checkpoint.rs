@@ -18,8 +18,8 @@ pub enum CheckpointError {
     #[error("checkpoint {id} would move backwards from {stored} to {new}")]
     Backwards {
         id: String,
-        stored: ReplPosition,
-        new: ReplPosition,
+        stored: Box<ReplPosition>,
+        new: Box<ReplPosition>,
     },
     #[error("checkpoint file {path}: {source}")]
     Io {
@@ -55,8 +55,8 @@ fn check_forward(
         Some(old) if old.replid == new.replid && old.offset > new.offset => {
             Err(CheckpointError::Backwards {
                 id: id.to_string(),
-                stored: old.clone(),
-                new: new.clone(),
+                stored: Box::new(old.clone()),
+                new: Box::new(new.clone()),
             })
         }
         _ => Ok(()),

@@ -5,6 +5,8 @@ pub mod checkpoint;
 pub mod conflict;
 pub mod lag;
 pub mod position;
+pub mod short_id;
 pub mod shutdown;
 
 pub use position::ReplPosition;
+pub use short_id::ShortId;

@@ -5,15 +5,14 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+
+use super::ShortId;
 
 /// A point in a Redis replication stream: the replication id and the number of stream
 /// bytes (PING, SELECT and REPLCONF included) the master had produced up to it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ReplPosition {
-    /// Shared: every unit of a stream carries its position, and a clone per unit must
-    /// not allocate.
-    pub replid: Arc<str>,
+    pub replid: ShortId,
     pub offset: u64,
 }
 
@@ -26,7 +25,7 @@ pub struct IncomparablePositions {
 }
 
 impl ReplPosition {
-    pub fn new(replid: impl Into<Arc<str>>, offset: u64) -> Self {
+    pub fn new(replid: impl Into<ShortId>, offset: u64) -> Self {
         Self {
             replid: replid.into(),
             offset,

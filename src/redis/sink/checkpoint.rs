@@ -6,12 +6,10 @@
 //! (`full` while an RDB is being loaded, `incr` after), and `run`/`seq` (which batch of
 //! which tandem run wrote it, to tell after a lost connection whether a batch landed).
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 
 use super::SinkError;
-use crate::core::ReplPosition;
+use crate::core::{ReplPosition, ShortId};
 use crate::redis::conn::{Conn, Frame, decimal, encode_command, frame_text};
 
 pub const PREFIX: &str = "__tandem:ckpt:";
@@ -30,13 +28,13 @@ pub struct TargetCheckpoint {
     pub db: u32,
     pub state: CkptState,
     /// Shared: one per batch, cloned without allocating.
-    pub run: Arc<str>,
+    pub run: ShortId,
     pub seq: u64,
 }
 
 /// The `run` written in checkpoints: a value unlikely to repeat across tandem runs, so
 /// that a sink recognises its own batches after a lost connection.
-pub fn new_run_id() -> Arc<str> {
+pub fn new_run_id() -> ShortId {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -46,7 +44,7 @@ pub fn new_run_id() -> Arc<str> {
             .unwrap_or(0),
     );
     h.write_u32(std::process::id());
-    Arc::from(format!("{:016x}", h.finish()))
+    ShortId::from(format!("{:016x}", h.finish()))
 }
 
 pub fn key(id: &str) -> String {
@@ -163,7 +161,7 @@ impl TargetCheckpoint {
             pos: ReplPosition::new(get("replid")?, num("offset")?),
             db: num("db")? as u32,
             state,
-            run: Arc::from(get("run")?),
+            run: ShortId::from(get("run")?),
             seq: num("seq")?,
         }))
     }

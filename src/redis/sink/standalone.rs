@@ -25,7 +25,7 @@ use tracing::{error, warn};
 use super::batch::{Batch, BatchBuilder};
 use super::checkpoint::{self, CkptState, TargetCheckpoint};
 use super::{ReplyClass, SinkError, classify_reply};
-use crate::core::ReplPosition;
+use crate::core::{ReplPosition, ShortId};
 use crate::redis::conn::{Conn, ConnError, Frame};
 use crate::redis::url::Endpoint;
 
@@ -74,7 +74,7 @@ pub struct StandaloneSink {
     conn: Conn,
     ckpt_key: Bytes,
     /// Identifies this tandem process in checkpoints it writes.
-    run: Arc<str>,
+    run: ShortId,
     next_seq: u64,
     in_flight: VecDeque<Batch>,
     start: Option<TargetCheckpoint>,

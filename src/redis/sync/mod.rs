@@ -22,8 +22,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::core::ReplPosition;
 use crate::core::shutdown::Shutdown;
+use crate::core::{ReplPosition, ShortId};
 use crate::ops::{LinkState, LinkStatus, Status};
 use crate::redis::conn::{Frame, frame_text, info_field};
 use crate::redis::replica::{self, Event, LinkConfig, LinkError};
@@ -32,6 +32,10 @@ use crate::redis::sink::{CkptState, Sink, SinkError, StandaloneSink};
 use crate::redis::url::Endpoint;
 use full::{Group, LoadOptions, TargetRdb};
 use incr::{IncrError, IncrPolicy, IncrStats, UnitBuilder};
+
+/// The applied position is passed on to the source (REPLCONF ACK), the lag clock and the
+/// status at most once per this interval (the first move at once).
+const CONFIRM_EVERY: Duration = Duration::from_millis(1);
 
 /// What to replicate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -185,6 +189,11 @@ async fn engine<S: Sink>(
                             a.set(c.pos.offset);
                         }
                         handle.confirm(c.pos);
+                        // Coalesce: a cluster sink moves `applied` per slot batch, tens
+                        // of thousands of times a second, and each move woke this task
+                        // and the ACK writer on other threads and sent an ACK (a tenth
+                        // of tandem's CPU). The newest value is taken after the pause.
+                        tokio::time::sleep(CONFIRM_EVERY).await;
                     }
                 }
                 _ = tick.tick() => {}
@@ -199,7 +208,9 @@ async fn engine<S: Sink>(
         cfg: &cfg,
         sink,
         target_rdb,
-        replid: start.map(|c| c.pos.replid).unwrap_or_else(|| Arc::from("")),
+        replid: start
+            .map(|c| c.pos.replid)
+            .unwrap_or_else(|| ShortId::from("")),
         units: UnitBuilder::default(),
         stats: IncrStats::default(),
         db: initial_db,
@@ -222,7 +233,7 @@ struct Engine<'a, S> {
     cfg: &'a SyncConfig,
     sink: S,
     target_rdb: Option<TargetRdb>,
-    replid: Arc<str>,
+    replid: ShortId,
     units: UnitBuilder,
     stats: IncrStats,
     db: u32,
@@ -281,7 +292,7 @@ impl<S: Sink> Engine<'_, S> {
                     self.finish().await?;
                     self.units.reset();
                     self.status.set_replid(&replid);
-                    self.replid = Arc::from(replid);
+                    self.replid = ShortId::from(replid);
                     let pos = ReplPosition::new(self.replid.clone(), offset);
                     if self.cfg.mode == Mode::Incr {
                         info!(position = %pos, "incremental only: skipping the RDB");
@@ -311,7 +322,7 @@ impl<S: Sink> Engine<'_, S> {
                     if *replid != *self.replid {
                         // PSYNC2 after a failover: same offsets, new id.
                         self.finish().await?;
-                        self.replid = Arc::from(replid);
+                        self.replid = ShortId::from(replid);
                     }
                 }
                 Event::Command(mut cmd) => {
