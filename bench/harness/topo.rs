@@ -71,20 +71,27 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
         true,
     );
     solo.baseline_label = "tandem one-way";
+    // Both directions loaded, against the same load carried by two one-way syncs at once
+    // (A→B and C→D, one writer each): the machine does the same work in both columns
+    // but two-way's own (reading the other link's echoes, conflict detection).
+    let mut both = Row::new(
+        format!("4. two-way, {n} writes each way at once, per direction"),
+        "writes/s",
+        true,
+    );
+    both.baseline_label = "two one-way syncs loaded at once, per direction";
     if let Some(why) = tandem_sync_missing(&cfg.tandem_bin) {
-        return vec![
-            unavailable(ab, why.clone()),
-            unavailable(ba, why.clone()),
-            unavailable(solo, why),
-        ];
+        return [ab, ba, solo, both]
+            .into_iter()
+            .map(|r| unavailable(r, why.clone()))
+            .collect();
     }
     if !tandem_has(&cfg.tandem_bin, &["redis", "twoway"]) {
         let why = "`tandem redis twoway` not yet available in this build".to_string();
-        return vec![
-            unavailable(ab, why.clone()),
-            unavailable(ba, why.clone()),
-            unavailable(solo, why),
-        ];
+        return [ab, ba, solo, both]
+            .into_iter()
+            .map(|r| unavailable(r, why.clone()))
+            .collect();
     }
     let limit = cfg.sizes.wait_limit;
     for run in 0..cfg.runs {
@@ -116,6 +123,30 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
                 wait_marker(to, key.as_bytes(), "1", limit, &mut t)?;
             }
             Ok((a, b, t))
+        };
+        // Two one-way syncs, each loaded by its own writer at once.
+        let two_one_way = || -> Res<(f64, f64)> {
+            let a = Redis::start(SOURCE_OPTS)?;
+            let c = Redis::start(SOURCE_OPTS)?;
+            let mut x =
+                super::attach::attach(Kind::Tandem, &cfg.tandem_bin, &a, &format!("ox{run}"))?;
+            wait_streaming(&mut x, &a, "ox", limit)?;
+            let mut y =
+                super::attach::attach(Kind::Tandem, &cfg.tandem_bin, &c, &format!("oy{run}"))?;
+            wait_streaming(&mut y, &c, "oy", limit)?;
+            let (cp, dp) = (c.port, y.target.port);
+            let writer = std::thread::spawn(move || -> Res<Instant> {
+                let t0 = Instant::now();
+                data::write_mix(cp, n, seed + 1000, "ba")?;
+                Client::connect(cp)?.ok(&[b"SET", b"bench:end:ba", b"done"])?;
+                Ok(t0)
+            });
+            let xt = x.tandem.as_mut().ok_or("no tandem")?;
+            let ab = timed_direction(a.port, x.target.port, n, seed, "ab", limit, xt)?;
+            let t0 = writer.join().map_err(|_| "writer panicked")??;
+            let yt = y.tandem.as_mut().ok_or("no tandem")?;
+            wait_marker(dp, b"bench:end:ba", "done", limit, yt)?;
+            Ok((ab, n as f64 / t0.elapsed().as_secs_f64()))
         };
         let one_side = || -> Res<(f64, Option<u64>)> {
             let (a, b, mut t) = pair()?;
@@ -167,20 +198,27 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             }
             Err(e) => solo.tandem = Outcome::Failed(e.to_string()),
         }
+        match two_one_way() {
+            Ok((x, y)) => push(&mut both.baseline, (x + y) / 2.0),
+            Err(e) => both.baseline = Outcome::Failed(e.to_string()),
+        }
         match two() {
             Ok((x, y, rss)) => {
                 push(&mut ab.tandem, x);
                 push(&mut ba.tandem, y);
+                push(&mut both.tandem, (x + y) / 2.0);
+                both.tandem_rss.extend(rss);
                 ab.tandem_rss.extend(rss);
                 ba.tandem_rss.extend(rss);
             }
             Err(e) => {
                 ab.tandem = Outcome::Failed(e.to_string());
                 ba.tandem = Outcome::Failed(e.to_string());
+                both.tandem = Outcome::Failed(e.to_string());
             }
         }
     }
-    vec![ab, ba, solo]
+    vec![ab, ba, solo, both]
 }
 
 pub(super) fn push(o: &mut Outcome, v: f64) {

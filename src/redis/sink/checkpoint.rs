@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::SinkError;
 use crate::core::{ReplPosition, ShortId};
-use crate::redis::conn::{Conn, Frame, decimal, encode_command, frame_text};
+use crate::redis::conn::{Conn, Frame, decimal, frame_text};
 
 pub const PREFIX: &str = "__tandem:ckpt:";
 
@@ -52,32 +52,29 @@ pub fn key(id: &str) -> String {
 }
 
 impl TargetCheckpoint {
-    /// `HSET` arguments writing this checkpoint.
     /// Append the checkpoint's `HSET` to `buf` as RESP, the same command as
-    /// [`TargetCheckpoint::hset_argv`] without allocating (one per slot batch).
+    /// [`TargetCheckpoint::hset_argv`] without allocating.
     pub fn encode_hset(&self, buf: &mut BytesMut, key: &[u8]) {
-        let mut nums = [[0u8; 20]; 3];
-        let [a, b, c] = &mut nums;
-        let offset = decimal(self.pos.offset, a);
-        let db = decimal(u64::from(self.db), b);
-        let seq = decimal(self.seq, c);
-        let argv: [&[u8]; 14] = [
-            b"HSET",
-            key,
-            b"replid",
+        self.stem().encode(buf, key, self.pos.offset, self.seq);
+    }
+
+    /// What this checkpoint shares with the next ones of the same stream and run.
+    pub fn stem(&self) -> HsetStem {
+        let mut db = [0u8; 20];
+        let mut mid = BytesMut::new();
+        for a in [
+            &b"replid"[..],
             self.pos.replid.as_bytes(),
-            b"offset",
-            offset,
             b"db",
-            db,
+            decimal(u64::from(self.db), &mut db),
             b"state",
             self.state_name().as_bytes(),
             b"run",
             self.run.as_bytes(),
-            b"seq",
-            seq,
-        ];
-        encode_command(buf, &argv);
+        ] {
+            push_bulk(&mut mid, a);
+        }
+        HsetStem(mid.to_vec())
     }
 
     fn state_name(&self) -> &'static str {
@@ -94,14 +91,14 @@ impl TargetCheckpoint {
             key.clone(),
             Bytes::from_static(b"replid"),
             Bytes::copy_from_slice(self.pos.replid.as_bytes()),
-            Bytes::from_static(b"offset"),
-            Bytes::from(self.pos.offset.to_string()),
             Bytes::from_static(b"db"),
             Bytes::from(self.db.to_string()),
             Bytes::from_static(b"state"),
             Bytes::from_static(state.as_bytes()),
             Bytes::from_static(b"run"),
             Bytes::copy_from_slice(self.run.as_bytes()),
+            Bytes::from_static(b"offset"),
+            Bytes::from(self.pos.offset.to_string()),
             Bytes::from_static(b"seq"),
             Bytes::from(self.seq.to_string()),
         ]
@@ -167,9 +164,42 @@ impl TargetCheckpoint {
     }
 }
 
+/// The RESP of a checkpoint's fields that stay the same from one batch to the next
+/// (replid, db, state, run), encoded once: a cluster target writes a checkpoint per slot
+/// batch of a few commands, and encoding all six fields each time was 6% of tandem's CPU.
+/// The field order is free: readers look fields up by name.
+#[derive(Debug, Clone)]
+pub struct HsetStem(Vec<u8>);
+
+impl HsetStem {
+    /// Append `HSET key <stem> offset <offset> seq <seq>`.
+    pub fn encode(&self, buf: &mut BytesMut, key: &[u8], offset: u64, seq: u64) {
+        let (mut o, mut s) = ([0u8; 20], [0u8; 20]);
+        buf.reserve(self.0.len() + key.len() + 80);
+        buf.extend_from_slice(b"*14\r\n$4\r\nHSET\r\n");
+        push_bulk(buf, key);
+        buf.extend_from_slice(&self.0);
+        push_bulk(buf, b"offset");
+        push_bulk(buf, decimal(offset, &mut o));
+        push_bulk(buf, b"seq");
+        push_bulk(buf, decimal(seq, &mut s));
+    }
+}
+
+/// `$<len>\r\n<a>\r\n`.
+fn push_bulk(buf: &mut BytesMut, a: &[u8]) {
+    let mut n = [0u8; 20];
+    buf.extend_from_slice(b"$");
+    buf.extend_from_slice(decimal(a.len() as u64, &mut n));
+    buf.extend_from_slice(b"\r\n");
+    buf.extend_from_slice(a);
+    buf.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis::conn::encode_command;
 
     #[test]
     fn the_encoded_hset_is_the_hset_argv() {

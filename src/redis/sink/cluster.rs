@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::batch::Batch;
-use super::checkpoint::{self, CkptState, TargetCheckpoint};
+use super::checkpoint::{self, CkptState, HsetStem, TargetCheckpoint};
 use super::standalone::SinkConfig;
 use super::{ReplyClass, Sink, SinkError, classify_reply};
 use crate::core::{ReplPosition, ShortId};
@@ -111,6 +111,13 @@ struct Part {
 /// A source position with the db selected there and the checkpoint state.
 type At = (ReplPosition, u32, CkptState);
 
+struct Epoch {
+    replid: ShortId,
+    db: u32,
+    state: CkptState,
+    stem: HsetStem,
+}
+
 /// A slot batch not yet confirmed (see `ClusterSink::tickets`).
 struct Ticket {
     /// The position before its first unit; none if that unit is the first of the run.
@@ -163,9 +170,10 @@ pub struct ClusterSink {
     parts: Vec<Part>,
     /// Where the last unit ended.
     last_end: Option<At>,
-    /// The distinct (replication id, db, state) of the units seen; a slot batch's
-    /// checkpoint is `epochs[slot_epoch[slot]]` at its `end_offset`.
-    epochs: Vec<(ShortId, u32, CkptState)>,
+    /// The distinct (replication id, db, state) of the units seen, with their checkpoints'
+    /// constant part; a slot batch's checkpoint is `epochs[slot_epoch[slot]]` at its
+    /// `end_offset`.
+    epochs: Vec<Epoch>,
     /// The index in `epochs` of the unit being ended.
     epoch: u32,
     slot_epoch: Vec<u32>,
@@ -448,14 +456,14 @@ impl ClusterSink {
     /// Close slot `slot`'s open batch with its checkpoint.
     fn build(&mut self, slot: u16) -> Sent {
         let open = std::mem::take(&mut self.slots[slot as usize]);
-        let (replid, db, state) = self.epochs[self.slot_epoch[slot as usize] as usize].clone();
+        let epoch = &self.epochs[self.slot_epoch[slot as usize] as usize];
         let ckpt = TargetCheckpoint {
             pos: ReplPosition {
-                replid,
+                replid: epoch.replid.clone(),
                 offset: open.end_offset,
             },
-            db,
-            state,
+            db: epoch.db,
+            state: epoch.state,
             run: self.run.clone(),
             seq: self.next_seq,
         };
@@ -466,7 +474,7 @@ impl ClusterSink {
         let key = self.ckpt_keys[slot as usize]
             .get_or_insert_with(|| Bytes::from(slot_ckpt_key(&self.cfg.id, slot)))
             .clone();
-        ckpt.encode_hset(&mut buf, &key);
+        epoch.stem.encode(&mut buf, &key, ckpt.pos.offset, ckpt.seq);
         encode_command(&mut buf, &[b"EXEC"]);
         let mut origin = open.origin;
         let data_commands = origin.len();
@@ -995,12 +1003,25 @@ impl Sink for ClusterSink {
         for (argv, off) in &keyless {
             self.keyless(argv, *off).await?;
         }
-        let same = |e: &(ShortId, u32, CkptState)| e.0 == pos.replid && e.1 == db && e.2 == state;
+        let same = |e: &Epoch| e.replid == pos.replid && e.db == db && e.state == state;
         if !self.epochs.get(self.epoch as usize).is_some_and(same) {
             self.epoch = match self.epochs.iter().position(same) {
                 Some(i) => i as u32,
                 None => {
-                    self.epochs.push((pos.replid.clone(), db, state));
+                    let stem = TargetCheckpoint {
+                        pos: pos.clone(),
+                        db,
+                        state,
+                        run: self.run.clone(),
+                        seq: 0,
+                    }
+                    .stem();
+                    self.epochs.push(Epoch {
+                        replid: pos.replid.clone(),
+                        db,
+                        state,
+                        stem,
+                    });
                     self.epochs.len() as u32 - 1
                 }
             };
