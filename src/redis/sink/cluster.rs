@@ -56,7 +56,10 @@ const SLOT_BUF_START: usize = 1024;
 /// masters busy while tandem reads on (sending the whole pool at once left them idle
 /// while the next pool filled: 1.2 of the 2 cores used). When the stream goes idle the
 /// engine flushes whatever is open, so latency under light load does not change.
-const PUMP_COMMANDS_FACTOR: usize = 64;
+/// 128 × the default 2000 commands is about 16 commands per slot batch over all slots;
+/// 64 (about 8) measured 0.65× of the rate into a standalone target, 128 0.91×
+/// (docs/BENCHMARKS.md).
+const PUMP_COMMANDS_FACTOR: usize = 128;
 const PUMP_BYTES_FACTOR: usize = 8;
 /// A node's connection is flushed once this many batches wait in its write buffer.
 const FLUSH_BATCHES: usize = 32;
