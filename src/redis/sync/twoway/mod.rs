@@ -283,6 +283,7 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError>
                     progress: progress.clone(),
                     attached: Some(att_tx.clone()),
                     log: log.clone(),
+                    warn_gate: Default::default(),
                 }
             }
         };
