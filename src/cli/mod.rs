@@ -68,6 +68,15 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     crate::metrics::describe();
+    // A panic is a bug, and it must end the process. Unwinding the main thread waited for
+    // the runtime's other tasks, which went on retrying: a process alive but stopped.
+    // The target's checkpoints make a restart resume exactly-once.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("tandem: internal error (a bug, please report it): exiting");
+        std::process::exit(101);
+    }));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
