@@ -406,8 +406,8 @@ impl ClusterSink {
         self.cfg.batch_bytes.saturating_mul(PUMP_BYTES_FACTOR)
     }
 
-    /// Append `part` of unit `unit` (ending at `end`) to its slot's open batch, unless the
-    /// slot's checkpoint already holds it.
+    /// Append `part` (of a unit ending at source offset `end_offset`, in the current
+    /// epoch) to its slot's open batch, unless the slot's checkpoint already holds it.
     fn queue_part(&mut self, part: &Part, end_offset: u64) {
         let (slot, offset) = (part.slot, part.offset);
         if let Some(skip) = &self.skip
