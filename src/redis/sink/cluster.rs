@@ -31,6 +31,7 @@ use tracing::{error, info};
 
 use super::batch::Batch;
 use super::checkpoint::{self, CkptState, HsetStem, TargetCheckpoint};
+use super::frontier::Frontier;
 use super::standalone::SinkConfig;
 use super::{ReplyClass, Sink, SinkError, classify_reply};
 use crate::core::{ReplPosition, ShortId};
@@ -70,7 +71,7 @@ const FLOOR_EVERY: Duration = Duration::from_millis(500);
 struct Sent {
     slot: u16,
     batch: Batch,
-    /// Its ticket (see `ClusterSink::tickets`); none for the floor checkpoint.
+    /// Its ticket in `ClusterSink::frontier`; none for the floor checkpoint.
     ticket: Option<u64>,
     /// Send to this node with `ASKING` (an `ASK` redirection).
     ask: Option<usize>,
@@ -121,13 +122,6 @@ struct Epoch {
     stem: HsetStem,
 }
 
-/// A slot batch not yet confirmed (see `ClusterSink::tickets`).
-struct Ticket {
-    /// The position before its first unit; none if that unit is the first of the run.
-    before: Option<At>,
-    confirmed: bool,
-}
-
 struct NodeLink {
     conn: Option<Conn>,
     in_flight: VecDeque<Sent>,
@@ -171,8 +165,6 @@ pub struct ClusterSink {
     unit: Vec<UnitWrite>,
     /// Scratch for routing a unit (kept for its capacity).
     parts: Vec<Part>,
-    /// Where the last unit ended.
-    last_end: Option<At>,
     /// The distinct (replication id, db, state) of the units seen, with their checkpoints'
     /// constant part; a slot batch's checkpoint is `epochs[slot_epoch[slot]]` at its
     /// `end_offset`.
@@ -182,17 +174,9 @@ pub struct ClusterSink {
     slot_epoch: Vec<u32>,
     /// The ticket of each slot's open batch.
     slot_ticket: Vec<u64>,
-    /// Every slot batch not yet confirmed (open, in flight or waiting to be resent), in
-    /// the order they opened — the order of their first units; confirmed ones stay until
-    /// they reach the front. Everything before the front batch's first unit is on the
-    /// target in every slot (a batch holding a part of an earlier unit opened earlier,
-    /// so it is confirmed), hence `applied` is the front's `before`, or `last_end` when
-    /// none is left. This replaced a per-batch list of units, a per-unit count of the
-    /// batches holding it and a queue of every unit not yet applied: random accesses
-    /// per command and per unit into memory as large as the backlog.
-    tickets: VecDeque<Ticket>,
-    /// The ticket of `tickets[0]`.
-    ticket_base: u64,
+    /// A ticket per slot batch not yet confirmed (open, in flight or waiting to be
+    /// resent): what `applied` is.
+    frontier: Frontier<At>,
     /// What `applied` was last set to: (replication id, offset, state).
     applied_at: Option<(ShortId, u64, CkptState)>,
     /// Per slot, the offset its checkpoint held at start (`incr` state only); cleared
@@ -250,14 +234,12 @@ impl ClusterSink {
             retry: VecDeque::new(),
             unit: Vec::new(),
             parts: Vec::new(),
-            last_end: None,
             epochs: Vec::new(),
             epoch: 0,
             slot_epoch: vec![0; SLOTS as usize],
             slot_ticket: vec![0; SLOTS as usize],
             applied_at: None,
-            tickets: VecDeque::new(),
-            ticket_base: 0,
+            frontier: Frontier::default(),
             skip: Some(skip),
             start,
             applied,
@@ -426,11 +408,7 @@ impl ClusterSink {
                 Some(spare) => *open = spare,
                 None => open.buf.reserve(SLOT_BUF_START),
             }
-            self.slot_ticket[slot as usize] = self.ticket_base + self.tickets.len() as u64;
-            self.tickets.push_back(Ticket {
-                before: self.last_end.clone(),
-                confirmed: false,
-            });
+            self.slot_ticket[slot as usize] = self.frontier.open();
         }
         // Counted from before MULTI: closing the batch takes back its whole length.
         let before = open.buf.len();
@@ -766,11 +744,7 @@ impl ClusterSink {
         self.busy[sent.slot as usize] = false;
         self.cfg.confirmed(sent.batch.data_commands);
         if let Some(t) = sent.ticket {
-            self.tickets[(t - self.ticket_base) as usize].confirmed = true;
-            while self.tickets.front().is_some_and(|t| t.confirmed) {
-                self.tickets.pop_front();
-                self.ticket_base += 1;
-            }
+            self.frontier.confirm(t);
         }
         self.advance();
         self.recycle(sent);
@@ -799,11 +773,7 @@ impl ClusterSink {
     }
 
     fn advance(&mut self) {
-        let at = match self.tickets.front() {
-            Some(t) => t.before.as_ref(),
-            None => self.last_end.as_ref(),
-        };
-        let Some((pos, db, state)) = at else {
+        let Some((pos, db, state)) = self.frontier.landed() else {
             return;
         };
         let moved = self.applied_at.as_ref().is_none_or(|(replid, offset, st)| {
@@ -1032,7 +1002,7 @@ impl Sink for ClusterSink {
         for part in &parts {
             self.queue_part(part, pos.offset);
         }
-        self.last_end = Some((pos, db, state));
+        self.frontier.end_unit((pos, db, state));
         self.advance();
         if !keyless.is_empty() {
             // The barrier is complete once this unit is; record it at once.

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cluster;
+pub mod frontier;
 pub mod standalone;
 
 pub use batch::{Batch, BatchBuilder};
