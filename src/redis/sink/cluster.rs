@@ -428,10 +428,7 @@ impl ClusterSink {
         open.origin.push(Some(offset));
         self.open_cmds += 1;
         open.end_offset = end_offset;
-        let epoch = &mut self.slot_epoch[slot as usize];
-        if *epoch != self.epoch {
-            *epoch = self.epoch;
-        }
+        self.slot_epoch[slot as usize] = self.epoch;
     }
 
     /// Close slot `slot`'s open batch with its checkpoint.
