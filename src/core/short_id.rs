@@ -62,12 +62,6 @@ impl From<String> for ShortId {
     }
 }
 
-impl From<&String> for ShortId {
-    fn from(s: &String) -> Self {
-        ShortId::from(s.as_str())
-    }
-}
-
 impl Deref for ShortId {
     type Target = str;
     fn deref(&self) -> &str {

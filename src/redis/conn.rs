@@ -330,10 +330,15 @@ pub fn encode_command(buf: &mut BytesMut, argv: &[&[u8]]) {
     buf.reserve(16 + argv.iter().map(|a| a.len() + 16).sum::<usize>());
     push_header(buf, b'*', argv.len());
     for a in argv {
-        push_header(buf, b'$', a.len());
-        buf.extend_from_slice(a);
-        buf.extend_from_slice(b"\r\n");
+        push_bulk(buf, a);
     }
+}
+
+/// `$<len>\r\n<a>\r\n`: one bulk string.
+pub fn push_bulk(buf: &mut BytesMut, a: &[u8]) {
+    push_header(buf, b'$', a.len());
+    buf.extend_from_slice(a);
+    buf.extend_from_slice(b"\r\n");
 }
 
 /// `*<n>\r\n` or `$<n>\r\n`.

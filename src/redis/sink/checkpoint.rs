@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::SinkError;
 use crate::core::{ReplPosition, ShortId};
-use crate::redis::conn::{Conn, Frame, decimal, frame_text};
+use crate::redis::conn::{Conn, Frame, decimal, frame_text, push_bulk};
 
 pub const PREFIX: &str = "__tandem:ckpt:";
 
@@ -20,6 +20,16 @@ pub enum CkptState {
     Full,
     /// Everything up to the position is on the target.
     Incr,
+}
+
+impl CkptState {
+    /// Its value in the checkpoint's `state` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            CkptState::Full => "full",
+            CkptState::Incr => "incr",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,32 +70,16 @@ impl TargetCheckpoint {
 
     /// What this checkpoint shares with the next ones of the same stream and run.
     pub fn stem(&self) -> HsetStem {
-        let mut db = [0u8; 20];
-        let mut mid = BytesMut::new();
-        for a in [
-            &b"replid"[..],
+        HsetStem::new(
             self.pos.replid.as_bytes(),
-            b"db",
-            decimal(u64::from(self.db), &mut db),
-            b"state",
-            self.state_name().as_bytes(),
-            b"run",
+            self.db,
+            self.state,
             self.run.as_bytes(),
-        ] {
-            push_bulk(&mut mid, a);
-        }
-        HsetStem(mid.to_vec())
-    }
-
-    fn state_name(&self) -> &'static str {
-        match self.state {
-            CkptState::Full => "full",
-            CkptState::Incr => "incr",
-        }
+        )
     }
 
     pub fn hset_argv(&self, key: &Bytes) -> Vec<Bytes> {
-        let state = self.state_name();
+        let state = self.state.name();
         vec![
             Bytes::from_static(b"HSET"),
             key.clone(),
@@ -169,9 +163,27 @@ impl TargetCheckpoint {
 /// batch of a few commands, and encoding all six fields each time was 6% of tandem's CPU.
 /// The field order is free: readers look fields up by name.
 #[derive(Debug, Clone)]
-pub struct HsetStem(Vec<u8>);
+pub struct HsetStem(Bytes);
 
 impl HsetStem {
+    pub fn new(replid: &[u8], db: u32, state: CkptState, run: &[u8]) -> Self {
+        let mut db_text = [0u8; 20];
+        let mut mid = BytesMut::new();
+        for a in [
+            &b"replid"[..],
+            replid,
+            b"db",
+            decimal(u64::from(db), &mut db_text),
+            b"state",
+            state.name().as_bytes(),
+            b"run",
+            run,
+        ] {
+            push_bulk(&mut mid, a);
+        }
+        HsetStem(mid.freeze())
+    }
+
     /// Append `HSET key <stem> offset <offset> seq <seq>`.
     pub fn encode(&self, buf: &mut BytesMut, key: &[u8], offset: u64, seq: u64) {
         let (mut o, mut s) = ([0u8; 20], [0u8; 20]);
@@ -184,16 +196,6 @@ impl HsetStem {
         push_bulk(buf, b"seq");
         push_bulk(buf, decimal(seq, &mut s));
     }
-}
-
-/// `$<len>\r\n<a>\r\n`.
-fn push_bulk(buf: &mut BytesMut, a: &[u8]) {
-    let mut n = [0u8; 20];
-    buf.extend_from_slice(b"$");
-    buf.extend_from_slice(decimal(a.len() as u64, &mut n));
-    buf.extend_from_slice(b"\r\n");
-    buf.extend_from_slice(a);
-    buf.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

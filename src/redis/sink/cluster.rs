@@ -177,7 +177,8 @@ pub struct ClusterSink {
     /// A ticket per slot batch not yet confirmed (open, in flight or waiting to be
     /// resent): what `applied` is.
     frontier: Frontier<At>,
-    /// What `applied` was last set to: (replication id, offset, state).
+    /// What `applied` was last set to: (replication id, offset, state), so that the
+    /// confirms that do not move it (most, with many slots) take no lock on the watch.
     applied_at: Option<(ShortId, u64, CkptState)>,
     /// Per slot, the offset its checkpoint held at start (`incr` state only); cleared
     /// when a full sync starts (another history).
@@ -978,14 +979,7 @@ impl Sink for ClusterSink {
             self.epoch = match self.epochs.iter().position(same) {
                 Some(i) => i as u32,
                 None => {
-                    let stem = TargetCheckpoint {
-                        pos: pos.clone(),
-                        db,
-                        state,
-                        run: self.run.clone(),
-                        seq: 0,
-                    }
-                    .stem();
+                    let stem = HsetStem::new(pos.replid.as_bytes(), db, state, self.run.as_bytes());
                     self.epochs.push(Epoch {
                         replid: pos.replid.clone(),
                         db,
