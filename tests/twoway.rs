@@ -184,7 +184,12 @@ fn contested_keys_converge_after_writers_stop() {
                     .zip(sb.iter())
                     .all(|((ka, (va, _)), (kb, (vb, _)))| ka == kb && va == vb);
             if !same {
-                last = format!("{} keys vs {}", sa.len(), sb.len());
+                last = format!(
+                    "{} keys vs {}: {}",
+                    sa.len(),
+                    sb.len(),
+                    value_diff(&sa, &sb, 5)
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
             same
@@ -375,7 +380,12 @@ fn cluster_side_contested_keys_converge_after_writers_stop() {
             let (sa, sb) = (cluster_snapshot(&a), snap_b());
             let same = same_values(&sa, &sb);
             if !same {
-                last = format!("{} keys vs {}", sa.len(), sb.len());
+                last = format!(
+                    "{} keys vs {}: {}",
+                    sa.len(),
+                    sb.len(),
+                    value_diff(&sa, &sb, 5)
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
             same

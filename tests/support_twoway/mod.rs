@@ -57,6 +57,25 @@ pub fn twoway_urls(a: &str, b: &str, extra: &[&str]) -> Tandem {
 
 pub type Snap = std::collections::BTreeMap<Vec<u8>, (KeyValue, i64)>;
 
+/// The keys whose values differ between `x` and `y` (or that one side lacks), with both
+/// values, for a failure message; at most `n`.
+pub fn value_diff(x: &Snap, y: &Snap, n: usize) -> String {
+    let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
+    keys.into_iter()
+        .filter(|k| x.get(*k).map(|v| &v.0) != y.get(*k).map(|v| &v.0))
+        .take(n)
+        .map(|k| {
+            format!(
+                "{}: A {:?} / B {:?}",
+                String::from_utf8_lossy(k),
+                x.get(k).map(|v| &v.0),
+                y.get(k).map(|v| &v.0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn same_values(x: &Snap, y: &Snap) -> bool {
     x.len() == y.len()
         && x.iter()

@@ -210,7 +210,13 @@ pub(super) async fn resolve_loop(
         for (c, copied_at, tries) in verify.drain(..) {
             let last = detector.last_writes(&c.key);
             if last.iter().flatten().any(|w| w.at_ms > copied_at) {
-                continue; // written again since: the detector judges the new writes
+                // Written again since (as tandem observed it): check again once that is
+                // applied too. Dropping the check here lost convergence: the copy's DUMP
+                // held a winner's write that its link had not yet replayed (observed
+                // after the copy), which then landed on the loser a second time (an INCR
+                // counted twice, tests/twoway.rs, cluster sides, 3 runs in 10).
+                keep.push((c, now_ms(), tries));
+                continue;
             }
             let same = dump(&mut conns[0], &c.key).await? == dump(&mut conns[1], &c.key).await?;
             if !same && tries < 5 {
