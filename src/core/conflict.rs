@@ -36,6 +36,7 @@
 //! Entries older than the retention are forgotten: a conflict whose writes are further
 //! apart than that (a link lagging by more) is not detected. docs/TWO-WAY.md says so.
 
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -149,31 +150,62 @@ pub struct Conflict<K> {
     pub winner: Side,
 }
 
-struct Entry {
-    last: [Option<Write>; 2],
+/// One side's writes that may still count, in the order they were observed.
+struct SideLog<K> {
+    writes: VecDeque<(K, Write)>,
+    /// The sequence number of `writes[0]` (numbers grow by one per write of the side).
+    base: u64,
+    /// Writes numbered below this are in the index (always a prefix: the index holds the
+    /// latest write per key only if it is filled in order).
+    indexed: u64,
 }
 
+impl<K> SideLog<K> {
+    fn end(&self) -> u64 {
+        self.base + self.writes.len() as u64
+    }
+
+    fn get(&self, seq: u64) -> Option<&Write> {
+        let i = seq.checked_sub(self.base)?;
+        self.writes.get(usize::try_from(i).ok()?).map(|(_, w)| w)
+    }
+}
+
+/// No write of that side in this slot of an index entry.
+const NONE: u64 = u64::MAX;
+
 struct State<K> {
-    /// The latest observed write of each side per key. A write stops counting once
-    /// every stream of the other side holds it (no later write there can be concurrent
-    /// with it) or once it is older than the retention ([`forgotten`]); such writes are
-    /// dropped in bulk by a sweep when the map has doubled, one sequential pass instead
-    /// of a random hash-map access per write.
-    entries: HashMap<K, Entry>,
+    /// Per side, its writes not yet forgotten (a prefix of forgotten ones is dropped as
+    /// soon as the other side holds it; see [`forgotten`]).
+    logs: [SideLog<K>; 2],
+    /// Per key, the sequence number of each side's latest indexed write (or [`NONE`]).
+    ///
+    /// Filled lazily: while the other side has no write that counts, a write cannot be
+    /// concurrent with anything yet and is only appended to its log. It is indexed when
+    /// the other side writes: then every write is looked up. With one side idle (the
+    /// common case), the detector costs an append per write and touches no hash table.
+    index: HashMap<K, [u64; 2]>,
     /// Per side, per stream of that side (observer), how much of each of the other
     /// side's spaces that stream holds. Only registered observers count.
     held: [HashMap<Space, Seen>; 2],
     /// Converge: conflicts waiting until both writes landed both ways.
     pending: HashMap<K, Conflict<K>>,
     detected: u64,
-    /// `entries` is swept when it reaches this size.
+    /// `index` is swept of entries pointing only at dropped writes when it reaches this
+    /// size: one sequential pass instead of a random access per dropped write.
     sweep_at: usize,
-    /// The latest observation clock, for sweeps that have no write at hand.
+    /// The latest observation clock, for checks that have no write at hand.
     now_ms: u64,
+    /// Writes observed since the logs were last trimmed for the retention.
+    since_trim: u32,
 }
 
-/// Smallest map size that triggers a sweep.
+/// Smallest index size that triggers a sweep.
 const SWEEP_MIN: usize = 4096;
+
+/// Writes between two trims of the logs by age (a trim for what the other side holds
+/// happens whenever that moves).
+const TRIM_EVERY: u32 = 256;
 
 /// A write of `side` no longer counts: every stream of the other side holds it, or
 /// (given a clock) it is older than the retention.
@@ -198,17 +230,24 @@ pub struct Detector<K> {
 
 impl<K: Clone + Eq + Hash> Detector<K> {
     pub fn new(policy: Policy, prefer: Side, retention: Duration) -> Self {
+        let log = || SideLog {
+            writes: VecDeque::new(),
+            base: 0,
+            indexed: 0,
+        };
         Self {
             policy,
             prefer,
             retention_ms: retention.as_millis() as u64,
             state: Mutex::new(State {
-                entries: HashMap::default(),
+                logs: [log(), log()],
+                index: HashMap::default(),
                 held: [HashMap::default(), HashMap::default()],
                 pending: HashMap::default(),
                 detected: 0,
                 sweep_at: SWEEP_MIN,
                 now_ms: 0,
+                since_trim: 0,
             }),
         }
     }
@@ -223,25 +262,42 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         let mut guard = self.state.lock().unwrap();
         let st = &mut *guard;
         st.now_ms = st.now_ms.max(w.at_ms);
-        if st.entries.len() >= st.sweep_at {
-            self.sweep(st, Some(w.at_ms));
+        st.since_trim += 1;
+        if st.since_trim >= TRIM_EVERY {
+            st.since_trim = 0;
+            let now = st.now_ms;
+            self.trim(st, Some(now));
         }
-        let entry = st
-            .entries
-            .entry(key.clone())
-            .or_insert(Entry { last: [None, None] });
-        // The common case, no concurrent write of the other side, clones nothing.
-        let concurrent = entry.last[side.other().idx()].as_ref().is_some_and(|o| {
-            w.seen_other.get(o.space) < o.own
-                && o.seen_other.get(w.space) < w.own
-                && !forgotten(&st.held, side.other(), o, Some(w.at_ms), self.retention_ms)
-        });
-        if !concurrent {
-            entry.last[side.idx()] = Some(w);
+        let (me, other) = (side.idx(), side.other().idx());
+        if st.logs[other].writes.is_empty() {
+            // Nothing of the other side counts: no conflict now, and the write is
+            // indexed only if the other side writes while it still counts.
+            st.logs[me].writes.push_back((key, w));
             return (Verdict::Apply, None);
         }
-        let o = entry.last[side.other().idx()].clone().expect("concurrent");
-        entry.last[side.idx()] = Some(w.clone());
+        Self::index_all(st);
+        if st.index.len() >= st.sweep_at {
+            Self::sweep(st);
+        }
+        let seq = st.logs[me].end();
+        let slot = st.index.entry(key.clone()).or_insert([NONE, NONE]);
+        let prior = slot[other];
+        slot[me] = seq;
+        st.logs[me].writes.push_back((key.clone(), w));
+        st.logs[me].indexed = seq + 1;
+        let (logs, held) = (&st.logs, &st.held);
+        let w = &logs[me].writes.back().expect("just pushed").1;
+        // The common case, no concurrent write of the other side, clones nothing.
+        let concurrent = logs[other].get(prior).is_some_and(|o| {
+            w.seen_other.get(o.space) < o.own
+                && o.seen_other.get(w.space) < w.own
+                && !forgotten(held, side.other(), o, Some(w.at_ms), self.retention_ms)
+        });
+        if !concurrent {
+            return (Verdict::Apply, None);
+        }
+        let o = logs[other].get(prior).expect("concurrent").clone();
+        let w = w.clone();
         let winner = match w.at_ms.cmp(&o.at_ms) {
             std::cmp::Ordering::Greater => side,
             std::cmp::Ordering::Less => side.other(),
@@ -267,6 +323,27 @@ impl<K: Clone + Eq + Hash> Detector<K> {
         (verdict, Some(c))
     }
 
+    /// Index every logged write not yet indexed, side by side in log order (so each key
+    /// ends pointing at its latest write per side).
+    fn index_all(st: &mut State<K>) {
+        let State { logs, index, .. } = st;
+        for (s, log) in logs.iter_mut().enumerate() {
+            let from = log.indexed.max(log.base);
+            for seq in from..log.end() {
+                let (key, _) = &log.writes[(seq - log.base) as usize];
+                match index.get_mut(key) {
+                    Some(slot) => slot[s] = seq,
+                    None => {
+                        let mut slot = [NONE, NONE];
+                        slot[s] = seq;
+                        index.insert(key.clone(), slot);
+                    }
+                }
+            }
+            log.indexed = log.end();
+        }
+    }
+
     /// Conflicts whose writes are both applied on the other side: `applied(space)` is
     /// how far that stream is applied on the other side.
     pub fn due(&self, applied: impl Fn(Space) -> u64) -> Vec<Conflict<K>> {
@@ -285,14 +362,17 @@ impl<K: Clone + Eq + Hash> Detector<K> {
 
     /// The latest observed write of each side for `key`, `[a, b]`.
     pub fn last_writes(&self, key: &K) -> [Option<Write>; 2] {
-        let st = self.state.lock().unwrap();
-        let Some(e) = st.entries.get(key) else {
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
+        Self::index_all(st);
+        let Some(slot) = st.index.get(key) else {
             return [None, None];
         };
         let live = |side: Side| {
-            e.last[side.idx()]
-                .clone()
+            st.logs[side.idx()]
+                .get(slot[side.idx()])
                 .filter(|w| !forgotten(&st.held, side, w, Some(st.now_ms), self.retention_ms))
+                .cloned()
         };
         [live(Side::A), live(Side::B)]
     }
@@ -306,7 +386,8 @@ impl<K: Clone + Eq + Hash> Detector<K> {
     }
 
     /// Stream `observer` of `side` exists: until it reports what it holds, nothing of
-    /// the other side is forgotten before the retention.
+    /// the other side is forgotten before the retention. (Writes forgotten before a
+    /// stream is added stay forgotten: add every stream before the first write.)
     pub fn add_observer(&self, side: Side, observer: Space) {
         let mut st = self.state.lock().unwrap();
         st.held[side.idx()].entry(observer).or_default();
@@ -314,48 +395,56 @@ impl<K: Clone + Eq + Hash> Detector<K> {
 
     /// Stream `observer` of `side` now holds the other side's `space` up to `offset`
     /// *in every key* (its link read a checkpoint saying so): the other side's writes
-    /// up to it can no longer be concurrent with anything new in `observer`.
+    /// up to it can no longer be concurrent with anything new in `observer`. Ignored
+    /// for a stream not added ([`Detector::add_observer`]).
     pub fn note_seen(&self, side: Side, observer: Space, space: Space, offset: u64) {
-        let mut st = self.state.lock().unwrap();
-        let held = st.held[side.idx()].entry(observer).or_default();
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
+        let Some(held) = st.held[side.idx()].get_mut(&observer) else {
+            return;
+        };
         *held = held.with(space, offset);
+        self.trim(st, None);
     }
 
-    /// Keys with writes that still count, after dropping those that do not. The caller
-    /// (the metrics task) calls it every second, which also bounds how long a quiet
-    /// detector keeps settled writes.
+    /// Writes that still count, after dropping those that do not. The caller (the
+    /// metrics task) calls it every second, which also bounds how long a quiet
+    /// detector keeps forgotten writes.
     pub fn remembered(&self) -> usize {
-        let mut st = self.state.lock().unwrap();
+        let mut guard = self.state.lock().unwrap();
+        let st = &mut *guard;
         let now = st.now_ms;
-        self.sweep(&mut st, Some(now));
-        st.entries.len()
+        self.trim(st, Some(now));
+        Self::sweep(st);
+        st.logs.iter().map(|l| l.writes.len()).sum()
     }
 
-    /// Drop the writes that no longer count (kept while their key's conflict waits to
-    /// be resolved), and keys left with none.
-    fn sweep(&self, st: &mut State<K>, now_ms: Option<u64>) {
-        let State {
-            entries,
-            held,
-            pending,
-            ..
-        } = st;
-        entries.retain(|key, e| {
-            if !pending.is_empty() && pending.contains_key(key) {
-                return true;
+    /// Drop each log's oldest writes while they no longer count. A log is in
+    /// observation order, which is offset order per stream: with one stream a side (or
+    /// streams that progress together) that is every forgotten write; others wait
+    /// behind an older one that still counts, and are checked when looked up.
+    fn trim(&self, st: &mut State<K>, now_ms: Option<u64>) {
+        let State { logs, held, .. } = st;
+        for side in [Side::A, Side::B] {
+            let log = &mut logs[side.idx()];
+            while log
+                .writes
+                .front()
+                .is_some_and(|(_, w)| forgotten(held, side, w, now_ms, self.retention_ms))
+            {
+                log.writes.pop_front();
+                log.base += 1;
             }
-            for side in [Side::A, Side::B] {
-                let slot = &mut e.last[side.idx()];
-                if slot
-                    .as_ref()
-                    .is_some_and(|w| forgotten(held, side, w, now_ms, self.retention_ms))
-                {
-                    *slot = None;
-                }
-            }
-            e.last.iter().any(Option::is_some)
-        });
-        st.sweep_at = (st.entries.len() * 2).max(SWEEP_MIN);
+            log.indexed = log.indexed.max(log.base);
+        }
+    }
+
+    /// Drop index entries whose writes were all dropped from the logs.
+    fn sweep(st: &mut State<K>) {
+        let State { logs, index, .. } = st;
+        let bases = [logs[0].base, logs[1].base];
+        index.retain(|_, slot| (0..2).any(|s| slot[s] != NONE && slot[s] >= bases[s]));
+        st.sweep_at = (st.index.len() * 2).max(SWEEP_MIN);
     }
 }
 
@@ -529,5 +618,191 @@ mod tests {
         let b = seen(&[(A0, 7), (SB, 3)]);
         let m = a.max(&b);
         assert_eq!((m.get(A0), m.get(A1), m.get(SB), m.get(99)), (7, 9, 3, 0));
+    }
+
+    /// The detector as first written, kept as the model: per key the latest write of
+    /// each side, checked against the other side's when observed; nothing indexed
+    /// lazily, nothing dropped.
+    mod model {
+        use super::super::*;
+        use std::collections::HashMap as Map;
+
+        pub struct Model {
+            pub policy: Policy,
+            pub prefer: Side,
+            pub retention_ms: u64,
+            pub last: Map<u8, [Option<Write>; 2]>,
+            pub held: [HashMap<Space, Seen>; 2],
+            pub pending: Map<u8, Conflict<u8>>,
+            pub detected: u64,
+            pub now_ms: u64,
+        }
+
+        impl Model {
+            pub fn observe(
+                &mut self,
+                side: Side,
+                key: u8,
+                w: Write,
+            ) -> (Verdict, Option<Conflict<u8>>) {
+                self.now_ms = self.now_ms.max(w.at_ms);
+                let e = self.last.entry(key).or_default();
+                let concurrent = e[side.other().idx()].as_ref().is_some_and(|o| {
+                    w.seen_other.get(o.space) < o.own
+                        && o.seen_other.get(w.space) < w.own
+                        && !forgotten(
+                            &self.held,
+                            side.other(),
+                            o,
+                            Some(w.at_ms),
+                            self.retention_ms,
+                        )
+                });
+                let o = e[side.other().idx()].clone();
+                e[side.idx()] = Some(w.clone());
+                if !concurrent {
+                    return (Verdict::Apply, None);
+                }
+                let o = o.unwrap();
+                let winner = match w.at_ms.cmp(&o.at_ms) {
+                    std::cmp::Ordering::Greater => side,
+                    std::cmp::Ordering::Less => side.other(),
+                    std::cmp::Ordering::Equal => self.prefer,
+                };
+                let writes = match side {
+                    Side::A => [w, o],
+                    Side::B => [o, w],
+                };
+                let c = Conflict {
+                    key,
+                    writes,
+                    winner,
+                };
+                self.detected += 1;
+                if self.policy == Policy::Converge {
+                    self.pending.insert(key, c.clone());
+                }
+                let v = if self.policy == Policy::Ignore {
+                    Verdict::Skip
+                } else {
+                    Verdict::Apply
+                };
+                (v, Some(c))
+            }
+
+            pub fn last_writes(&self, key: u8) -> [Option<Write>; 2] {
+                let Some(e) = self.last.get(&key) else {
+                    return [None, None];
+                };
+                let live = |side: Side| {
+                    e[side.idx()].clone().filter(|w| {
+                        !forgotten(&self.held, side, w, Some(self.now_ms), self.retention_ms)
+                    })
+                };
+                [live(Side::A), live(Side::B)]
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// side, key, which of the side's two streams, ms later, offset step, what
+        /// the writing stream holds of the other side's two streams.
+        Write(bool, u8, bool, u64, u64, [u64; 2]),
+        /// side, observer stream, other side's stream, offset.
+        Seen(bool, bool, bool, u64),
+        /// Applied offsets of the four streams.
+        Due([u64; 4]),
+        Last(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (any::<bool>(), 0u8..5, any::<bool>(), 0u64..3, 1u64..8, [0u64..60, 0u64..60])
+                .prop_map(|(s, k, x, dt, step, seen)| Op::Write(s, k, x, dt, step, seen)),
+            3 => (any::<bool>(), any::<bool>(), any::<bool>(), 0u64..60)
+                .prop_map(|(s, o, x, off)| Op::Seen(s, o, x, off)),
+            1 => [0u64..80, 0u64..80, 0u64..80, 0u64..80].prop_map(Op::Due),
+            1 => (0u8..5).prop_map(Op::Last),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the interleaving of writes, checkpoints and resolutions, the
+        /// lazily indexed, trimmed detector says exactly what the model says.
+        #[test]
+        fn agrees_with_the_model(
+            ops in proptest::collection::vec(op(), 1..120),
+            observers in [any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()],
+            policy in prop_oneof![Just(Policy::Converge), Just(Policy::Ignore), Just(Policy::Overwrite)],
+            retention in 2u64..40,
+        ) {
+            let sp = |side: bool, x: bool| -> Space { (side as u32) * 2 + x as u32 };
+            let side_of = |b: bool| if b { Side::B } else { Side::A };
+            let d: Detector<u8> = Detector::new(policy, Side::A, Duration::from_millis(retention));
+            let mut m = model::Model {
+                policy, prefer: Side::A, retention_ms: retention,
+                last: Default::default(), held: Default::default(),
+                pending: Default::default(), detected: 0, now_ms: 0,
+            };
+            for (i, on) in observers.iter().enumerate() {
+                if *on {
+                    let (side, x) = (i >= 2, i % 2 == 1);
+                    d.add_observer(side_of(side), sp(side, x));
+                    m.held[side_of(side).idx()].entry(sp(side, x)).or_default();
+                }
+            }
+            let (mut now, mut own) = (0u64, [0u64; 4]);
+            for op in ops {
+                match op {
+                    Op::Write(side, key, x, dt, step, seen) => {
+                        now += dt;
+                        let s = sp(side, x);
+                        own[s as usize] += step;
+                        let seen_other = Seen::default()
+                            .with(sp(!side, false), seen[0])
+                            .with(sp(!side, true), seen[1]);
+                        let w = Write { space: s, own: own[s as usize], seen_other, at_ms: now, command: "SET" };
+                        let got = d.observe(side_of(side), key, w.clone());
+                        let want = m.observe(side_of(side), key, w);
+                        prop_assert_eq!(got.0, want.0);
+                        prop_assert_eq!(got.1.map(|c| (c.key, c.writes, c.winner)), want.1.map(|c| (c.key, c.writes, c.winner)));
+                    }
+                    Op::Seen(side, o, x, off) => {
+                        let (obs, space) = (sp(side, o), sp(!side, x));
+                        d.note_seen(side_of(side), obs, space, off);
+                        if let Some(h) = m.held[side_of(side).idx()].get_mut(&obs) {
+                            *h = h.with(space, off);
+                        }
+                    }
+                    Op::Due(applied) => {
+                        let f = |s: Space| applied[s as usize];
+                        let mut got: Vec<_> = d.due(f).into_iter().map(|c| (c.key, c.winner.idx())).collect();
+                        let ready: Vec<u8> = m.pending.iter()
+                            .filter(|(_, c)| c.writes.iter().all(|w| f(w.space) >= w.own))
+                            .map(|(k, _)| *k).collect();
+                        let mut want: Vec<_> = ready.iter().map(|k| {
+                            let c = m.pending.remove(k).unwrap();
+                            (c.key, c.winner.idx())
+                        }).collect();
+                        got.sort();
+                        want.sort();
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Last(key) => {
+                        prop_assert_eq!(d.last_writes(&key), m.last_writes(key));
+                    }
+                }
+                prop_assert_eq!(d.detected(), m.detected);
+                prop_assert_eq!(d.pending(), m.pending.len());
+            }
+            for key in 0..5 {
+                prop_assert_eq!(d.last_writes(&key), m.last_writes(key));
+            }
+        }
     }
 }
