@@ -83,6 +83,7 @@ async fn collect_until(
                     .confirm(ReplPosition::new(rec.replid.clone(), c.offset));
                 rec.commands.push(c);
             }
+            Event::Echo(c) => panic!("a one-way link read an echo at {}", c.offset),
         }
     }
 }

@@ -72,6 +72,8 @@ pub async fn run(args: TailArgs) -> CliResult {
             }
             Event::RdbChunk(b) => rdb_bytes += b.len() as u64,
             Event::RdbEnd => tracing::info!(bytes = rdb_bytes, "RDB received (not printed)"),
+            // Only a two-way link asks for echoes to be read whole; tail prints everything.
+            Event::Echo(_) => {}
             Event::Continue { replid: id, offset } => {
                 replid = id;
                 tracing::info!(%replid, offset, "stream continues");

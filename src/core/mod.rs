@@ -10,3 +10,10 @@ pub mod shutdown;
 
 pub use position::ReplPosition;
 pub use short_id::ShortId;
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

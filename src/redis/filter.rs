@@ -74,6 +74,11 @@ pub fn is_tandem_key(key: &[u8]) -> bool {
 /// echo of tandem's own batch and is dropped whole; a bare such write too. Unknown or
 /// malformed commands answer `false` (they are reported elsewhere).
 pub fn writes_tandem_key(argv: &[Bytes]) -> bool {
+    // Most commands have no argument that could be such a key: say so without looking
+    // the command up (a two-way link asks this of every command it reads).
+    if !argv.iter().skip(1).any(|a| is_tandem_key(a)) {
+        return false;
+    }
     let Some(spec) = resolve(argv) else {
         return false;
     };

@@ -6,6 +6,7 @@
 //! consumer ──LinkHandle::confirm(position)──▶ REPLCONF ACK
 //! ```
 
+mod echo;
 pub mod error;
 pub mod handshake;
 pub mod link;

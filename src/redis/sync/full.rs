@@ -74,10 +74,7 @@ pub fn load(
     let mut p = RdbParser::new(std::io::BufReader::with_capacity(256 * 1024, input))?;
     let version = p.version();
     let restore = !opts.rewrite_only && opts.target_rdb.is_some_and(|t| t.accepts(version));
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = crate::core::wall_ms() as i64;
     let mut stats = LoadStats {
         rdb_version: version,
         ..Default::default()

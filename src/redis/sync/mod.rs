@@ -161,6 +161,9 @@ async fn engine<S: Sink>(
     }
     let lag = link_cfg.lag.clone();
     let mut link = replica::start(link_cfg, initial_db, shutdown.clone())?;
+    if hooks.is_some() {
+        link.events.drop_echoes();
+    }
     // Confirm to the source what the target holds, as it happens; the lag gauge also
     // ticks while nothing is applied (that is when it grows).
     let mut applied = sink.applied();
@@ -344,7 +347,7 @@ impl<S: Sink> Engine<'_, S> {
                             writes = g.filter(writes).await?;
                         }
                         let writes = match self.hooks.as_ref() {
-                            Some(h) => h.judge(writes, end),
+                            Some(h) => h.judge(writes, end, link.events.observed_ms()),
                             None => writes,
                         };
                         for w in writes {
@@ -358,16 +361,32 @@ impl<S: Sink> Engine<'_, S> {
                         let pos = ReplPosition::new(self.replid.clone(), end);
                         self.sink.end_unit(pos, self.db, CkptState::Incr).await?;
                     }
-                    if !link.events.has_pending() && !self.units.in_unit() {
-                        // Nothing more at hand: land it now for low latency.
-                        self.sink.flush().await?;
-                        if let Some(h) = self.hooks.as_ref() {
-                            h.settled(end);
-                        }
+                    self.unit_done(link, end).await?;
+                }
+                Event::Echo(ckpt) => {
+                    // Only two-way links read echoes whole (`drop_echoes`), and only
+                    // between units.
+                    let end = ckpt.offset;
+                    self.db = ckpt.db;
+                    if let Some(h) = self.hooks.as_mut() {
+                        h.note_echo_checkpoint(&ckpt.argv);
                     }
+                    self.unit_done(link, end).await?;
                 }
             }
         }
+    }
+
+    /// After a unit ending at `end`: when nothing more is at hand, land it now for low
+    /// latency.
+    async fn unit_done(&mut self, link: &replica::ReplicaLink, end: u64) -> Result<(), SyncError> {
+        if !link.events.has_pending() && !self.units.in_unit() {
+            self.sink.flush().await?;
+            if let Some(h) = self.hooks.as_ref() {
+                h.settled(end);
+            }
+        }
+        Ok(())
     }
 
     /// Land the complete units held and wait for the target to confirm all.

@@ -101,18 +101,27 @@ impl Hooks {
             return false;
         }
         for argv in unit.cmds.iter().map(|c| &c.argv) {
-            if argv.len() >= 4
-                && argv[0].eq_ignore_ascii_case(b"HSET")
-                && argv[1].starts_with(&self.reverse_prefix)
-            {
-                self.note_checkpoint(argv);
-            }
+            self.note_checkpoint(argv);
         }
         crate::metrics::echo_dropped();
         true
     }
 
+    /// An echo read whole by the stream reader: only its last write, `argv`, is at hand
+    /// (tandem's batches end with their checkpoint).
+    pub fn note_echo_checkpoint(&mut self, argv: &[Bytes]) {
+        self.note_checkpoint(argv);
+        crate::metrics::echo_dropped();
+    }
+
+    /// If `argv` writes one of the reverse link's checkpoints, learn from it.
     fn note_checkpoint(&mut self, argv: &[Bytes]) {
+        if argv.len() < 4
+            || !argv[0].eq_ignore_ascii_case(b"HSET")
+            || !argv[1].starts_with(&self.reverse_prefix)
+        {
+            return;
+        }
         let Some((shard, scoped)) = parse_ckpt_suffix(&argv[1][self.reverse_prefix.len()..]) else {
             return;
         };
@@ -147,9 +156,9 @@ impl Hooks {
         }
     }
 
-    /// Run each write's keys through the detector; drop the writes it says to skip.
-    pub fn judge(&self, writes: Vec<TargetWrite>, unit_end: u64) -> Vec<TargetWrite> {
-        let now = super::now_ms();
+    /// Run each write's keys through the detector (observed at wall-clock `now`
+    /// milliseconds); drop the writes it says to skip.
+    pub fn judge(&self, writes: Vec<TargetWrite>, unit_end: u64, now: u64) -> Vec<TargetWrite> {
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             if is_migrated_key(&w.argv) {
@@ -196,7 +205,7 @@ impl Hooks {
 
     fn report(&self, c: &Conflict<Key>) {
         crate::metrics::conflict(self.detector.policy());
-        if let Some(unlogged) = self.warn_gate.pass(super::now_ms()) {
+        if let Some(unlogged) = self.warn_gate.pass(crate::core::wall_ms()) {
             let key = String::from_utf8_lossy(&c.key.1);
             warn!(
                 db = c.key.0, key = %key, winner = c.winner.name(),
@@ -281,6 +290,7 @@ impl IntoIterator for Keys {
 mod tests {
     use super::*;
     use crate::core::conflict::Policy;
+    use crate::core::wall_ms as now_ms;
     use crate::redis::cluster::tags::tag;
     use crate::redis::replica::stream::Command;
 
@@ -329,7 +339,7 @@ mod tests {
                 space: space(Side::B, None),
                 own,
                 seen_other: Seen::default(),
-                at_ms: super::super::now_ms(),
+                at_ms: crate::core::wall_ms(),
                 command: "SET",
             };
             detector.observe(Side::B, (0, KeyBytes::new(k.as_bytes())), w);
@@ -365,8 +375,8 @@ mod tests {
             ])
         };
         assert!(h.note_echo(&ckpt(&k1_ckpt, "150")));
-        h.judge(set("k1"), 10);
-        h.judge(set("k2"), 11);
+        h.judge(set("k1"), 10, now_ms());
+        h.judge(set("k2"), 11, now_ms());
         assert_eq!(
             h.detector.detected(),
             1,
@@ -381,7 +391,7 @@ mod tests {
             "state",
             "incr"
         ]])));
-        h.judge(set("k3"), 12);
+        h.judge(set("k3"), 12, now_ms());
         assert_eq!(h.detector.detected(), 1);
         // Another link's checkpoint teaches nothing.
         let other = format!("__tandem:ckpt:t:b2ax:{{{}}}", tag(key_slot(b"k1")));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::warn;
 
-use super::{Key, Progress, SideInfo, now_ms};
+use super::{Key, Progress, SideInfo};
 use crate::core::conflict::{Conflict, Detector, Policy};
 use crate::core::shutdown::Shutdown;
 use crate::redis::cluster::nodes::{Nodes, Redirect, redirect};
@@ -201,7 +201,7 @@ pub(super) async fn resolve_loop(
         }
         for c in detector.due(|s| progress.applied(s)) {
             copy_winner(&mut conns, &c, &id).await?;
-            verify.push((c, now_ms(), 0));
+            verify.push((c, crate::core::wall_ms(), 0));
         }
         if verify.is_empty() || !caught_up(&progress, &mut masters).await {
             continue;
@@ -215,13 +215,13 @@ pub(super) async fn resolve_loop(
                 // held a winner's write that its link had not yet replayed (observed
                 // after the copy), which then landed on the loser a second time (an INCR
                 // counted twice, tests/twoway.rs, cluster sides, 3 runs in 10).
-                keep.push((c, now_ms(), tries));
+                keep.push((c, crate::core::wall_ms(), tries));
                 continue;
             }
             let same = dump(&mut conns[0], &c.key).await? == dump(&mut conns[1], &c.key).await?;
             if !same && tries < 5 {
                 copy_winner(&mut conns, &c, &id).await?;
-                keep.push((c, now_ms(), tries + 1));
+                keep.push((c, crate::core::wall_ms(), tries + 1));
             } else if !same {
                 warn!(key = %String::from_utf8_lossy(&c.key.1), "conflict did not converge after 5 copies");
             }
