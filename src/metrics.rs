@@ -139,13 +139,13 @@ pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandl
 }
 
 pub const CONFLICTS: &str = "tandem_conflicts_total";
-pub const CONFLICT_KEYS: &str = "tandem_conflict_detector_keys";
+pub const CONFLICT_WRITES: &str = "tandem_conflict_detector_writes";
 pub const CONFLICTS_RESOLVED: &str = "tandem_conflicts_resolved_total";
 
 pub fn describe_twoway() {
     metrics::describe_gauge!(
-        CONFLICT_KEYS,
-        "Keys the two-way conflict detector remembers writes of (its memory)"
+        CONFLICT_WRITES,
+        "Writes the two-way conflict detector remembers (its memory)"
     );
     metrics::describe_counter!(
         CONFLICTS,
@@ -162,8 +162,8 @@ pub fn conflict(policy: crate::core::conflict::Policy) {
     metrics::counter!(CONFLICTS, "policy" => p).increment(1);
 }
 
-pub fn conflict_keys(n: usize) {
-    metrics::gauge!(CONFLICT_KEYS).set(n as f64);
+pub fn conflict_writes(n: usize) {
+    metrics::gauge!(CONFLICT_WRITES).set(n as f64);
 }
 
 pub fn conflict_resolved() {

@@ -80,26 +80,52 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
         true,
     );
     both.baseline_label = "two one-way syncs loaded at once, per direction";
-    if let Some(why) = tandem_sync_missing(&cfg.tandem_bin) {
-        return [ab, ba, solo, both]
-            .into_iter()
+    // Two-way reads each side's replication stream, so each side feeds a replica (tandem)
+    // with everything applied to it, echoes included; a one-way target does not. These
+    // rows give one-way targets a native replica each (as a deployment with HA has):
+    // what is left between the columns is tandem's own cost.
+    let mut solo_r = Row::new(
+        format!("4. two-way A→B, {n} writes, B idle (vs targets with a replica)"),
+        "writes/s",
+        true,
+    );
+    solo_r.baseline_label = "tandem one-way, target with a native replica";
+    let mut both_r = Row::new(
+        format!(
+            "4. two-way, {n} writes each way at once, per direction (vs targets with a replica)"
+        ),
+        "writes/s",
+        true,
+    );
+    both_r.baseline_label = "two one-way syncs loaded at once, targets with a native replica";
+    let rows = |why: String, rows: [Row; 6]| -> Vec<Row> {
+        rows.into_iter()
             .map(|r| unavailable(r, why.clone()))
-            .collect();
+            .collect()
+    };
+    if let Some(why) = tandem_sync_missing(&cfg.tandem_bin) {
+        return rows(why, [ab, ba, solo, both, solo_r, both_r]);
     }
     if !tandem_has(&cfg.tandem_bin, &["redis", "twoway"]) {
         let why = "`tandem redis twoway` not yet available in this build".to_string();
-        return [ab, ba, solo, both]
-            .into_iter()
-            .map(|r| unavailable(r, why.clone()))
-            .collect();
+        return rows(why, [ab, ba, solo, both, solo_r, both_r]);
     }
     let limit = cfg.sizes.wait_limit;
     for run in 0..cfg.runs {
         let seed = cfg.seed + run as u64;
-        let one = || -> Res<(f64, Option<u64>)> {
+        // A one-way sync from `a`; with `replicated`, its target has a native replica.
+        let sync = |a: &Redis, id: String, replicated: bool| -> Res<(Attached, Option<Redis>)> {
+            let target = Redis::start(SOURCE_OPTS)?;
+            let replica = match replicated {
+                true => Some(native_replica(&target, limit)?),
+                false => None,
+            };
+            let att = super::attach::attach_to(Kind::Tandem, &cfg.tandem_bin, a, target, &id)?;
+            Ok((att, replica))
+        };
+        let one = |replicated: bool| -> Res<(f64, Option<u64>)> {
             let a = Redis::start(SOURCE_OPTS)?;
-            let mut att =
-                super::attach::attach(Kind::Tandem, &cfg.tandem_bin, &a, &format!("ow{run}"))?;
+            let (mut att, _replica) = sync(&a, format!("ow{run}"), replicated)?;
             wait_streaming(&mut att, &a, "ow", limit)?;
             let Attached { target, tandem, .. } = &mut att;
             let t = tandem.as_mut().ok_or("no tandem")?;
@@ -125,14 +151,12 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             Ok((a, b, t))
         };
         // Two one-way syncs, each loaded by its own writer at once.
-        let two_one_way = || -> Res<(f64, f64)> {
+        let two_one_way = |replicated: bool| -> Res<(f64, f64)> {
             let a = Redis::start(SOURCE_OPTS)?;
             let c = Redis::start(SOURCE_OPTS)?;
-            let mut x =
-                super::attach::attach(Kind::Tandem, &cfg.tandem_bin, &a, &format!("ox{run}"))?;
+            let (mut x, _rx) = sync(&a, format!("ox{run}"), replicated)?;
             wait_streaming(&mut x, &a, "ox", limit)?;
-            let mut y =
-                super::attach::attach(Kind::Tandem, &cfg.tandem_bin, &c, &format!("oy{run}"))?;
+            let (mut y, _ry) = sync(&c, format!("oy{run}"), replicated)?;
             wait_streaming(&mut y, &c, "oy", limit)?;
             let (cp, dp) = (c.port, y.target.port);
             let writer = std::thread::spawn(move || -> Res<Instant> {
@@ -172,7 +196,15 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
             }
             Ok((ab, ba, rss))
         };
-        match one() {
+        match one(true) {
+            Ok((v, _)) => push(&mut solo_r.baseline, v),
+            Err(e) => solo_r.baseline = Outcome::Failed(e.to_string()),
+        }
+        match two_one_way(true) {
+            Ok((x, y)) => push(&mut both_r.baseline, (x + y) / 2.0),
+            Err(e) => both_r.baseline = Outcome::Failed(e.to_string()),
+        }
+        match one(false) {
             Ok((v, rss)) => {
                 push(&mut ab.baseline, v);
                 push(&mut ba.baseline, v);
@@ -194,11 +226,16 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
         match one_side() {
             Ok((v, rss)) => {
                 push(&mut solo.tandem, v);
+                push(&mut solo_r.tandem, v);
                 solo.tandem_rss.extend(rss);
+                solo_r.tandem_rss.extend(rss);
             }
-            Err(e) => solo.tandem = Outcome::Failed(e.to_string()),
+            Err(e) => {
+                solo.tandem = Outcome::Failed(e.to_string());
+                solo_r.tandem = Outcome::Failed(e.to_string());
+            }
         }
-        match two_one_way() {
+        match two_one_way(false) {
             Ok((x, y)) => push(&mut both.baseline, (x + y) / 2.0),
             Err(e) => both.baseline = Outcome::Failed(e.to_string()),
         }
@@ -207,7 +244,9 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
                 push(&mut ab.tandem, x);
                 push(&mut ba.tandem, y);
                 push(&mut both.tandem, (x + y) / 2.0);
+                push(&mut both_r.tandem, (x + y) / 2.0);
                 both.tandem_rss.extend(rss);
+                both_r.tandem_rss.extend(rss);
                 ab.tandem_rss.extend(rss);
                 ba.tandem_rss.extend(rss);
             }
@@ -215,10 +254,30 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
                 ab.tandem = Outcome::Failed(e.to_string());
                 ba.tandem = Outcome::Failed(e.to_string());
                 both.tandem = Outcome::Failed(e.to_string());
+                both_r.tandem = Outcome::Failed(e.to_string());
             }
         }
     }
-    vec![ab, ba, solo, both]
+    vec![ab, ba, solo, both, solo_r, both_r]
+}
+
+/// A native replica of `of`, streaming before this returns.
+fn native_replica(of: &Redis, limit: Duration) -> Res<Redis> {
+    let r = Redis::start(&[])?;
+    let port = of.port.to_string();
+    r.client()?
+        .ok(&[b"REPLICAOF", b"127.0.0.1", port.as_bytes()])?;
+    let mut c = r.client()?;
+    wait_until(
+        "a native replica to stream",
+        limit,
+        Duration::from_millis(5),
+        || {
+            let info = c.info("replication")?;
+            Ok(info_field(&info, "master_link_status") == Some("up"))
+        },
+    )?;
+    Ok(r)
 }
 
 pub(super) fn push(o: &mut Outcome, v: f64) {

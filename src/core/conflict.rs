@@ -158,6 +158,8 @@ struct SideLog<K> {
     /// Writes numbered below this are in the index (always a prefix: the index holds the
     /// latest write per key only if it is filled in order).
     indexed: u64,
+    /// The log is compacted when it reaches this length ([`Detector::compact`]).
+    compact_at: usize,
 }
 
 impl<K> SideLog<K> {
@@ -203,6 +205,10 @@ struct State<K> {
 /// Smallest index size that triggers a sweep.
 const SWEEP_MIN: usize = 4096;
 
+/// Smallest log length that triggers a compaction (small in tests, so that the property
+/// test goes through it).
+const COMPACT_MIN: usize = if cfg!(test) { 8 } else { 1 << 16 };
+
 /// Writes between two trims of the logs by age (a trim for what the other side holds
 /// happens whenever that moves).
 const TRIM_EVERY: u32 = 256;
@@ -234,6 +240,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             writes: VecDeque::new(),
             base: 0,
             indexed: 0,
+            compact_at: COMPACT_MIN,
         };
         Self {
             policy,
@@ -269,6 +276,9 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             self.trim(st, Some(now));
         }
         let (me, other) = (side.idx(), side.other().idx());
+        if st.logs[me].writes.len() >= st.logs[me].compact_at {
+            Self::compact(st, me);
+        }
         if st.logs[other].writes.is_empty() {
             // Nothing of the other side counts: no conflict now, and the write is
             // indexed only if the other side writes while it still counts.
@@ -342,6 +352,34 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             }
             log.indexed = log.end();
         }
+    }
+
+    /// Keep only the latest write per key of side `s`'s log. A log is trimmed from its
+    /// oldest write, which can count for long: on a cluster side's streams that never
+    /// see a floor checkpoint, until the retention. Without compaction the log would
+    /// then hold every write of the window; with it, about twice the keys written in it
+    /// (what the per-key map held before the log). Amortized: the next compaction waits
+    /// until the log has doubled.
+    fn compact(st: &mut State<K>, s: usize) {
+        Self::index_all(st);
+        let State { logs, index, .. } = st;
+        let log = &mut logs[s];
+        let (old_base, new_base) = (log.base, log.end());
+        // Renumbered from the old end on: references to dropped writes fall below the
+        // new base and read as forgotten (none should remain: only the latest is kept).
+        let mut seq = new_base;
+        for (i, (key, w)) in std::mem::take(&mut log.writes).into_iter().enumerate() {
+            if let Some(slot) = index.get_mut(&key)
+                && slot[s] == old_base + i as u64
+            {
+                slot[s] = seq;
+                seq += 1;
+                log.writes.push_back((key, w));
+            }
+        }
+        log.base = new_base;
+        log.indexed = seq;
+        log.compact_at = (log.writes.len() * 2).max(COMPACT_MIN);
     }
 
     /// Conflicts whose writes are both applied on the other side: `applied(space)` is
@@ -610,6 +648,28 @@ mod tests {
         d.observe(Side::B, "x", cw(SB, 40, &[], 3));
         assert_eq!(d.remembered(), 2, "k forgotten once both shards hold it");
         assert_eq!(d.last_writes(&"k"), [None, None]);
+    }
+
+    #[test]
+    fn writes_that_keep_counting_are_kept_once_per_key() {
+        // B's stream never says it holds A's writes (a cluster side's master without a
+        // floor): only the retention forgets them, so the log is compacted instead.
+        let keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"];
+        let d = det(Policy::Converge);
+        d.add_observer(Side::B, SB);
+        for i in 0..10_000u64 {
+            d.observe(Side::A, keys[(i % 10) as usize], w(SA, i + 1, 0, 1));
+            assert!(d.state.lock().unwrap().logs[0].writes.len() <= 20);
+        }
+        let kept = d.remembered();
+        assert!(
+            (10..=20).contains(&kept),
+            "10 keys, compacted at 20: {kept}"
+        );
+        assert_eq!(d.last_writes(&"k3")[0].as_ref().map(|w| w.own), Some(9_994));
+        // And a write of B still meets the latest of A's.
+        let (_, c) = d.observe(Side::B, "k3", w(SB, 5, 0, 2));
+        assert_eq!(c.expect("conflict").writes[0].own, 9_994);
     }
 
     #[test]

@@ -330,7 +330,7 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError>
         let (detector, mut stop) = (detector.clone(), inner.clone());
         tokio::spawn(async move {
             loop {
-                crate::metrics::conflict_keys(detector.remembered());
+                crate::metrics::conflict_writes(detector.remembered());
                 tokio::select! {
                     _ = stop.wait() => break,
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
