@@ -106,7 +106,8 @@ pub const UNSUPPORTED_SKIPPED: &str = "tandem_unsupported_skipped_total";
 pub fn describe_policy() {
     metrics::describe_counter!(
         ECHOES_DROPPED,
-        "Source units dropped because they were tandem's own writes (two-way)"
+        "Source units dropped because they were tandem's own writes (two-way), by how they \
+         were read: framed (only the checkpoint read) or parsed (every command read)"
     );
     metrics::describe_counter!(
         UNSUPPORTED_SKIPPED,
@@ -114,8 +115,11 @@ pub fn describe_policy() {
     );
 }
 
-pub fn echo_dropped() {
-    metrics::counter!(ECHOES_DROPPED).increment(1);
+/// `framed`: the reader recognised the whole transaction and built only its last write
+/// (`replica/echo.rs`); otherwise every command of the unit was parsed.
+pub fn echo_dropped(framed: bool) {
+    let read = if framed { "framed" } else { "parsed" };
+    metrics::counter!(ECHOES_DROPPED, "read" => read).increment(1);
 }
 
 pub fn unsupported_skipped(command: &str) {

@@ -162,3 +162,117 @@ fn verbatim_evalsha_applies_even_when_the_target_lost_the_script() {
     }
     assert!(!t.log_text().contains("NOSCRIPT"), "{}", t.log_text());
 }
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Writes a marker on `from` and waits for it on `to`: every echo `to`'s link read before
+/// it (all of `from`'s stream up to it) has been handled.
+fn barrier(from: &RedisServer, to: &RedisServer, token: &str) {
+    from.cmd(&["SET", "barrier", token]);
+    wait_until("a marker to cross", CATCH_UP, || {
+        to.client().cmd(&["GET", "barrier"]) == Frame::BulkString(token.as_bytes().to_vec())
+    });
+}
+
+/// Two-way between Valkey 9 and Redis 6.2: each propagates tandem's transactions in its
+/// own way, and the link reading them must still recognise them whole (the framed fast
+/// path, counted apart from echoes parsed command by command) and apply nothing twice.
+#[test]
+fn twoway_between_valkey9_and_redis62_frames_echoes_and_doubles_nothing() {
+    // No PINGs: a PING moves a link's checkpoint with a batch of the checkpoint alone,
+    // whose echo is a bare HSET (read command by command), which would blur the count.
+    let quiet = |env: &str| {
+        RedisServer::start_with(
+            ServerOpts::default()
+                .binary_from_env(env)
+                .arg("repl-diskless-sync-delay", "0")
+                .arg("repl-ping-replica-period", "3600"),
+        )
+    };
+    let (a, b) = (
+        quiet("TANDEM_VALKEY_SERVER"),
+        quiet("TANDEM_REDIS62_SERVER"),
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let t = Tandem::start(&[
+        "redis",
+        "twoway",
+        "--a",
+        &a.url(),
+        "--b",
+        &b.url(),
+        "--metrics-addr",
+        &addr,
+    ]);
+    // After these, every start-up echo (each link's first checkpoint alone, bare) is
+    // handled: each precedes a marker that crossed after it.
+    barrier(&a, &b, "a0");
+    barrier(&b, &a, "b0");
+    barrier(&a, &b, "a0b");
+    let parsed = "tandem_echo_units_dropped_total{read=\"parsed\"}";
+    let framed = "tandem_echo_units_dropped_total{read=\"framed\"}";
+    let before = scrape(port);
+    let incr = |side: &RedisServer, prefix: &str, by: &str| {
+        let all: Vec<Vec<bytes::Bytes>> = (0..3000)
+            .map(|i| {
+                vec![
+                    bytes::Bytes::from("INCRBY"),
+                    bytes::Bytes::from(format!("{prefix}:{}", i % 30)),
+                    bytes::Bytes::from(by.to_string()),
+                ]
+            })
+            .collect();
+        side.client().pipeline(&all);
+    };
+    incr(&a, "a", "1");
+    incr(&b, "b", "2");
+    // A's counters reached B and B's reached A; then markers the other way round follow
+    // every echo of them through the reverse links.
+    barrier(&a, &b, "a1");
+    barrier(&b, &a, "b1");
+    barrier(&a, &b, "a2");
+    for (side, name) in [(&a, "valkey"), (&b, "redis 6.2")] {
+        let mut c = side.client();
+        for k in 0..30 {
+            assert_eq!(
+                c.cmd_text(&["GET", &format!("a:{k}")]),
+                "100",
+                "a:{k} on {name}"
+            );
+            assert_eq!(
+                c.cmd_text(&["GET", &format!("b:{k}")]),
+                "200",
+                "b:{k} on {name}"
+            );
+        }
+    }
+    let after = scrape(port);
+    let log = t.log_text();
+    // Both servers' streams carried tandem's batches (counters and markers both ways):
+    // were any read command by command, this count would have moved.
+    assert_eq!(
+        metric(&after, parsed),
+        metric(&before, parsed),
+        "{after}\n{log}"
+    );
+    assert!(
+        metric(&after, framed) >= metric(&before, framed) + 2.0,
+        "{after}\n{log}"
+    );
+}

@@ -140,7 +140,7 @@ impl IncrPolicy {
     pub fn writes(&self, unit: Unit, stats: &mut IncrStats) -> Result<Vec<TargetWrite>, IncrError> {
         if self.drop_echoes && any_writes_tandem_key(unit.cmds.iter().map(|c| c.argv.as_slice())) {
             stats.dropped_echo_units += 1;
-            crate::metrics::echo_dropped();
+            crate::metrics::echo_dropped(false);
             return Ok(Vec::new());
         }
         let mut out = Vec::new();

@@ -103,7 +103,7 @@ impl Hooks {
         for argv in unit.cmds.iter().map(|c| &c.argv) {
             self.note_checkpoint(argv);
         }
-        crate::metrics::echo_dropped();
+        crate::metrics::echo_dropped(false);
         true
     }
 
@@ -111,7 +111,7 @@ impl Hooks {
     /// (tandem's batches end with their checkpoint).
     pub fn note_echo_checkpoint(&mut self, argv: &[Bytes]) {
         self.note_checkpoint(argv);
-        crate::metrics::echo_dropped();
+        crate::metrics::echo_dropped(true);
     }
 
     /// If `argv` writes one of the reverse link's checkpoints, learn from it.
