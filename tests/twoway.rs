@@ -46,6 +46,15 @@ fn wait_same(a: &RedisServer, b: &RedisServer, dbs: &[u32], limit: Duration) {
     });
 }
 
+/// Writes a marker on `from` and waits until it is on `to`: everything `from`'s stream
+/// held before it has been handled by the link reading it.
+fn marker_crosses(from: &RedisServer, to: &RedisServer, token: &str) {
+    from.cmd(&["SET", "marker", token]);
+    wait_until("a marker to cross", Duration::from_secs(60), || {
+        to.client().cmd(&["GET", "marker"]) == Frame::BulkString(token.as_bytes().to_vec())
+    });
+}
+
 fn attached(a: &RedisServer, b: &RedisServer) {
     wait_until("both links attached", Duration::from_secs(30), || {
         checkpoint(b, "default:a2b").is_some_and(|(s, _)| s == "incr")
@@ -124,9 +133,12 @@ fn counters_incremented_on_one_side_are_not_doubled() {
                 && cb.cmd(&["GET", &format!("a:{k}")]) == Frame::BulkString(b"100".to_vec())
         })
     });
-    // Let any (wrong) echo come back before checking nothing was doubled.
+    // Every echo of the counters is handled before the checks: B's echoes of A's
+    // counters precede a marker written on B now, A's of B's a marker written on A
+    // once that one crossed.
     wait_same(&a, &b, &[0], Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(500));
+    marker_crosses(&b, &a, "b-done");
+    marker_crosses(&a, &b, "a-done");
     for side in [&a, &b] {
         let mut c = side.client();
         for k in 0..20 {
