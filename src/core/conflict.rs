@@ -158,8 +158,11 @@ struct SideLog<K> {
     /// Writes numbered below this are in the index (always a prefix: the index holds the
     /// latest write per key only if it is filled in order).
     indexed: u64,
-    /// The log is compacted when it reaches this length ([`Detector::compact`]).
+    /// The log is compacted when it reaches this length ([`Detector::compact`]) and
+    /// its oldest write has not been dropped since it last did.
     compact_at: usize,
+    /// Writes were dropped from the front since the log last reached `compact_at`.
+    front_moved: bool,
 }
 
 impl<K> SideLog<K> {
@@ -241,6 +244,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             base: 0,
             indexed: 0,
             compact_at: COMPACT_MIN,
+            front_moved: false,
         };
         Self {
             policy,
@@ -276,8 +280,17 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             self.trim(st, Some(now));
         }
         let (me, other) = (side.idx(), side.other().idx());
-        if st.logs[me].writes.len() >= st.logs[me].compact_at {
-            Self::compact(st, me);
+        let log = &mut st.logs[me];
+        if log.writes.len() >= log.compact_at {
+            if log.front_moved {
+                // A log long only because the other side lags behind (its writes are
+                // being dropped) would mostly keep its writes: compacting it costs a
+                // hash probe per write for little. Wait until it doubles again.
+                log.front_moved = false;
+                log.compact_at = log.writes.len() * 2;
+            } else {
+                Self::compact(st, me);
+            }
         }
         if st.logs[other].writes.is_empty() {
             // Nothing of the other side counts: no conflict now, and the write is
@@ -341,14 +354,9 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             let from = log.indexed.max(log.base);
             for seq in from..log.end() {
                 let (key, _) = &log.writes[(seq - log.base) as usize];
-                match index.get_mut(key) {
-                    Some(slot) => slot[s] = seq,
-                    None => {
-                        let mut slot = [NONE, NONE];
-                        slot[s] = seq;
-                        index.insert(key.clone(), slot);
-                    }
-                }
+                // One probe whether the key is there or not (a lookup then an insert
+                // probed twice for every new key).
+                index.entry(key.clone()).or_insert([NONE, NONE])[s] = seq;
             }
             log.indexed = log.end();
         }
@@ -359,7 +367,7 @@ impl<K: Clone + Eq + Hash> Detector<K> {
     /// see a floor checkpoint, until the retention. Without compaction the log would
     /// then hold every write of the window; with it, about twice the keys written in it
     /// (what the per-key map held before the log). Amortized: the next compaction waits
-    /// until the log has doubled.
+    /// until the log has doubled. Only a log whose front is stuck is compacted.
     fn compact(st: &mut State<K>, s: usize) {
         Self::index_all(st);
         let State { logs, index, .. } = st;
@@ -472,8 +480,12 @@ impl<K: Clone + Eq + Hash> Detector<K> {
             {
                 log.writes.pop_front();
                 log.base += 1;
+                log.front_moved = true;
             }
             log.indexed = log.indexed.max(log.base);
+            if log.writes.len() * 4 < log.compact_at {
+                log.compact_at = (log.compact_at / 2).max(COMPACT_MIN);
+            }
         }
     }
 
