@@ -102,20 +102,20 @@ fn is_tandem_hset(buf: &[u8], cmd: &Range<usize>, spans: &mut Vec<Range<usize>>)
     arg(0).eq_ignore_ascii_case(b"HSET") && arg(1).starts_with(TANDEM_PREFIX)
 }
 
+/// `cmds` as a master would propagate them (tests of this file and of stream.rs).
+#[cfg(test)]
+pub(super) fn resp(cmds: &[&[&str]]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    for argv in cmds {
+        let args: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+        crate::redis::conn::encode_command(&mut out, &args);
+    }
+    out.to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn resp(cmds: &[&[&str]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for argv in cmds {
-            out.extend_from_slice(format!("*{}\r\n", argv.len()).as_bytes());
-            for a in *argv {
-                out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-            }
-        }
-        out
-    }
 
     fn run(buf: &[u8]) -> Tx {
         assert!(starts_multi(buf));

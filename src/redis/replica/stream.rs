@@ -342,18 +342,8 @@ impl EventReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis::replica::echo::resp;
     use crate::redis::replica::spool::spool;
-
-    fn resp(cmds: &[&[&str]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for argv in cmds {
-            out.extend_from_slice(format!("*{}\r\n", argv.len()).as_bytes());
-            for a in *argv {
-                out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-            }
-        }
-        out
-    }
 
     /// What a two-way link reads from `stream` fed in pieces of `piece` bytes:
     /// (kind, db, offset after, argv) per event.
