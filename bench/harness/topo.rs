@@ -72,8 +72,9 @@ pub fn two_way(cfg: &Config) -> Vec<Row> {
     );
     solo.baseline_label = "tandem one-way";
     // Both directions loaded, against the same load carried by two one-way syncs at once
-    // (A→B and C→D, one writer each): the machine does the same work in both columns
-    // but two-way's own (reading the other link's echoes, conflict detection).
+    // (A→B and C→D, one writer each): the machine does the same client work in both
+    // columns; two-way adds each side feeding tandem its stream (echoes included), and
+    // tandem reading it and detecting conflicts.
     let mut both = Row::new(
         format!("4. two-way, {n} writes each way at once, per direction"),
         "writes/s",

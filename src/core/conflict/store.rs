@@ -5,9 +5,10 @@
 //! no longer count. A write is found by key through an index from the key's *hash* to
 //! the latest write of each side with that hash; each logged write links to the
 //! previous one of its side with the same hash, so a (rare) collision costs a step along
-//! that chain, never a wrong answer. Index entries are 24 bytes and hold no key: with
-//! both sides writing, the index is probed once per write, and a table a third the size
-//! of one holding keys is what made that probe cheaper.
+//! that chain, never a wrong answer. Index entries are 24 bytes and hold no key (56
+//! with it): with both sides writing the index is probed once per write, and the
+//! smaller table halves its memory (tandem's CPU did not move measurably with it,
+//! docs/BENCHMARKS.md).
 //!
 //! The index is filled lazily: while the other side has no write that counts, a write
 //! cannot be concurrent with anything yet and is only appended; it is indexed when the
