@@ -164,6 +164,7 @@ fn generate(path: &Path, mb: u64, streams: bool) {
         if i.is_multiple_of(5) {
             let key = a[1].clone();
             written += resp(&mut w, &a) as u64;
+            // 2100-01-01: far enough ahead that the keys never expire before the SAVE.
             a = vec!["PEXPIREAT".into(), key, s(4_102_444_800_000 + i)];
         }
         written += resp(&mut w, &a) as u64;

@@ -281,6 +281,19 @@ impl Client {
         }
     }
 
+    /// The server's clock (`TIME`) in ms since the epoch. Tests that need an absolute
+    /// instant (an expiry) derive it from this at run time, so they never age.
+    pub fn server_time_ms(&mut self) -> u64 {
+        let Frame::Array(parts) = self.cmd(&["TIME"]) else {
+            panic!("TIME: not an array")
+        };
+        let num = |f: &Frame| match f {
+            Frame::BulkString(b) => std::str::from_utf8(b).unwrap().parse::<u64>().unwrap(),
+            other => panic!("TIME: {other:?}"),
+        };
+        num(&parts[0]) * 1000 + num(&parts[1]) / 1000
+    }
+
     /// Send many commands in one pipeline and check none failed.
     pub fn pipeline(&mut self, cmds: &[Vec<Bytes>]) {
         for c in cmds {
