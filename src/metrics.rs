@@ -39,6 +39,7 @@ pub fn describe() {
     describe_sink();
     describe_policy();
     describe_twoway();
+    describe_mongo();
 }
 
 fn source_label(ep: &Endpoint) -> String {
@@ -172,4 +173,35 @@ pub fn conflict_writes(n: usize) {
 
 pub fn conflict_resolved() {
     metrics::counter!(CONFLICTS_RESOLVED).increment(1);
+}
+
+pub const MONGO_APPLIED: &str = "tandem_mongo_applied_total";
+pub const MONGO_CONFLICTS: &str = "tandem_mongo_conflicts_total";
+pub const MONGO_COPY_DOCS: &str = "tandem_mongo_copy_documents_total";
+pub const MONGO_COPY_BYTES: &str = "tandem_mongo_copy_bytes_total";
+
+pub fn describe_mongo() {
+    metrics::describe_counter!(
+        MONGO_APPLIED,
+        "MongoDB source operations applied to the target, by kind (insert, update, replace, delete, or the DDL command)"
+    );
+    metrics::describe_counter!(
+        MONGO_CONFLICTS,
+        "MongoDB operations that did not fit the target (an insert of an existing document, an update or delete of a missing one) outside the copy window, by what and how it was resolved"
+    );
+    metrics::describe_counter!(MONGO_COPY_DOCS, "Documents written by the full copy, by target namespace");
+    metrics::describe_counter!(MONGO_COPY_BYTES, "BSON bytes written by the full copy, by target namespace");
+}
+
+pub fn mongo_applied(kind: &str, n: u64) {
+    metrics::counter!(MONGO_APPLIED, "kind" => kind.to_string()).increment(n);
+}
+
+pub fn mongo_conflict(what: &'static str, resolved: &'static str) {
+    metrics::counter!(MONGO_CONFLICTS, "what" => what, "resolved" => resolved).increment(1);
+}
+
+pub fn mongo_copy(ns: &str, docs: u64, bytes: u64) {
+    metrics::counter!(MONGO_COPY_DOCS, "ns" => ns.to_string()).increment(docs);
+    metrics::counter!(MONGO_COPY_BYTES, "ns" => ns.to_string()).increment(bytes);
 }

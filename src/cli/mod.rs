@@ -3,6 +3,7 @@
 //! User errors (bad URL, wrong password, unreachable host) end as one line on stderr
 //! and exit code 1; never a panic or a backtrace.
 
+mod mongo;
 mod rdb;
 mod sync;
 mod tail;
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "tandem",
     version,
-    about = "Replication for Redis-compatible servers"
+    about = "Replication for Redis-compatible servers and MongoDB"
 )]
 struct Cli {
     /// Log filter (default: `info`, or the TANDEM_LOG environment variable).
@@ -31,6 +32,9 @@ enum Top {
     /// Redis, Valkey and Tair sources and targets.
     #[command(subcommand)]
     Redis(Box<RedisCmd>),
+    /// MongoDB replica sets and sharded clusters.
+    #[command(subcommand)]
+    Mongo(Box<mongo::MongoCmd>),
     /// RDB files.
     #[command(subcommand)]
     Rdb(RdbCmd),
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
                 RedisCmd::Sync(args) => sync::run(args).await,
                 RedisCmd::Twoway(args) => twoway::run(args).await,
             },
+            Top::Mongo(cmd) => mongo::run(*cmd).await,
             Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args),
         }
     });

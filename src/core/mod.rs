@@ -8,7 +8,7 @@ pub mod position;
 pub mod short_id;
 pub mod shutdown;
 
-pub use position::ReplPosition;
+pub use position::{MongoPosition, OpTime, ReplPosition};
 pub use short_id::ShortId;
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).

@@ -50,6 +50,80 @@ impl fmt::Display for ReplPosition {
     }
 }
 
+/// A MongoDB operation time: the oplog `Timestamp` (seconds, increment) as one ordered
+/// number, so lag clocks and comparisons treat it like an offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct OpTime(pub u64);
+
+impl OpTime {
+    pub fn new(secs: u32, inc: u32) -> Self {
+        OpTime(((secs as u64) << 32) | inc as u64)
+    }
+    pub fn secs(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    pub fn inc(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+impl fmt::Display for OpTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.secs(), self.inc())
+    }
+}
+
+/// Where a MongoDB source stands: the operation time of the last applied change in the
+/// history `history` (a replica set's name, or a deployment watched through a change
+/// stream), and for change streams the resume token to continue after it.
+///
+/// The token is kept as opaque bytes (its raw BSON): servers differ in how they encode
+/// it, and nothing may decode it. Order comes from `ts` alone, which is why positions
+/// of different histories, or an oplog position and a change-stream one, refuse to
+/// compare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MongoPosition {
+    pub history: String,
+    pub ts: OpTime,
+    pub token: Option<Vec<u8>>,
+}
+
+impl MongoPosition {
+    pub fn oplog(history: impl Into<String>, ts: OpTime) -> Self {
+        MongoPosition {
+            history: history.into(),
+            ts,
+            token: None,
+        }
+    }
+
+    pub fn stream(history: impl Into<String>, ts: OpTime, token: Vec<u8>) -> Self {
+        MongoPosition {
+            history: history.into(),
+            ts,
+            token: Some(token),
+        }
+    }
+
+    /// Orders two positions of one history and one kind; refuses otherwise.
+    pub fn try_cmp(&self, other: &MongoPosition) -> Result<Ordering, IncomparablePositions> {
+        if self.history != other.history || self.token.is_some() != other.token.is_some() {
+            return Err(IncomparablePositions {
+                a: self.to_string(),
+                b: other.to_string(),
+            });
+        }
+        Ok(self.ts.cmp(&other.ts))
+    }
+}
+
+impl fmt::Display for MongoPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.token.is_some() { "stream" } else { "oplog" };
+        write!(f, "{}@{kind}:{}", self.history, self.ts)
+    }
+}
+
 /// Parse error for the `<replid>:<offset>` text form.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid position {0:?}: expected <40-hex replid>:<offset>")]
@@ -95,6 +169,18 @@ mod tests {
         for s in ["", "x:1", A, &format!("{A}:-1"), &format!("{A}:z")] {
             assert!(s.parse::<ReplPosition>().is_err(), "{s:?} parsed");
         }
+    }
+
+    #[test]
+    fn mongo_positions_refuse_other_histories_and_kinds() {
+        let a = MongoPosition::oplog("rs0", OpTime::new(10, 2));
+        let b = MongoPosition::oplog("rs0", OpTime::new(10, 3));
+        assert_eq!(a.try_cmp(&b), Ok(Ordering::Less));
+        assert!(a.try_cmp(&MongoPosition::oplog("rs1", OpTime::new(1, 1))).is_err());
+        let s = MongoPosition::stream("rs0", OpTime::new(10, 2), vec![1, 2]);
+        assert!(a.try_cmp(&s).is_err(), "oplog and stream positions compared");
+        assert_eq!(OpTime::new(7, 9).to_string(), "7.9");
+        assert!(OpTime::new(1, u32::MAX) < OpTime::new(2, 0));
     }
 
     proptest! {

@@ -63,16 +63,22 @@ impl Status {
     /// The entry of link `id`, created on first use. A restarted link (a cluster
     /// shard after a failover) keeps its entry and counters; its source is updated.
     pub fn link(&self, id: &str, source: &Endpoint, target: &Endpoint) -> Arc<LinkStatus> {
+        self.link_addrs(id, source.addr(), target.addr())
+    }
+
+    /// [`Status::link`] for any kind of endpoint: `source` and `target` are shown as
+    /// given, so they must be host lists without credentials.
+    pub fn link_addrs(&self, id: &str, source: String, target: String) -> Arc<LinkStatus> {
         let mut links = lock(&self.links);
         if let Some(l) = links.iter().find(|l| l.id == id) {
-            lock(&l.rare).source = source.addr();
+            lock(&l.rare).source = source;
             return l.clone();
         }
         let l = Arc::new(LinkStatus {
             id: id.to_string(),
-            target: target.addr(),
+            target,
             rare: Mutex::new(Rare {
-                source: source.addr(),
+                source,
                 ..Rare::default()
             }),
             ..LinkStatus::default()

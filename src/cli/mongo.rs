@@ -1,0 +1,227 @@
+//! `tandem mongo sync | replay | verify`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::CliResult;
+use crate::core::OpTime;
+use crate::mongo::apply::fold::OnConflict;
+use crate::mongo::endpoint::MongoEndpoint;
+use crate::mongo::ns::NsFilter;
+use crate::mongo::sync::{Fetch, Mode, SyncConfig};
+use crate::ops::Status;
+
+#[derive(Subcommand)]
+pub enum MongoCmd {
+    /// Replicate a source into a target: copy, then changes, exactly once, transactions whole.
+    Sync(SyncArgs),
+    /// Apply a recorded oplog (mongodump's oplog.bson, a dump of local.oplog.rs, or JSON lines).
+    Replay(ReplayArgs),
+    /// Compare namespaces, options, indexes and every document of two deployments.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub struct NsArgs {
+    /// Replicate only these namespaces: db.coll, with * wildcards (repeatable).
+    #[arg(long = "include-ns")]
+    include_ns: Vec<String>,
+    /// Never replicate these namespaces (repeatable).
+    #[arg(long = "exclude-ns")]
+    exclude_ns: Vec<String>,
+    /// Write namespace FROM as TO: db.coll:db2.coll2, or a database db.*:db2.* (repeatable).
+    #[arg(long = "ns-map")]
+    ns_map: Vec<String>,
+}
+
+impl NsArgs {
+    fn filter(&self) -> Result<NsFilter, String> {
+        NsFilter::new(&self.include_ns, &self.exclude_ns, &self.ns_map)
+    }
+}
+
+#[derive(Args)]
+pub struct SyncArgs {
+    /// Source connection string: mongodb://[user:pass@]host:port[,…]/?replicaSet=…
+    #[arg(long)]
+    source: String,
+    /// Target connection string (a replica set or a mongos: batches are transactions).
+    #[arg(long)]
+    target: String,
+    #[arg(long, value_enum, default_value = "all")]
+    mode: Mode,
+    /// How changes are read: a cluster-wide change stream, or the oplog.
+    #[arg(long, value_enum, default_value = "change-stream")]
+    fetch: Fetch,
+    #[command(flatten)]
+    ns: NsArgs,
+    /// Parallel copy workers.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Documents per copy partition, about.
+    #[arg(long, default_value_t = 100_000)]
+    partition_docs: u64,
+    /// Operations per target transaction, at most (a source transaction is never split).
+    #[arg(long, default_value_t = 1000)]
+    batch_ops: usize,
+    /// An insert of an existing document, an update or delete of a missing one.
+    #[arg(long, value_enum, default_value = "fail")]
+    on_conflict: OnConflict,
+    /// Link name: the target's checkpoint is `__tandem.checkpoints` {_id: <id>}.
+    #[arg(long, default_value = "default")]
+    id: String,
+    /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// The recorded oplog: BSON documents back to back, or JSON lines of Extended JSON.
+    #[arg(long)]
+    oplog: PathBuf,
+    #[arg(long)]
+    target: String,
+    /// Stop after the entries at this time: SECONDS or SECONDS.INCREMENT.
+    #[arg(long)]
+    until: Option<String>,
+    #[command(flatten)]
+    ns: NsArgs,
+    #[arg(long, value_enum, default_value = "fail")]
+    on_conflict: OnConflict,
+    #[arg(long, default_value_t = 1000)]
+    batch_ops: usize,
+    /// Checkpoint name on the target.
+    #[arg(long, default_value = "replay")]
+    id: String,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    source: String,
+    #[arg(long)]
+    target: String,
+    #[command(flatten)]
+    ns: NsArgs,
+    /// Rounds: later ones re-check only what differed, after --round-delay-ms.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    #[arg(long, default_value_t = 1000)]
+    round_delay_ms: u64,
+    /// Every difference as JSON lines to this file (stdout lists the first 20).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub async fn run(cmd: MongoCmd) -> CliResult {
+    match cmd {
+        MongoCmd::Sync(a) => sync(a).await,
+        MongoCmd::Replay(a) => replay(a).await,
+        MongoCmd::Verify(a) => {
+            let code = verify(a).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn sync(a: SyncArgs) -> CliResult {
+    let source = MongoEndpoint::connect("--source", &a.source).await?;
+    let target = MongoEndpoint::connect("--target", &a.target).await?;
+    let filter = a.ns.filter()?;
+    let status = Arc::new(Status::new("mongo-sync", &a.id));
+    if let Some(addr) = a.metrics_addr {
+        crate::ops::http::serve(addr, status.clone()).await?;
+    }
+    let link = status.link_addrs(&a.id, source.addr().to_string(), target.addr().to_string());
+    let cfg = SyncConfig {
+        source,
+        target,
+        id: a.id,
+        mode: a.mode,
+        fetch: a.fetch,
+        filter,
+        on_conflict: a.on_conflict,
+        workers: a.workers.max(1),
+        partition_docs: a.partition_docs.max(1),
+        batch_ops: a.batch_ops.max(1),
+        status: link,
+    };
+    crate::mongo::sync::run(cfg, super::shutdown_on_signal()).await?;
+    Ok(())
+}
+
+fn parse_ts(s: &str) -> Result<OpTime, String> {
+    let bad = || format!("--until {s:?}: expected SECONDS or SECONDS.INCREMENT");
+    let (a, b) = s.split_once('.').unwrap_or((s, "4294967295"));
+    Ok(OpTime::new(a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+}
+
+async fn replay(a: ReplayArgs) -> CliResult {
+    let target = MongoEndpoint::connect("--target", &a.target).await?;
+    let until = a.until.as_deref().map(parse_ts).transpose()?;
+    let cfg = crate::mongo::replay::ReplayConfig {
+        file: a.oplog,
+        target,
+        id: a.id,
+        filter: a.ns.filter()?,
+        on_conflict: a.on_conflict,
+        until,
+        batch_ops: a.batch_ops.max(1),
+    };
+    let stats = crate::mongo::replay::run(cfg, super::shutdown_on_signal()).await?;
+    println!("replayed {} units ({} already applied by an earlier run)", stats.units, stats.skipped);
+    Ok(())
+}
+
+/// 0 identical, 1 differences; errors are returned (exit 1 by `main`... 2 here).
+async fn verify(a: VerifyArgs) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+    let run = async {
+        let source = MongoEndpoint::connect("--source", &a.source).await?;
+        let target = MongoEndpoint::connect("--target", &a.target).await?;
+        let cfg = crate::mongo::verify::VerifyConfig {
+            filter: a.ns.filter()?,
+            rounds: a.rounds,
+            round_delay: Duration::from_millis(a.round_delay_ms),
+            batch: 1000,
+        };
+        let diffs = crate::mongo::verify::verify(&source, &target, &cfg).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(diffs)
+    };
+    let diffs = match run.await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("tandem: error: {e}");
+            return Ok(2);
+        }
+    };
+    if let Some(path) = &a.out {
+        let mut text = String::new();
+        for d in &diffs {
+            text.push_str(&serde_json::to_string(d).unwrap_or_default());
+            text.push('\n');
+        }
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("tandem: error: --out {}: {e}", path.display());
+            return Ok(2);
+        }
+    }
+    if diffs.is_empty() {
+        println!("identical");
+        return Ok(0);
+    }
+    for d in diffs.iter().take(20) {
+        println!("{} {}: {}", d.kind, d.ns, d.detail);
+    }
+    if diffs.len() > 20 {
+        println!("… and {} more (all of them with --out FILE)", diffs.len() - 20);
+    }
+    println!("{} differences", diffs.len());
+    Ok(1)
+}

@@ -1,0 +1,370 @@
+//! The applier: units from a reader onto the target, each batch in one target
+//! transaction that first upserts the link's checkpoint (`__tandem.checkpoints`).
+//!
+//! Contract of [`Applier::apply`]: when it returns `Ok`, every unit given is on the
+//! target and the checkpoint names the last unit's position; when it returns an error,
+//! the target holds exactly the batches before the failing one (a batch is all or
+//! nothing), and the checkpoint names the last of those. A restart therefore resumes
+//! after what landed: nothing applied twice, nothing skipped. DDL units are the one
+//! exception to one-transaction-per-batch (the server does not run DDL in a
+//! transaction): each is applied alone, then checkpointed; see `ddl.rs`.
+
+pub mod ddl;
+pub mod desc;
+pub mod diff;
+pub mod fold;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{Bson, Document, doc};
+use mongodb::ClientSession;
+use mongodb::options::{ReadConcern, TransactionOptions, WriteConcern};
+
+use self::fold::{DocKey, Folded, OnConflict, doc_key};
+use super::checkpoint::{self, CHECKPOINTS};
+use super::endpoint::MongoEndpoint;
+use super::error::{MongoError, Result};
+use super::event::{Ddl, Op, Payload, Unit};
+use super::ns::{Namespace, NsFilter, TANDEM_DB};
+use crate::core::{MongoPosition, OpTime};
+use crate::ops::status::LinkStatus;
+
+/// Statements per write command, and about that many bytes at most.
+const CHUNK_DOCS: usize = 1000;
+const CHUNK_BYTES: usize = 8 << 20;
+const MAX_DOC_BYTES: usize = 16 << 20;
+const TXN_ATTEMPTS: usize = 30;
+
+pub struct ApplyConfig {
+    pub id: String,
+    pub filter: NsFilter,
+    pub on_conflict: OnConflict,
+    /// Changes at or before this time are replayed over copied documents.
+    pub copy_end: Option<OpTime>,
+}
+
+pub struct Applier {
+    target: MongoEndpoint,
+    cfg: ApplyConfig,
+    last: Option<MongoPosition>,
+    status: Option<Arc<LinkStatus>>,
+}
+
+impl Applier {
+    pub fn new(target: MongoEndpoint, cfg: ApplyConfig, last: Option<MongoPosition>, status: Option<Arc<LinkStatus>>) -> Self {
+        Applier {
+            target,
+            cfg,
+            last,
+            status,
+        }
+    }
+
+    pub fn last(&self) -> Option<&MongoPosition> {
+        self.last.as_ref()
+    }
+
+    /// Applies `units`, in order (see the module's contract).
+    pub async fn apply(&mut self, units: Vec<Unit>) -> Result<()> {
+        let mut run: Vec<Unit> = Vec::new();
+        for u in units {
+            if let Some(last) = &self.last
+                && let Ok(std::cmp::Ordering::Less) = u.pos.try_cmp(last)
+            {
+                return Err(MongoError::fatal(
+                    format!("{}: checkpoint {:?}", self.target.name(), self.cfg.id),
+                    format!("would move backwards from {last} to {}", u.pos),
+                ));
+            }
+            let u = self.route(u);
+            if let Payload::Ddl(d) = &u.payload {
+                let d = d.clone();
+                self.flush(std::mem::take(&mut run)).await?;
+                ddl::apply(&self.target, &d).await.map_err(|e| e.at(&u.pos))?;
+                checkpoint::save_position(&self.target, &self.cfg.id, &u.pos).await?;
+                crate::metrics::mongo_applied(d.kind(), 1);
+                self.advanced(&u.pos);
+            } else {
+                run.push(u);
+            }
+        }
+        self.flush(run).await
+    }
+
+    /// Keeps what the link replicates, renamed to where it lands.
+    fn route(&self, mut u: Unit) -> Unit {
+        let f = &self.cfg.filter;
+        u.payload = match u.payload {
+            Payload::Ops(ops) => Payload::Ops(
+                ops.into_iter()
+                    .filter(|o| f.accepts(o.ns()))
+                    .map(|mut o| {
+                        let to = f.map(o.ns());
+                        *o.ns_mut() = to;
+                        o
+                    })
+                    .collect(),
+            ),
+            Payload::Ddl(d) => match route_ddl(f, d) {
+                Some(d) => Payload::Ddl(d),
+                None => Payload::Noop,
+            },
+            Payload::Noop => Payload::Noop,
+        };
+        u
+    }
+
+    async fn flush(&mut self, run: Vec<Unit>) -> Result<()> {
+        let Some(end) = run.last().map(|u| u.pos.clone()) else {
+            return Ok(());
+        };
+        let window = self.cfg.copy_end;
+        let ops: Vec<(&Op, bool)> = run
+            .iter()
+            .flat_map(|u| {
+                let w = window.is_some_and(|e| u.pos.ts <= e);
+                match &u.payload {
+                    Payload::Ops(o) => o.iter().map(move |op| (op, w)).collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                }
+            })
+            .collect();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.transaction(&ops, &end).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
+                    crate::metrics::sink_retry();
+                    tracing::debug!("retrying a batch: {e}");
+                    tokio::time::sleep(Duration::from_millis((20 * attempt as u64).min(1000))).await;
+                }
+                Err(e) => return Err(e.at(&end)),
+            }
+        }
+        let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+        for (op, _) in &ops {
+            *kinds.entry(op.kind()).or_default() += 1;
+        }
+        for (k, n) in kinds {
+            crate::metrics::mongo_applied(k, n);
+        }
+        if let Some(s) = &self.status {
+            s.commands_counter().fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        crate::metrics::sink_batch(ops.len());
+        self.advanced(&end);
+        Ok(())
+    }
+
+    fn advanced(&mut self, pos: &MongoPosition) {
+        if let Some(s) = &self.status {
+            s.applied(pos.ts.0);
+            s.lag_clock().applied(pos.ts.0);
+        }
+        self.last = Some(pos.clone());
+    }
+
+    async fn transaction(&self, ops: &[(&Op, bool)], end: &MongoPosition) -> Result<()> {
+        let name = self.target.name();
+        let drv = |what: &str, e: &mongodb::error::Error| MongoError::from_driver(format!("{name}: {what}"), e);
+        let mut s = self.target.client.start_session().await.map_err(|e| drv("starting a session", &e))?;
+        let opts = TransactionOptions::builder()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(WriteConcern::majority())
+            .build();
+        s.start_transaction().with_options(opts).await.map_err(|e| drv("starting a transaction", &e))?;
+        let body = self.body(&mut s, ops, end).await;
+        if let Err(e) = body {
+            let _ = s.abort_transaction().await;
+            return Err(e);
+        }
+        for i in 0..5 {
+            match s.commit_transaction().await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.contains_label("UnknownTransactionCommitResult") && i < 4 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(drv("committing a batch", &e)),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn body(&self, s: &mut ClientSession, ops: &[(&Op, bool)], end: &MongoPosition) -> Result<()> {
+        let name = self.target.name();
+        // The checkpoint first: in the other side's history, a transaction whose first
+        // write is to __tandem is recognisably tandem's (two-way's origin tag).
+        let ckpt = doc! {
+            "update": CHECKPOINTS,
+            "updates": [{"q": {"_id": &self.cfg.id}, "u": {"$set": checkpoint::position_fields(end)}, "upsert": true}],
+        };
+        command(&self.target, s, TANDEM_DB, ckpt, "writing the checkpoint").await?;
+        let base = self.fetch(s, ops).await?;
+        let folded = fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
+            MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message)
+        })?;
+        self.count_conflicts(&folded);
+        for (ns, docs) in &folded.docs {
+            self.write(s, ns, docs).await?;
+        }
+        Ok(())
+    }
+
+    fn count_conflicts(&self, f: &Folded) {
+        for c in &f.conflicts {
+            crate::metrics::mongo_conflict(c.what, c.resolved);
+            tracing::warn!(ns = %c.ns, id = %c.id, "conflict: {} ({})", c.what, c.resolved);
+        }
+    }
+
+    /// The target's current state of every document the batch touches.
+    async fn fetch(&self, s: &mut ClientSession, ops: &[(&Op, bool)]) -> Result<HashMap<DocKey, Document>> {
+        let mut ids: BTreeMap<&Namespace, Vec<Bson>> = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for (op, _) in ops {
+            if seen.insert(doc_key(op.ns(), op.id())) {
+                ids.entry(op.ns()).or_default().push(op.id().clone());
+            }
+        }
+        let mut out = HashMap::new();
+        for (ns, ids) in ids {
+            let coll = self.target.client.database(&ns.db).collection::<Document>(&ns.coll);
+            for chunk in ids.chunks(CHUNK_DOCS) {
+                let mut cur = coll
+                    .find(doc! {"_id": {"$in": chunk.to_vec()}})
+                    .session(&mut *s)
+                    .await
+                    .map_err(|e| MongoError::from_driver(format!("{}: reading {ns}", self.target.name()), &e))?;
+                while let Some(d) = cur.next(&mut *s).await {
+                    let d = d.map_err(|e| MongoError::from_driver(format!("{}: reading {ns}", self.target.name()), &e))?;
+                    let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                    out.insert(doc_key(ns, &id), d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One namespace's end states: deletes first (so a unique key a deleted document
+    /// held is free), then replacements, then inserts.
+    async fn write(&self, s: &mut ClientSession, ns: &Namespace, docs: &[fold::Final]) -> Result<()> {
+        let mut deletes = Vec::new();
+        let mut replaces = Vec::new();
+        let mut inserts = Vec::new();
+        for f in docs.iter().filter(|f| f.changed) {
+            match (&f.doc, f.existed) {
+                (None, true) => deletes.push(f.id.clone()),
+                (None, false) => {}
+                (Some(d), exists) => {
+                    let size = bson::to_vec(d).map(|v| v.len()).unwrap_or(0);
+                    if size > MAX_DOC_BYTES {
+                        return Err(MongoError::fatal(
+                            format!("{}: {ns} _id {}", self.target.name(), f.id),
+                            format!("the document would be {size} bytes, over the server's 16 MB limit"),
+                        ));
+                    }
+                    if exists {
+                        replaces.push((d, size));
+                    } else {
+                        inserts.push((d, size));
+                    }
+                }
+            }
+        }
+        for chunk in deletes.chunks(CHUNK_DOCS) {
+            let cmd = doc! {"delete": &ns.coll, "deletes": [{"q": {"_id": {"$in": chunk.to_vec()}}, "limit": 0}]};
+            command(&self.target, s, &ns.db, cmd, &format!("deleting from {ns}")).await?;
+        }
+        for chunk in chunks(&replaces) {
+            let updates: Vec<Bson> = chunk
+                .iter()
+                .map(|(d, _)| Bson::Document(doc! {"q": {"_id": d.get("_id").cloned().unwrap_or(Bson::Null)}, "u": (*d).clone()}))
+                .collect();
+            let cmd = doc! {"update": &ns.coll, "updates": updates, "ordered": true};
+            command(&self.target, s, &ns.db, cmd, &format!("replacing in {ns}")).await?;
+        }
+        for chunk in chunks(&inserts) {
+            let documents: Vec<Bson> = chunk.iter().map(|(d, _)| Bson::Document((*d).clone())).collect();
+            let cmd = doc! {"insert": &ns.coll, "documents": documents, "ordered": true};
+            command(&self.target, s, &ns.db, cmd, &format!("inserting into {ns}")).await?;
+        }
+        Ok(())
+    }
+}
+
+fn chunks<'a>(items: &'a [(&'a Document, usize)]) -> Vec<&'a [(&'a Document, usize)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, size)) in items.iter().enumerate() {
+        if i > start && (i - start >= CHUNK_DOCS || bytes + size > CHUNK_BYTES) {
+            out.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// Runs a write command in the session; a reply carrying write errors is an error.
+pub async fn command(target: &MongoEndpoint, s: &mut ClientSession, db: &str, cmd: Document, what: &str) -> Result<Document> {
+    let reply = target
+        .client
+        .database(db)
+        .run_command(cmd)
+        .session(&mut *s)
+        .await
+        .map_err(|e| MongoError::from_driver(format!("{}: {what}", target.name()), &e))?;
+    if let Ok(errs) = reply.get_array("writeErrors")
+        && let Some(Bson::Document(first)) = errs.first()
+    {
+        let code = first.get_i32("code").ok();
+        let msg = first.get_str("errmsg").unwrap_or("write error");
+        let mut e = MongoError::fatal(format!("{}: {what}", target.name()), msg.to_string());
+        e.code = code;
+        return Err(e);
+    }
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        return Err(MongoError::retryable(
+            format!("{}: {what}", target.name()),
+            format!("write concern: {}", wce.get_str("errmsg").unwrap_or("?")),
+        ));
+    }
+    Ok(reply)
+}
+
+/// A DDL unit as it applies on the target, or `None` when the link does not replicate
+/// what it changes.
+fn route_ddl(f: &NsFilter, d: Ddl) -> Option<Ddl> {
+    let m = |ns: &Namespace| f.map(ns);
+    Some(match d {
+        Ddl::Create { ns, options } if f.accepts(&ns) => {
+            let mut options = options;
+            // A view's source collection is renamed with its database.
+            if let Ok(on) = options.get_str("viewOn") {
+                let on = f.map(&Namespace::new(&ns.db, on)).coll;
+                options.insert("viewOn", on);
+            }
+            Ddl::Create { ns: m(&ns), options }
+        }
+        Ddl::Drop { ns } if f.accepts(&ns) => Ddl::Drop { ns: m(&ns) },
+        Ddl::DropDatabase { db } if f.accepts_whole_db(&db) => Ddl::DropDatabase { db: f.map_db(&db) },
+        Ddl::Rename { from, to, drop_target } if f.accepts(&from) && f.accepts(&to) => Ddl::Rename {
+            from: m(&from),
+            to: m(&to),
+            drop_target,
+        },
+        Ddl::Rename { from, .. } if f.accepts(&from) => Ddl::Drop { ns: m(&from) },
+        Ddl::CreateIndexes { ns, specs } if f.accepts(&ns) => Ddl::CreateIndexes { ns: m(&ns), specs },
+        Ddl::DropIndexes { ns, names } if f.accepts(&ns) => Ddl::DropIndexes { ns: m(&ns), names },
+        Ddl::CollMod { ns, changes } if f.accepts(&ns) => Ddl::CollMod { ns: m(&ns), changes },
+        Ddl::ConvertToCapped { ns, size } if f.accepts(&ns) => Ddl::ConvertToCapped { ns: m(&ns), size },
+        _ => return None,
+    })
+}

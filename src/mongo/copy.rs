@@ -1,0 +1,374 @@
+//! The full copy: catalog first (collections with their options, views), then the
+//! documents in `_id` partitions copied in parallel by unordered batched inserts, then
+//! the secondary indexes.
+//!
+//! Resumable: the partition plan and each finished partition are recorded in
+//! `__tandem.copy` on the target, so a restart copies only what is not done. A
+//! partition interrupted half-way is copied again; the documents it already wrote are
+//! refused as duplicates and skipped, and the changes made since the copy began (which
+//! the incremental phase replays from the copy's start position) bring every document
+//! to the source's state.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use bson::{Bson, Document, RawDocumentBuf, doc};
+use mongodb::Collection;
+use tokio::sync::Mutex;
+
+use super::apply::ddl::{clean_index, clean_options};
+use super::checkpoint::COPY;
+use super::endpoint::MongoEndpoint;
+use super::error::{MongoError, Result};
+use super::ns::{Namespace, NsFilter, TANDEM_DB};
+use crate::core::shutdown::Shutdown;
+
+pub struct CopyConfig {
+    pub id: String,
+    pub filter: NsFilter,
+    pub workers: usize,
+    /// Documents per partition, about.
+    pub partition_docs: u64,
+    pub batch_docs: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct CopyStats {
+    pub collections: u64,
+    pub views: u64,
+    pub docs: AtomicU64,
+    pub bytes: AtomicU64,
+    pub indexes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Coll {
+    src: Namespace,
+    dst: Namespace,
+    kind: String,
+    options: Document,
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    coll: usize,
+    n: i32,
+    min: Bson,
+    max: Bson,
+    /// The whole collection in one scan (time series, or no `_id` index).
+    whole: bool,
+}
+
+pub async fn copy(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConfig, progress: &crate::ops::status::LinkStatus, shutdown: &Shutdown) -> Result<CopyStats> {
+    let started = Instant::now();
+    let mut stats = CopyStats::default();
+    let colls = catalog(source, &cfg.filter).await?;
+    for c in colls.iter().filter(|c| c.kind != "view") {
+        ensure_collection(target, c).await?;
+        stats.collections += 1;
+    }
+    let mut parts = Vec::new();
+    for (i, c) in colls.iter().enumerate().filter(|(_, c)| c.kind != "view") {
+        parts.extend(plan(source, target, cfg, i, c).await?);
+    }
+    let total = parts.len();
+    let queue = Arc::new(Mutex::new(parts.into_iter().collect::<VecDeque<_>>()));
+    let colls = Arc::new(colls);
+    let stats_docs = Arc::new(AtomicU64::new(0));
+    let stats_bytes = Arc::new(AtomicU64::new(0));
+    tracing::info!("copy: {total} partitions to copy over {} collections", stats.collections);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..cfg.workers.max(1) {
+        let (q, colls, s, t) = (queue.clone(), colls.clone(), source.clone(), target.clone());
+        let (docs, bytes) = (stats_docs.clone(), stats_bytes.clone());
+        let (id, batch) = (cfg.id.clone(), cfg.batch_docs);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                if shutdown.is_triggered() {
+                    return Ok(());
+                }
+                let Some(p) = q.lock().await.pop_front() else { return Ok(()) };
+                let c = &colls[p.coll];
+                let (n, b) = copy_part(&s, &t, c, &p, batch, &docs, &bytes).await?;
+                crate::metrics::mongo_copy(&c.dst.to_string(), n, b);
+                mark_done(&t, &id, c, &p).await?;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tasks.abort_all();
+                return Err(e);
+            }
+            Err(e) => return Err(MongoError::fatal("copy", format!("a copy worker failed: {e}"))),
+        }
+    }
+    if shutdown.is_triggered() {
+        return Err(MongoError::retryable("copy", "stopped by a signal before the copy finished; a restart resumes it"));
+    }
+    for c in colls.iter().filter(|c| c.kind != "view") {
+        stats.indexes += copy_indexes(source, target, c).await?;
+    }
+    for c in colls.iter().filter(|c| c.kind == "view") {
+        ensure_collection(target, c).await?;
+        stats.views += 1;
+    }
+    stats.docs = AtomicU64::new(stats_docs.load(Relaxed));
+    stats.bytes = AtomicU64::new(stats_bytes.load(Relaxed));
+    progress.full_sync_keys(stats_docs.load(Relaxed));
+    tracing::info!(
+        "copy done: {} collections, {} views, {} documents ({} bytes), {} indexes in {:.1} s",
+        stats.collections,
+        stats.views,
+        stats.docs.load(Relaxed),
+        stats.bytes.load(Relaxed),
+        stats.indexes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(stats)
+}
+
+fn drv(ep: &MongoEndpoint, what: impl std::fmt::Display, e: &mongodb::error::Error) -> MongoError {
+    MongoError::from_driver(format!("{}: {what}", ep.name()), e)
+}
+
+/// Every replicated collection and view of the source, with its options.
+async fn catalog(source: &MongoEndpoint, filter: &NsFilter) -> Result<Vec<Coll>> {
+    let dbs = source.client.list_database_names().await.map_err(|e| drv(source, "listDatabases", &e))?;
+    let mut out = Vec::new();
+    for db in dbs.iter().filter(|d| filter.accepts_db(d)) {
+        let specs = source.collections(db, None).await?;
+        for d in specs {
+            let name = d.get_str("name").unwrap_or_default().to_string();
+            let ns = Namespace::new(db, &name);
+            if !filter.accepts(&ns) {
+                continue;
+            }
+            let kind = d.get_str("type").unwrap_or("collection").to_string();
+            let mut options = clean_options(&d.get_document("options").cloned().unwrap_or_default());
+            if let Ok(on) = options.get_str("viewOn") {
+                let on = filter.map(&Namespace::new(db, on)).coll;
+                options.insert("viewOn", on);
+            }
+            out.push(Coll {
+                dst: filter.map(&ns),
+                src: ns,
+                kind,
+                options,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.src.cmp(&b.src));
+    Ok(out)
+}
+
+/// Creates the collection (or view) on the target, or checks that the one there has
+/// the same options.
+async fn ensure_collection(target: &MongoEndpoint, c: &Coll) -> Result<()> {
+    let db = target.client.database(&c.dst.db);
+    if let Some(d) = target.collections(&c.dst.db, Some(doc! {"name": &c.dst.coll})).await?.first() {
+        let have = clean_options(&d.get_document("options").cloned().unwrap_or_default());
+        if have != c.options {
+            return Err(MongoError::fatal(
+                format!("{}: {}", target.name(), c.dst),
+                format!("exists on the target with different options ({have} there, {} on the source)", c.options),
+            ));
+        }
+        return Ok(());
+    }
+    let mut cmd = doc! {"create": &c.dst.coll};
+    cmd.extend(c.options.clone());
+    db.run_command(cmd).await.map_err(|e| drv(target, format!("creating {}", c.dst), &e))?;
+    Ok(())
+}
+
+/// The partitions of a collection still to copy: the stored plan when a previous run
+/// made one, a new plan otherwise.
+async fn plan(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConfig, i: usize, c: &Coll) -> Result<Vec<Part>> {
+    let progress = target.client.database(TANDEM_DB).collection::<Document>(COPY);
+    let key = doc! {"link": &cfg.id, "ns": c.src.to_string()};
+    let mut stored = Vec::new();
+    let mut cur = progress.find(key.clone()).await.map_err(|e| drv(target, "reading copy progress", &e))?;
+    while cur.advance().await.map_err(|e| drv(target, "reading copy progress", &e))? {
+        stored.push(cur.deserialize_current().map_err(|e| drv(target, "reading copy progress", &e))?);
+    }
+    if !stored.is_empty() {
+        let mut parts = Vec::new();
+        for d in stored.iter().filter(|d| !d.get_bool("done").unwrap_or(false)) {
+            let whole = d.get_bool("whole").unwrap_or(false);
+            if whole {
+                // A time-series collection has no _id to skip duplicates by: start over.
+                let coll = target.client.database(&c.dst.db).collection::<Document>(&c.dst.coll);
+                coll.delete_many(doc! {}).await.map_err(|e| drv(target, format!("emptying {}", c.dst), &e))?;
+            }
+            parts.push(Part {
+                coll: i,
+                n: d.get_i32("n").unwrap_or(0),
+                min: d.get("min").cloned().unwrap_or(Bson::MinKey),
+                max: d.get("max").cloned().unwrap_or(Bson::MaxKey),
+                whole,
+            });
+        }
+        return Ok(parts);
+    }
+    let dst = target.client.database(&c.dst.db).collection::<Document>(&c.dst.coll);
+    let existing = dst.estimated_document_count().await.map_err(|e| drv(target, format!("counting {}", c.dst), &e))?;
+    if existing > 0 {
+        return Err(MongoError::fatal(
+            format!("{}: {}", target.name(), c.dst),
+            format!("the target collection already holds {existing} documents; tandem copies into empty collections (drop it, or map it elsewhere with --ns-map)"),
+        ));
+    }
+    let src = source.client.database(&c.src.db).collection::<Document>(&c.src.coll);
+    let count = src.estimated_document_count().await.map_err(|e| drv(source, format!("counting {}", c.src), &e))?;
+    let whole = c.kind == "timeseries";
+    let buckets = if whole { 1 } else { count.div_ceil(cfg.partition_docs.max(1)).max(1) };
+    let mut bounds = vec![Bson::MinKey];
+    if buckets > 1 {
+        let pipeline = vec![doc! {"$bucketAuto": {"groupBy": "$_id", "buckets": buckets as i32}}];
+        let mut cur = src.aggregate(pipeline).await.map_err(|e| drv(source, format!("partitioning {}", c.src), &e))?;
+        let mut mins = Vec::new();
+        while cur.advance().await.map_err(|e| drv(source, "partitioning", &e))? {
+            let d: Document = cur.deserialize_current().map_err(|e| drv(source, "partitioning", &e))?;
+            if let Ok(id) = d.get_document("_id")
+                && let Some(m) = id.get("min")
+            {
+                mins.push(m.clone());
+            }
+        }
+        bounds.extend(mins.into_iter().skip(1));
+    }
+    bounds.push(Bson::MaxKey);
+    let mut parts = Vec::new();
+    let mut docs = Vec::new();
+    for (n, w) in bounds.windows(2).enumerate() {
+        let p = Part {
+            coll: i,
+            n: n as i32,
+            min: w[0].clone(),
+            max: w[1].clone(),
+            whole,
+        };
+        let mut d = key.clone();
+        d.insert("_id", format!("{}|{}|{n}", cfg.id, c.src));
+        d.insert("n", p.n);
+        d.insert("min", p.min.clone());
+        d.insert("max", p.max.clone());
+        d.insert("whole", whole);
+        d.insert("done", false);
+        docs.push(d);
+        parts.push(p);
+    }
+    progress.insert_many(docs).await.map_err(|e| drv(target, "recording the copy plan", &e))?;
+    Ok(parts)
+}
+
+async fn copy_part(source: &MongoEndpoint, target: &MongoEndpoint, c: &Coll, p: &Part, batch: usize, docs: &AtomicU64, bytes: &AtomicU64) -> Result<(u64, u64)> {
+    let src: Collection<RawDocumentBuf> = source.client.database(&c.src.db).collection(&c.src.coll);
+    let dst: Collection<RawDocumentBuf> = target.client.database(&c.dst.db).collection(&c.dst.coll);
+    let filter = if p.whole {
+        doc! {}
+    } else {
+        let mut f = Document::new();
+        if p.min != Bson::MinKey {
+            f.insert("$gte", p.min.clone());
+        }
+        if p.max != Bson::MaxKey {
+            f.insert("$lt", p.max.clone());
+        }
+        if f.is_empty() { doc! {} } else { doc! {"_id": f} }
+    };
+    let mut cur = src
+        .find(filter)
+        .batch_size(batch as u32)
+        .await
+        .map_err(|e| drv(source, format!("reading {}", c.src), &e))?;
+    let (mut n, mut b) = (0u64, 0u64);
+    let mut buf: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
+    let mut buf_bytes = 0usize;
+    loop {
+        let more = cur.advance().await.map_err(|e| drv(source, format!("reading {}", c.src), &e))?;
+        if more {
+            let raw = cur.current();
+            buf_bytes += raw.as_bytes().len();
+            buf.push(raw.to_raw_document_buf());
+        }
+        if (!more && !buf.is_empty()) || buf.len() >= batch || buf_bytes >= 8 << 20 {
+            let len = buf.len() as u64;
+            insert_batch(target, &dst, &c.dst, std::mem::take(&mut buf)).await?;
+            n += len;
+            b += buf_bytes as u64;
+            docs.fetch_add(len, Relaxed);
+            bytes.fetch_add(buf_bytes as u64, Relaxed);
+            buf_bytes = 0;
+        }
+        if !more {
+            return Ok((n, b));
+        }
+    }
+}
+
+/// Unordered insert; documents a previous run already copied are refused as duplicates
+/// and skipped.
+async fn insert_batch(target: &MongoEndpoint, dst: &Collection<RawDocumentBuf>, ns: &Namespace, batch: Vec<RawDocumentBuf>) -> Result<()> {
+    for attempt in 0..10u64 {
+        match dst.insert_many(batch.iter()).ordered(false).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if let mongodb::error::ErrorKind::InsertMany(m) = &*e.kind
+                    && m.write_concern_error.is_none()
+                    && let Some(errs) = &m.write_errors
+                {
+                    if let Some(other) = errs.iter().find(|w| w.code != 11000) {
+                        let id = batch.get(other.index).and_then(|d| d.get("_id").ok().flatten()).map(|b| format!("{b:?}")).unwrap_or_default();
+                        return Err(MongoError::fatal(format!("{}: inserting into {ns} (_id {id})", target.name()), other.message.clone()));
+                    }
+                    return Ok(());
+                }
+                let err = drv(target, format!("inserting into {ns}"), &e);
+                if !err.is_retryable() || attempt == 9 {
+                    return Err(err);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100 * (attempt + 1))).await;
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+async fn mark_done(target: &MongoEndpoint, id: &str, c: &Coll, p: &Part) -> Result<()> {
+    let progress = target.client.database(TANDEM_DB).collection::<Document>(COPY);
+    progress
+        .update_one(doc! {"_id": format!("{id}|{}|{}", c.src, p.n)}, doc! {"$set": {"done": true}})
+        .await
+        .map_err(|e| drv(target, "recording copy progress", &e))?;
+    Ok(())
+}
+
+/// Builds the secondary indexes once the documents are in.
+async fn copy_indexes(source: &MongoEndpoint, target: &MongoEndpoint, c: &Coll) -> Result<u64> {
+    let specs: Vec<Document> = source
+        .indexes(&c.src)
+        .await?
+        .iter()
+        .filter(|d| d.get_str("name") != Ok("_id_"))
+        .map(clean_index)
+        .collect();
+    let n = specs.len() as u64;
+    for s in specs {
+        let name = s.get_str("name").unwrap_or("?").to_string();
+        let cmd = doc! {"createIndexes": &c.dst.coll, "indexes": [s]};
+        target
+            .client
+            .database(&c.dst.db)
+            .run_command(cmd)
+            .await
+            .map_err(|e| drv(target, format!("building index {name:?} of {}", c.dst), &e))?;
+    }
+    Ok(n)
+}

@@ -1,0 +1,165 @@
+//! MongoDB endpoints: a standard connection string, shown everywhere as its host list
+//! only, so a password can never reach a log line, an error or `/status`.
+
+use mongodb::Client;
+use mongodb::options::ClientOptions;
+
+use super::error::{MongoError, Result};
+
+#[derive(Clone)]
+pub struct MongoEndpoint {
+    /// `host:port[,host:port…]`, never the user or password.
+    display: String,
+    pub client: Client,
+}
+
+impl std::fmt::Debug for MongoEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MongoEndpoint({})", self.display)
+    }
+}
+
+impl std::fmt::Display for MongoEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+impl MongoEndpoint {
+    /// Parses `uri` (for the option named `flag`) and builds a client. Nothing is
+    /// contacted yet; the first command finds out whether the server answers.
+    pub async fn connect(flag: &str, uri: &str) -> Result<MongoEndpoint> {
+        let secret = password_of(uri);
+        let scrub = |s: String| match &secret {
+            Some(p) if !p.is_empty() => s.replace(p.as_str(), "***"),
+            _ => s,
+        };
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            return Err(MongoError::fatal(
+                flag,
+                "expected a MongoDB connection string (mongodb://… or mongodb+srv://…)",
+            ));
+        }
+        let mut opts = ClientOptions::parse(uri).await.map_err(|e| {
+            MongoError::fatal(flag, scrub(format!("invalid connection string: {e}")))
+        })?;
+        let display = opts
+            .hosts
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        opts.app_name.get_or_insert_with(|| "tandem".into());
+        opts.server_selection_timeout
+            .get_or_insert(std::time::Duration::from_secs(10));
+        opts.connect_timeout
+            .get_or_insert(std::time::Duration::from_secs(10));
+        let client = Client::with_options(opts)
+            .map_err(|e| MongoError::fatal(flag, scrub(format!("cannot build a client: {e}"))))?;
+        Ok(MongoEndpoint { display, client })
+    }
+
+    /// `mongodb://host:port` for `display`, for contexts in error messages.
+    pub fn name(&self) -> String {
+        format!("mongodb://{}", self.display)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.display
+    }
+
+    fn drv(&self, what: &str, e: &mongodb::error::Error) -> MongoError {
+        MongoError::from_driver(format!("{}: {what}", self.name()), e)
+    }
+
+    /// `listCollections` of `db` as the server returns it (name, type, options, info).
+    pub async fn collections(&self, db: &str, filter: Option<bson::Document>) -> Result<Vec<bson::Document>> {
+        let what = format!("listCollections of {db}");
+        let mut cmd = bson::doc! {"listCollections": 1};
+        if let Some(f) = filter {
+            cmd.insert("filter", f);
+        }
+        let mut out = Vec::new();
+        let reply = self.client.database(db).run_command(cmd).await.map_err(|e| self.drv(&what, &e))?;
+        let cursor = reply.get_document("cursor").map_err(|_| MongoError::fatal(self.name(), format!("{what}: no cursor")))?;
+        let mut batch = cursor.get_array("firstBatch").cloned().unwrap_or_default();
+        let mut id = cursor.get_i64("id").unwrap_or(0);
+        for _ in 0..100_000 {
+            out.extend(batch.drain(..).filter_map(|b| match b {
+                bson::Bson::Document(d) => Some(d),
+                _ => None,
+            }));
+            if id == 0 {
+                break;
+            }
+            let more = self
+                .client
+                .database(db)
+                .run_command(bson::doc! {"getMore": id, "collection": "$cmd.listCollections"})
+                .await
+                .map_err(|e| self.drv(&what, &e))?;
+            let c = more.get_document("cursor").map_err(|_| MongoError::fatal(self.name(), format!("{what}: no cursor")))?;
+            batch = c.get_array("nextBatch").cloned().unwrap_or_default();
+            id = c.get_i64("id").unwrap_or(0);
+        }
+        Ok(out)
+    }
+
+    /// `listIndexes` of a collection (empty when it does not exist).
+    pub async fn indexes(&self, ns: &crate::mongo::ns::Namespace) -> Result<Vec<bson::Document>> {
+        let coll = self.client.database(&ns.db).collection::<bson::Document>(&ns.coll);
+        let mut out = Vec::new();
+        let what = format!("listIndexes of {ns}");
+        let mut cur = match coll.list_indexes().await {
+            Ok(c) => c,
+            Err(e) if crate::mongo::error::driver_code(&e) == Some(26) => return Ok(out),
+            Err(e) => return Err(self.drv(&what, &e)),
+        };
+        while cur.advance().await.map_err(|e| self.drv(&what, &e))? {
+            let d = bson::Document::try_from(cur.current())
+                .map_err(|e| MongoError::fatal(self.name(), format!("{what}: {e}")))?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+/// The password in a connection string's user info, percent-encoded or not, to scrub
+/// it from any message the driver builds.
+fn password_of(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://")?.1;
+    let auth = rest.split(['/', '?']).next()?;
+    let (userinfo, _) = auth.rsplit_once('@')?;
+    let (_, pass) = userinfo.split_once(':')?;
+    Some(pass.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_password_to_scrub() {
+        assert_eq!(
+            password_of("mongodb://u:p%40ss@h1:1,h2:2/db?replicaSet=x").as_deref(),
+            Some("p%40ss")
+        );
+        assert_eq!(password_of("mongodb://h:1/?x=y@z"), None);
+        assert_eq!(password_of("mongodb://user@h:1"), None);
+    }
+
+    #[tokio::test]
+    async fn display_and_errors_never_show_the_password() {
+        let ep = MongoEndpoint::connect("--source", "mongodb://al:s3cr3t@127.0.0.1:1,127.0.0.1:2/?replicaSet=rs")
+            .await
+            .unwrap();
+        assert_eq!(ep.to_string(), "127.0.0.1:1,127.0.0.1:2");
+        let err = MongoEndpoint::connect("--source", "mongodb://al:s3cr3t@h:notaport")
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        assert!(err.to_string().starts_with("--source: "), "{err}");
+        let err = MongoEndpoint::connect("--target", "redis://h:1").await.unwrap_err();
+        assert!(err.to_string().contains("mongodb://"), "{err}");
+    }
+}

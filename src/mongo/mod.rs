@@ -1,0 +1,17 @@
+//! Everything MongoDB-specific, in pipeline order: source readers (change streams, the
+//! oplog, recorded oplog files) → the full copy → the applier (exact `$v:2` diffs,
+//! transactions whole, DDL as barriers) → the target, each batch in one transaction
+//! with its checkpoint. Positions, lag and status come from `crate::core` and
+//! `crate::ops`, shared with the Redis side.
+
+pub mod apply;
+pub mod checkpoint;
+pub mod copy;
+pub mod endpoint;
+pub mod error;
+pub mod event;
+pub mod ns;
+pub mod replay;
+pub mod source;
+pub mod sync;
+pub mod verify;

@@ -1,0 +1,262 @@
+//! `tandem mongo sync`: the checkpoint decides where to begin (a new copy, a copy to
+//! resume, or changes after a position), then one reader feeds one applier until a
+//! signal stops it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::apply::fold::OnConflict;
+use super::apply::{ApplyConfig, Applier};
+use super::checkpoint::{self, Checkpoint, Phase};
+use super::copy::{self, CopyConfig};
+use super::endpoint::MongoEndpoint;
+use super::error::{MongoError, Result};
+use super::event::Unit;
+use super::ns::NsFilter;
+use super::source::oplog::OplogReader;
+use super::source::stream::{Start, StreamReader};
+use super::source::{self, Reader};
+use crate::core::shutdown::Shutdown;
+use crate::core::{MongoPosition, OpTime};
+use crate::ops::status::{LinkState, LinkStatus};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Copy, then changes.
+    All,
+    /// Copy only.
+    Full,
+    /// Changes only, from now (or from the checkpoint).
+    Incr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fetch {
+    ChangeStream,
+    Oplog,
+}
+
+pub struct SyncConfig {
+    pub source: MongoEndpoint,
+    pub target: MongoEndpoint,
+    pub id: String,
+    pub mode: Mode,
+    pub fetch: Fetch,
+    pub filter: NsFilter,
+    pub on_conflict: OnConflict,
+    pub workers: usize,
+    pub partition_docs: u64,
+    /// Operations per target transaction, at most (a source transaction is never split).
+    pub batch_ops: usize,
+    pub status: Arc<LinkStatus>,
+}
+
+pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
+    let st = cfg.status.clone();
+    st.set_state(LinkState::Connecting);
+    let result = run_inner(&cfg, shutdown).await;
+    st.ended(result.as_ref().err().map(|e| e.to_string()));
+    result
+}
+
+async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
+    let info = source::probe(&cfg.source).await?;
+    check_target(&cfg.target).await?;
+    if info.sharded && cfg.fetch == Fetch::Oplog {
+        return Err(MongoError::fatal(
+            cfg.source.name(),
+            "is a mongos: oplog mode reads each shard's replica set; use --fetch change-stream",
+        ));
+    }
+    cfg.status.set_replid(&info.history);
+    let mut ckpt = checkpoint::load(&cfg.target, &cfg.id).await?;
+    if let Some(c) = &ckpt
+        && c.pos.history != info.history
+    {
+        return Err(MongoError::fatal(
+            format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
+            format!("belongs to history {:?}, the source is {:?}: use another --id for another source", c.pos.history, info.history),
+        ));
+    }
+    if let Some(c) = &ckpt
+        && (c.pos.token.is_some()) != (cfg.fetch == Fetch::ChangeStream)
+    {
+        return Err(MongoError::fatal(
+            format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
+            "was written in the other --fetch mode; positions of the two do not translate: use the same --fetch or a new --id",
+        ));
+    }
+    if ckpt.is_none() {
+        let pos = start_position(cfg, &info.history, info.last_write).await?;
+        let phase = if cfg.mode == Mode::Incr { Phase::Incr } else { Phase::Copy };
+        let c = Checkpoint { pos, phase, copy_end: None };
+        checkpoint::save(&cfg.target, &cfg.id, &c).await?;
+        ckpt = Some(c);
+    }
+    let mut ckpt = ckpt.expect("set above");
+    if ckpt.phase == Phase::Copy {
+        if cfg.mode == Mode::Incr {
+            return Err(MongoError::fatal(
+                format!("checkpoint {:?}", cfg.id),
+                "a copy of this link is unfinished: run with --mode all or full to finish it",
+            ));
+        }
+        cfg.status.full_sync_started();
+        let cc = CopyConfig {
+            id: cfg.id.clone(),
+            filter: cfg.filter.clone(),
+            workers: cfg.workers,
+            partition_docs: cfg.partition_docs,
+            batch_docs: 1000,
+        };
+        copy::copy(&cfg.source, &cfg.target, &cc, &cfg.status, &shutdown).await?;
+        let end = source::probe(&cfg.source).await?.last_write;
+        ckpt.phase = Phase::Incr;
+        ckpt.copy_end = Some(end);
+        checkpoint::save(&cfg.target, &cfg.id, &ckpt).await?;
+    }
+    if cfg.mode == Mode::Full {
+        return Ok(());
+    }
+    incremental(cfg, ckpt, shutdown).await
+}
+
+/// The target must run transactions: a replica set or a sharded cluster.
+async fn check_target(target: &MongoEndpoint) -> Result<()> {
+    let hello = target
+        .client
+        .database("admin")
+        .run_command(bson::doc! {"hello": 1})
+        .await
+        .map_err(|e| MongoError::from_driver(format!("{}: hello", target.name()), &e))?;
+    if hello.get_str("setName").is_err() && hello.get_str("msg") != Ok("isdbgrid") {
+        return Err(MongoError::fatal(
+            target.name(),
+            "the target is a standalone server, which cannot run transactions: tandem writes each \
+             batch and its checkpoint in one transaction. Run the target as a replica set",
+        ));
+    }
+    Ok(())
+}
+
+/// Where the changes begin when nothing was applied yet: now.
+async fn start_position(cfg: &SyncConfig, history: &str, last_write: OpTime) -> Result<MongoPosition> {
+    match cfg.fetch {
+        Fetch::Oplog => Ok(MongoPosition::oplog(history, last_write)),
+        // No token yet: an empty one means "at this operation time, inclusive".
+        Fetch::ChangeStream => Ok(MongoPosition::stream(history, OpTime(last_write.0 + 1), Vec::new())),
+    }
+}
+
+async fn open_reader(cfg: &SyncConfig, pos: &MongoPosition) -> Result<Reader> {
+    Ok(match &pos.token {
+        Some(t) if t.is_empty() => Reader::Stream(StreamReader::open(&cfg.source, &pos.history, Start::At(pos.ts)).await?),
+        Some(t) => Reader::Stream(StreamReader::open(&cfg.source, &pos.history, Start::After(t.clone())).await?),
+        None => Reader::Oplog(OplogReader::open(&cfg.source, &pos.history, pos.ts).await?),
+    })
+}
+
+async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown) -> Result<()> {
+    let st = cfg.status.clone();
+    let apply_cfg = ApplyConfig {
+        id: cfg.id.clone(),
+        filter: cfg.filter.clone(),
+        on_conflict: cfg.on_conflict,
+        copy_end: ckpt.copy_end,
+    };
+    let mut applier = Applier::new(cfg.target.clone(), apply_cfg, Some(ckpt.pos.clone()), Some(st.clone()));
+    let mut failures = 0u32;
+    loop {
+        let from = applier.last().cloned().unwrap_or_else(|| ckpt.pos.clone());
+        let reader = match open_reader(cfg, &from).await {
+            Ok(r) => r,
+            Err(e) if e.is_retryable() && failures < 60 => {
+                failures += 1;
+                st.reconnecting(e.to_string());
+                tracing::warn!("{e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        st.set_state(LinkState::Incremental);
+        let (tx, mut rx) = mpsc::channel::<Result<Unit>>(4096);
+        let lag = st.lag_clock();
+        let st2 = st.clone();
+        let read = tokio::spawn(async move {
+            let mut reader = reader;
+            loop {
+                match reader.next().await {
+                    Ok(Some(u)) => {
+                        lag.received(u.pos.ts.0);
+                        st2.received(u.pos.ts.0);
+                        if tx.send(Ok(u)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        let outcome = pump(&mut applier, &mut rx, cfg.batch_ops, &mut shutdown).await;
+        read.abort();
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && failures < 60 => {
+                failures += 1;
+                st.reconnecting(e.to_string());
+                tracing::warn!("{e}; resuming after the last applied position");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Batches what the reader has ready (never waiting for more once it has some) and
+/// applies it; returns `Ok` when shutdown is asked for, after the batch in flight.
+async fn pump(applier: &mut Applier, rx: &mut mpsc::Receiver<Result<Unit>>, batch_ops: usize, shutdown: &mut Shutdown) -> Result<()> {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            u = rx.recv() => u,
+        };
+        let Some(first) = first else {
+            return Err(MongoError::retryable("reader", "the source reader stopped"));
+        };
+        let mut batch = vec![first?];
+        let mut ops = batch[0].ops();
+        while ops < batch_ops {
+            match rx.try_recv() {
+                Ok(u) => {
+                    let u = u;
+                    match u {
+                        Ok(u) => {
+                            ops += u.ops().max(1);
+                            batch.push(u);
+                        }
+                        Err(e) => {
+                            applier.apply(batch).await?;
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        applier.apply(batch).await?;
+        if shutdown.is_triggered() {
+            return Ok(());
+        }
+    }
+}
