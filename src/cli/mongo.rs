@@ -160,7 +160,10 @@ async fn sync(a: SyncArgs) -> CliResult {
 fn parse_ts(s: &str) -> Result<OpTime, String> {
     let bad = || format!("--until {s:?}: expected SECONDS or SECONDS.INCREMENT");
     let (a, b) = s.split_once('.').unwrap_or((s, "4294967295"));
-    Ok(OpTime::new(a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+    Ok(OpTime::new(
+        a.parse().map_err(|_| bad())?,
+        b.parse().map_err(|_| bad())?,
+    ))
 }
 
 async fn replay(a: ReplayArgs) -> CliResult {
@@ -176,7 +179,10 @@ async fn replay(a: ReplayArgs) -> CliResult {
         batch_ops: a.batch_ops.max(1),
     };
     let stats = crate::mongo::replay::run(cfg, super::shutdown_on_signal()).await?;
-    println!("replayed {} units ({} already applied by an earlier run)", stats.units, stats.skipped);
+    println!(
+        "replayed {} units ({} already applied by an earlier run)",
+        stats.units, stats.skipped
+    );
     Ok(())
 }
 
@@ -220,7 +226,10 @@ async fn verify(a: VerifyArgs) -> Result<i32, Box<dyn std::error::Error + Send +
         println!("{} {}: {}", d.kind, d.ns, d.detail);
     }
     if diffs.len() > 20 {
-        println!("… and {} more (all of them with --out FILE)", diffs.len() - 20);
+        println!(
+            "… and {} more (all of them with --out FILE)",
+            diffs.len() - 20
+        );
     }
     println!("{} differences", diffs.len());
     Ok(1)

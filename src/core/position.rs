@@ -119,7 +119,11 @@ impl MongoPosition {
 
 impl fmt::Display for MongoPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.token.is_some() { "stream" } else { "oplog" };
+        let kind = if self.token.is_some() {
+            "stream"
+        } else {
+            "oplog"
+        };
         write!(f, "{}@{kind}:{}", self.history, self.ts)
     }
 }
@@ -176,9 +180,15 @@ mod tests {
         let a = MongoPosition::oplog("rs0", OpTime::new(10, 2));
         let b = MongoPosition::oplog("rs0", OpTime::new(10, 3));
         assert_eq!(a.try_cmp(&b), Ok(Ordering::Less));
-        assert!(a.try_cmp(&MongoPosition::oplog("rs1", OpTime::new(1, 1))).is_err());
+        assert!(
+            a.try_cmp(&MongoPosition::oplog("rs1", OpTime::new(1, 1)))
+                .is_err()
+        );
         let s = MongoPosition::stream("rs0", OpTime::new(10, 2), vec![1, 2]);
-        assert!(a.try_cmp(&s).is_err(), "oplog and stream positions compared");
+        assert!(
+            a.try_cmp(&s).is_err(),
+            "oplog and stream positions compared"
+        );
         assert_eq!(OpTime::new(7, 9).to_string(), "7.9");
         assert!(OpTime::new(1, u32::MAX) < OpTime::new(2, 0));
     }

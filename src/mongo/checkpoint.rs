@@ -63,13 +63,25 @@ pub fn position_fields(pos: &MongoPosition) -> Document {
 
 pub fn full_fields(c: &Checkpoint) -> Document {
     let mut d = position_fields(&c.pos);
-    d.insert("phase", if c.phase == Phase::Copy { "copy" } else { "incr" });
+    d.insert(
+        "phase",
+        if c.phase == Phase::Copy {
+            "copy"
+        } else {
+            "incr"
+        },
+    );
     d.insert("copy_end", c.copy_end.map(ts).unwrap_or(Bson::Null));
     d
 }
 
 pub fn parse(id: &str, d: &Document) -> Result<Checkpoint> {
-    let bad = |why: &str| MongoError::fatal(format!("checkpoint {TANDEM_DB}.{CHECKPOINTS} {{_id: {id:?}}}"), why.to_string());
+    let bad = |why: &str| {
+        MongoError::fatal(
+            format!("checkpoint {TANDEM_DB}.{CHECKPOINTS} {{_id: {id:?}}}"),
+            why.to_string(),
+        )
+    };
     let history = d.get_str("history").map_err(|_| bad("no history"))?;
     let t = op_time(d.get("ts")).ok_or_else(|| bad("no ts"))?;
     let token = match d.get("token") {
@@ -93,30 +105,42 @@ pub fn parse(id: &str, d: &Document) -> Result<Checkpoint> {
 }
 
 pub async fn load(target: &MongoEndpoint, id: &str) -> Result<Option<Checkpoint>> {
-    let coll = target.client.database(TANDEM_DB).collection::<Document>(CHECKPOINTS);
-    let d = coll
-        .find_one(doc! {"_id": id})
-        .await
-        .map_err(|e| MongoError::from_driver(format!("{}: reading checkpoint {id:?}", target.name()), &e))?;
+    let coll = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(CHECKPOINTS);
+    let d = coll.find_one(doc! {"_id": id}).await.map_err(|e| {
+        MongoError::from_driver(format!("{}: reading checkpoint {id:?}", target.name()), &e)
+    })?;
     d.map(|d| parse(id, &d)).transpose()
 }
 
 /// Outside a transaction: the copy's start and end, and after a DDL.
 pub async fn save(target: &MongoEndpoint, id: &str, c: &Checkpoint) -> Result<()> {
-    let coll = target.client.database(TANDEM_DB).collection::<Document>(CHECKPOINTS);
+    let coll = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(CHECKPOINTS);
     coll.update_one(doc! {"_id": id}, doc! {"$set": full_fields(c)})
         .upsert(true)
         .await
-        .map_err(|e| MongoError::from_driver(format!("{}: writing checkpoint {id:?}", target.name()), &e))?;
+        .map_err(|e| {
+            MongoError::from_driver(format!("{}: writing checkpoint {id:?}", target.name()), &e)
+        })?;
     Ok(())
 }
 
 pub async fn save_position(target: &MongoEndpoint, id: &str, pos: &MongoPosition) -> Result<()> {
-    let coll = target.client.database(TANDEM_DB).collection::<Document>(CHECKPOINTS);
+    let coll = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(CHECKPOINTS);
     coll.update_one(doc! {"_id": id}, doc! {"$set": position_fields(pos)})
         .upsert(true)
         .await
-        .map_err(|e| MongoError::from_driver(format!("{}: writing checkpoint {id:?}", target.name()), &e))?;
+        .map_err(|e| {
+            MongoError::from_driver(format!("{}: writing checkpoint {id:?}", target.name()), &e)
+        })?;
     Ok(())
 }
 

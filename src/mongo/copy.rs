@@ -61,7 +61,13 @@ struct Part {
     whole: bool,
 }
 
-pub async fn copy(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConfig, progress: &crate::ops::status::LinkStatus, shutdown: &Shutdown) -> Result<CopyStats> {
+pub async fn copy(
+    source: &MongoEndpoint,
+    target: &MongoEndpoint,
+    cfg: &CopyConfig,
+    progress: &crate::ops::status::LinkStatus,
+    shutdown: &Shutdown,
+) -> Result<CopyStats> {
     let started = Instant::now();
     let mut stats = CopyStats::default();
     let colls = catalog(source, &cfg.filter).await?;
@@ -78,7 +84,10 @@ pub async fn copy(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConf
     let colls = Arc::new(colls);
     let stats_docs = Arc::new(AtomicU64::new(0));
     let stats_bytes = Arc::new(AtomicU64::new(0));
-    tracing::info!("copy: {total} partitions to copy over {} collections", stats.collections);
+    tracing::info!(
+        "copy: {total} partitions to copy over {} collections",
+        stats.collections
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..cfg.workers.max(1) {
         let (q, colls, s, t) = (queue.clone(), colls.clone(), source.clone(), target.clone());
@@ -90,7 +99,9 @@ pub async fn copy(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConf
                 if shutdown.is_triggered() {
                     return Ok(());
                 }
-                let Some(p) = q.lock().await.pop_front() else { return Ok(()) };
+                let Some(p) = q.lock().await.pop_front() else {
+                    return Ok(());
+                };
                 let c = &colls[p.coll];
                 let (n, b) = copy_part(&s, &t, c, &p, batch, &docs, &bytes).await?;
                 crate::metrics::mongo_copy(&c.dst.to_string(), n, b);
@@ -105,11 +116,19 @@ pub async fn copy(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConf
                 tasks.abort_all();
                 return Err(e);
             }
-            Err(e) => return Err(MongoError::fatal("copy", format!("a copy worker failed: {e}"))),
+            Err(e) => {
+                return Err(MongoError::fatal(
+                    "copy",
+                    format!("a copy worker failed: {e}"),
+                ));
+            }
         }
     }
     if shutdown.is_triggered() {
-        return Err(MongoError::retryable("copy", "stopped by a signal before the copy finished; a restart resumes it"));
+        return Err(MongoError::retryable(
+            "copy",
+            "stopped by a signal before the copy finished; a restart resumes it",
+        ));
     }
     for c in colls.iter().filter(|c| c.kind != "view") {
         stats.indexes += copy_indexes(source, target, c).await?;
@@ -139,7 +158,11 @@ fn drv(ep: &MongoEndpoint, what: impl std::fmt::Display, e: &mongodb::error::Err
 
 /// Every replicated collection and view of the source, with its options.
 async fn catalog(source: &MongoEndpoint, filter: &NsFilter) -> Result<Vec<Coll>> {
-    let dbs = source.client.list_database_names().await.map_err(|e| drv(source, "listDatabases", &e))?;
+    let dbs = source
+        .client
+        .list_database_names()
+        .await
+        .map_err(|e| drv(source, "listDatabases", &e))?;
     let mut out = Vec::new();
     for db in dbs.iter().filter(|d| filter.accepts_db(d)) {
         let specs = source.collections(db, None).await?;
@@ -150,7 +173,8 @@ async fn catalog(source: &MongoEndpoint, filter: &NsFilter) -> Result<Vec<Coll>>
                 continue;
             }
             let kind = d.get_str("type").unwrap_or("collection").to_string();
-            let mut options = clean_options(&d.get_document("options").cloned().unwrap_or_default());
+            let mut options =
+                clean_options(&d.get_document("options").cloned().unwrap_or_default());
             if let Ok(on) = options.get_str("viewOn") {
                 let on = filter.map(&Namespace::new(db, on)).coll;
                 options.insert("viewOn", on);
@@ -171,40 +195,76 @@ async fn catalog(source: &MongoEndpoint, filter: &NsFilter) -> Result<Vec<Coll>>
 /// the same options.
 async fn ensure_collection(target: &MongoEndpoint, c: &Coll) -> Result<()> {
     let db = target.client.database(&c.dst.db);
-    if let Some(d) = target.collections(&c.dst.db, Some(doc! {"name": &c.dst.coll})).await?.first() {
+    if let Some(d) = target
+        .collections(&c.dst.db, Some(doc! {"name": &c.dst.coll}))
+        .await?
+        .first()
+    {
         let have = clean_options(&d.get_document("options").cloned().unwrap_or_default());
         if have != c.options {
             return Err(MongoError::fatal(
                 format!("{}: {}", target.name(), c.dst),
-                format!("exists on the target with different options ({have} there, {} on the source)", c.options),
+                format!(
+                    "exists on the target with different options ({have} there, {} on the source)",
+                    c.options
+                ),
             ));
         }
         return Ok(());
     }
     let mut cmd = doc! {"create": &c.dst.coll};
     cmd.extend(c.options.clone());
-    db.run_command(cmd).await.map_err(|e| drv(target, format!("creating {}", c.dst), &e))?;
+    db.run_command(cmd)
+        .await
+        .map_err(|e| drv(target, format!("creating {}", c.dst), &e))?;
     Ok(())
 }
 
 /// The partitions of a collection still to copy: the stored plan when a previous run
 /// made one, a new plan otherwise.
-async fn plan(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConfig, i: usize, c: &Coll) -> Result<Vec<Part>> {
-    let progress = target.client.database(TANDEM_DB).collection::<Document>(COPY);
+async fn plan(
+    source: &MongoEndpoint,
+    target: &MongoEndpoint,
+    cfg: &CopyConfig,
+    i: usize,
+    c: &Coll,
+) -> Result<Vec<Part>> {
+    let progress = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(COPY);
     let key = doc! {"link": &cfg.id, "ns": c.src.to_string()};
     let mut stored = Vec::new();
-    let mut cur = progress.find(key.clone()).await.map_err(|e| drv(target, "reading copy progress", &e))?;
-    while cur.advance().await.map_err(|e| drv(target, "reading copy progress", &e))? {
-        stored.push(cur.deserialize_current().map_err(|e| drv(target, "reading copy progress", &e))?);
+    let mut cur = progress
+        .find(key.clone())
+        .await
+        .map_err(|e| drv(target, "reading copy progress", &e))?;
+    while cur
+        .advance()
+        .await
+        .map_err(|e| drv(target, "reading copy progress", &e))?
+    {
+        stored.push(
+            cur.deserialize_current()
+                .map_err(|e| drv(target, "reading copy progress", &e))?,
+        );
     }
     if !stored.is_empty() {
         let mut parts = Vec::new();
-        for d in stored.iter().filter(|d| !d.get_bool("done").unwrap_or(false)) {
+        for d in stored
+            .iter()
+            .filter(|d| !d.get_bool("done").unwrap_or(false))
+        {
             let whole = d.get_bool("whole").unwrap_or(false);
             if whole {
                 // A time-series collection has no _id to skip duplicates by: start over.
-                let coll = target.client.database(&c.dst.db).collection::<Document>(&c.dst.coll);
-                coll.delete_many(doc! {}).await.map_err(|e| drv(target, format!("emptying {}", c.dst), &e))?;
+                let coll = target
+                    .client
+                    .database(&c.dst.db)
+                    .collection::<Document>(&c.dst.coll);
+                coll.delete_many(doc! {})
+                    .await
+                    .map_err(|e| drv(target, format!("emptying {}", c.dst), &e))?;
             }
             parts.push(Part {
                 coll: i,
@@ -216,25 +276,52 @@ async fn plan(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConfig, 
         }
         return Ok(parts);
     }
-    let dst = target.client.database(&c.dst.db).collection::<Document>(&c.dst.coll);
-    let existing = dst.estimated_document_count().await.map_err(|e| drv(target, format!("counting {}", c.dst), &e))?;
+    let dst = target
+        .client
+        .database(&c.dst.db)
+        .collection::<Document>(&c.dst.coll);
+    let existing = dst
+        .estimated_document_count()
+        .await
+        .map_err(|e| drv(target, format!("counting {}", c.dst), &e))?;
     if existing > 0 {
         return Err(MongoError::fatal(
             format!("{}: {}", target.name(), c.dst),
-            format!("the target collection already holds {existing} documents; tandem copies into empty collections (drop it, or map it elsewhere with --ns-map)"),
+            format!(
+                "the target collection already holds {existing} documents; tandem copies into empty collections (drop it, or map it elsewhere with --ns-map)"
+            ),
         ));
     }
-    let src = source.client.database(&c.src.db).collection::<Document>(&c.src.coll);
-    let count = src.estimated_document_count().await.map_err(|e| drv(source, format!("counting {}", c.src), &e))?;
+    let src = source
+        .client
+        .database(&c.src.db)
+        .collection::<Document>(&c.src.coll);
+    let count = src
+        .estimated_document_count()
+        .await
+        .map_err(|e| drv(source, format!("counting {}", c.src), &e))?;
     let whole = c.kind == "timeseries";
-    let buckets = if whole { 1 } else { count.div_ceil(cfg.partition_docs.max(1)).max(1) };
+    let buckets = if whole {
+        1
+    } else {
+        count.div_ceil(cfg.partition_docs.max(1)).max(1)
+    };
     let mut bounds = vec![Bson::MinKey];
     if buckets > 1 {
         let pipeline = vec![doc! {"$bucketAuto": {"groupBy": "$_id", "buckets": buckets as i32}}];
-        let mut cur = src.aggregate(pipeline).await.map_err(|e| drv(source, format!("partitioning {}", c.src), &e))?;
+        let mut cur = src
+            .aggregate(pipeline)
+            .await
+            .map_err(|e| drv(source, format!("partitioning {}", c.src), &e))?;
         let mut mins = Vec::new();
-        while cur.advance().await.map_err(|e| drv(source, "partitioning", &e))? {
-            let d: Document = cur.deserialize_current().map_err(|e| drv(source, "partitioning", &e))?;
+        while cur
+            .advance()
+            .await
+            .map_err(|e| drv(source, "partitioning", &e))?
+        {
+            let d: Document = cur
+                .deserialize_current()
+                .map_err(|e| drv(source, "partitioning", &e))?;
             if let Ok(id) = d.get_document("_id")
                 && let Some(m) = id.get("min")
             {
@@ -264,11 +351,22 @@ async fn plan(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &CopyConfig, 
         docs.push(d);
         parts.push(p);
     }
-    progress.insert_many(docs).await.map_err(|e| drv(target, "recording the copy plan", &e))?;
+    progress
+        .insert_many(docs)
+        .await
+        .map_err(|e| drv(target, "recording the copy plan", &e))?;
     Ok(parts)
 }
 
-async fn copy_part(source: &MongoEndpoint, target: &MongoEndpoint, c: &Coll, p: &Part, batch: usize, docs: &AtomicU64, bytes: &AtomicU64) -> Result<(u64, u64)> {
+async fn copy_part(
+    source: &MongoEndpoint,
+    target: &MongoEndpoint,
+    c: &Coll,
+    p: &Part,
+    batch: usize,
+    docs: &AtomicU64,
+    bytes: &AtomicU64,
+) -> Result<(u64, u64)> {
     let src: Collection<RawDocumentBuf> = source.client.database(&c.src.db).collection(&c.src.coll);
     let dst: Collection<RawDocumentBuf> = target.client.database(&c.dst.db).collection(&c.dst.coll);
     let filter = if p.whole {
@@ -281,7 +379,11 @@ async fn copy_part(source: &MongoEndpoint, target: &MongoEndpoint, c: &Coll, p: 
         if p.max != Bson::MaxKey {
             f.insert("$lt", p.max.clone());
         }
-        if f.is_empty() { doc! {} } else { doc! {"_id": f} }
+        if f.is_empty() {
+            doc! {}
+        } else {
+            doc! {"_id": f}
+        }
     };
     let mut cur = src
         .find(filter)
@@ -292,7 +394,10 @@ async fn copy_part(source: &MongoEndpoint, target: &MongoEndpoint, c: &Coll, p: 
     let mut buf: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
     let mut buf_bytes = 0usize;
     loop {
-        let more = cur.advance().await.map_err(|e| drv(source, format!("reading {}", c.src), &e))?;
+        let more = cur
+            .advance()
+            .await
+            .map_err(|e| drv(source, format!("reading {}", c.src), &e))?;
         if more {
             let raw = cur.current();
             buf_bytes += raw.as_bytes().len();
@@ -315,7 +420,12 @@ async fn copy_part(source: &MongoEndpoint, target: &MongoEndpoint, c: &Coll, p: 
 
 /// Unordered insert; documents a previous run already copied are refused as duplicates
 /// and skipped.
-async fn insert_batch(target: &MongoEndpoint, dst: &Collection<RawDocumentBuf>, ns: &Namespace, batch: Vec<RawDocumentBuf>) -> Result<()> {
+async fn insert_batch(
+    target: &MongoEndpoint,
+    dst: &Collection<RawDocumentBuf>,
+    ns: &Namespace,
+    batch: Vec<RawDocumentBuf>,
+) -> Result<()> {
     for attempt in 0..10u64 {
         match dst.insert_many(batch.iter()).ordered(false).await {
             Ok(_) => return Ok(()),
@@ -325,8 +435,15 @@ async fn insert_batch(target: &MongoEndpoint, dst: &Collection<RawDocumentBuf>, 
                     && let Some(errs) = &m.write_errors
                 {
                     if let Some(other) = errs.iter().find(|w| w.code != 11000) {
-                        let id = batch.get(other.index).and_then(|d| d.get("_id").ok().flatten()).map(|b| format!("{b:?}")).unwrap_or_default();
-                        return Err(MongoError::fatal(format!("{}: inserting into {ns} (_id {id})", target.name()), other.message.clone()));
+                        let id = batch
+                            .get(other.index)
+                            .and_then(|d| d.get("_id").ok().flatten())
+                            .map(|b| format!("{b:?}"))
+                            .unwrap_or_default();
+                        return Err(MongoError::fatal(
+                            format!("{}: inserting into {ns} (_id {id})", target.name()),
+                            other.message.clone(),
+                        ));
                     }
                     return Ok(());
                 }
@@ -342,9 +459,15 @@ async fn insert_batch(target: &MongoEndpoint, dst: &Collection<RawDocumentBuf>, 
 }
 
 async fn mark_done(target: &MongoEndpoint, id: &str, c: &Coll, p: &Part) -> Result<()> {
-    let progress = target.client.database(TANDEM_DB).collection::<Document>(COPY);
+    let progress = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(COPY);
     progress
-        .update_one(doc! {"_id": format!("{id}|{}|{}", c.src, p.n)}, doc! {"$set": {"done": true}})
+        .update_one(
+            doc! {"_id": format!("{id}|{}|{}", c.src, p.n)},
+            doc! {"$set": {"done": true}},
+        )
         .await
         .map_err(|e| drv(target, "recording copy progress", &e))?;
     Ok(())

@@ -73,15 +73,26 @@ impl MongoEndpoint {
     }
 
     /// `listCollections` of `db` as the server returns it (name, type, options, info).
-    pub async fn collections(&self, db: &str, filter: Option<bson::Document>) -> Result<Vec<bson::Document>> {
+    pub async fn collections(
+        &self,
+        db: &str,
+        filter: Option<bson::Document>,
+    ) -> Result<Vec<bson::Document>> {
         let what = format!("listCollections of {db}");
         let mut cmd = bson::doc! {"listCollections": 1};
         if let Some(f) = filter {
             cmd.insert("filter", f);
         }
         let mut out = Vec::new();
-        let reply = self.client.database(db).run_command(cmd).await.map_err(|e| self.drv(&what, &e))?;
-        let cursor = reply.get_document("cursor").map_err(|_| MongoError::fatal(self.name(), format!("{what}: no cursor")))?;
+        let reply = self
+            .client
+            .database(db)
+            .run_command(cmd)
+            .await
+            .map_err(|e| self.drv(&what, &e))?;
+        let cursor = reply
+            .get_document("cursor")
+            .map_err(|_| MongoError::fatal(self.name(), format!("{what}: no cursor")))?;
         let mut batch = cursor.get_array("firstBatch").cloned().unwrap_or_default();
         let mut id = cursor.get_i64("id").unwrap_or(0);
         for _ in 0..100_000 {
@@ -98,7 +109,9 @@ impl MongoEndpoint {
                 .run_command(bson::doc! {"getMore": id, "collection": "$cmd.listCollections"})
                 .await
                 .map_err(|e| self.drv(&what, &e))?;
-            let c = more.get_document("cursor").map_err(|_| MongoError::fatal(self.name(), format!("{what}: no cursor")))?;
+            let c = more
+                .get_document("cursor")
+                .map_err(|_| MongoError::fatal(self.name(), format!("{what}: no cursor")))?;
             batch = c.get_array("nextBatch").cloned().unwrap_or_default();
             id = c.get_i64("id").unwrap_or(0);
         }
@@ -107,7 +120,10 @@ impl MongoEndpoint {
 
     /// `listIndexes` of a collection (empty when it does not exist).
     pub async fn indexes(&self, ns: &crate::mongo::ns::Namespace) -> Result<Vec<bson::Document>> {
-        let coll = self.client.database(&ns.db).collection::<bson::Document>(&ns.coll);
+        let coll = self
+            .client
+            .database(&ns.db)
+            .collection::<bson::Document>(&ns.coll);
         let mut out = Vec::new();
         let what = format!("listIndexes of {ns}");
         let mut cur = match coll.list_indexes().await {
@@ -150,16 +166,21 @@ mod tests {
 
     #[tokio::test]
     async fn display_and_errors_never_show_the_password() {
-        let ep = MongoEndpoint::connect("--source", "mongodb://al:s3cr3t@127.0.0.1:1,127.0.0.1:2/?replicaSet=rs")
-            .await
-            .unwrap();
+        let ep = MongoEndpoint::connect(
+            "--source",
+            "mongodb://al:s3cr3t@127.0.0.1:1,127.0.0.1:2/?replicaSet=rs",
+        )
+        .await
+        .unwrap();
         assert_eq!(ep.to_string(), "127.0.0.1:1,127.0.0.1:2");
         let err = MongoEndpoint::connect("--source", "mongodb://al:s3cr3t@h:notaport")
             .await
             .unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
         assert!(err.to_string().starts_with("--source: "), "{err}");
-        let err = MongoEndpoint::connect("--target", "redis://h:1").await.unwrap_err();
+        let err = MongoEndpoint::connect("--target", "redis://h:1")
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("mongodb://"), "{err}");
     }
 }

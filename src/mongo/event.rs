@@ -20,22 +20,42 @@ pub enum Change {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    Insert { ns: Namespace, doc: Document },
-    Replace { ns: Namespace, id: Bson, doc: Document },
-    Update { ns: Namespace, id: Bson, change: Change },
-    Delete { ns: Namespace, id: Bson },
+    Insert {
+        ns: Namespace,
+        doc: Document,
+    },
+    Replace {
+        ns: Namespace,
+        id: Bson,
+        doc: Document,
+    },
+    Update {
+        ns: Namespace,
+        id: Bson,
+        change: Change,
+    },
+    Delete {
+        ns: Namespace,
+        id: Bson,
+    },
 }
 
 impl Op {
     pub fn ns(&self) -> &Namespace {
         match self {
-            Op::Insert { ns, .. } | Op::Replace { ns, .. } | Op::Update { ns, .. } | Op::Delete { ns, .. } => ns,
+            Op::Insert { ns, .. }
+            | Op::Replace { ns, .. }
+            | Op::Update { ns, .. }
+            | Op::Delete { ns, .. } => ns,
         }
     }
 
     pub fn ns_mut(&mut self) -> &mut Namespace {
         match self {
-            Op::Insert { ns, .. } | Op::Replace { ns, .. } | Op::Update { ns, .. } | Op::Delete { ns, .. } => ns,
+            Op::Insert { ns, .. }
+            | Op::Replace { ns, .. }
+            | Op::Update { ns, .. }
+            | Op::Delete { ns, .. } => ns,
         }
     }
 
@@ -62,16 +82,39 @@ impl Op {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ddl {
     /// A collection or view with its options as `create` takes them.
-    Create { ns: Namespace, options: Document },
-    Drop { ns: Namespace },
-    DropDatabase { db: String },
-    Rename { from: Namespace, to: Namespace, drop_target: bool },
+    Create {
+        ns: Namespace,
+        options: Document,
+    },
+    Drop {
+        ns: Namespace,
+    },
+    DropDatabase {
+        db: String,
+    },
+    Rename {
+        from: Namespace,
+        to: Namespace,
+        drop_target: bool,
+    },
     /// Index specs as `createIndexes` takes them (`key`, `name`, options).
-    CreateIndexes { ns: Namespace, specs: Vec<Document> },
-    DropIndexes { ns: Namespace, names: Vec<String> },
+    CreateIndexes {
+        ns: Namespace,
+        specs: Vec<Document>,
+    },
+    DropIndexes {
+        ns: Namespace,
+        names: Vec<String>,
+    },
     /// A `collMod` command's fields other than the collection name.
-    CollMod { ns: Namespace, changes: Document },
-    ConvertToCapped { ns: Namespace, size: f64 },
+    CollMod {
+        ns: Namespace,
+        changes: Document,
+    },
+    ConvertToCapped {
+        ns: Namespace,
+        size: f64,
+    },
 }
 
 impl Ddl {

@@ -47,7 +47,9 @@ impl NsPattern {
     pub fn parse(s: &str) -> Result<NsPattern, String> {
         let (db, coll) = s.split_once('.').unwrap_or((s, "*"));
         if db.is_empty() || coll.is_empty() {
-            return Err(format!("namespace pattern {s:?}: expected db.collection (with * wildcards)"));
+            return Err(format!(
+                "namespace pattern {s:?}: expected db.collection (with * wildcards)"
+            ));
         }
         Ok(NsPattern {
             db: db.into(),
@@ -104,8 +106,16 @@ pub struct NsFilter {
 }
 
 impl NsFilter {
-    pub fn new(include: &[String], exclude: &[String], maps: &[String]) -> Result<NsFilter, String> {
-        let pats = |v: &[String]| v.iter().map(|s| NsPattern::parse(s)).collect::<Result<Vec<_>, _>>();
+    pub fn new(
+        include: &[String],
+        exclude: &[String],
+        maps: &[String],
+    ) -> Result<NsFilter, String> {
+        let pats = |v: &[String]| {
+            v.iter()
+                .map(|s| NsPattern::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let mut out = NsFilter {
             include: pats(include)?,
             exclude: pats(exclude)?,
@@ -114,9 +124,17 @@ impl NsFilter {
         for m in maps {
             let bad = || format!("--ns-map {m:?}: expected FROM:TO (db.coll:db.coll or db.*:db.*)");
             let (from, to) = m.split_once(':').ok_or_else(bad)?;
-            let db_of = |s: &str| s.strip_suffix(".*").map(str::to_string).or_else(|| (!s.contains('.')).then(|| s.to_string()));
+            let db_of = |s: &str| {
+                s.strip_suffix(".*")
+                    .map(str::to_string)
+                    .or_else(|| (!s.contains('.')).then(|| s.to_string()))
+            };
             let map = match (db_of(from), db_of(to)) {
-                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() && !a.contains('*') && !b.contains('*') => NsMap::Db(a, b),
+                (Some(a), Some(b))
+                    if !a.is_empty() && !b.is_empty() && !a.contains('*') && !b.contains('*') =>
+                {
+                    NsMap::Db(a, b)
+                }
                 (None, None) => {
                     let a = Namespace::parse(from).ok_or_else(bad)?;
                     let b = Namespace::parse(to).ok_or_else(bad)?;
@@ -128,7 +146,9 @@ impl NsFilter {
                 _ => return Err(bad()),
             };
             if SYSTEM_DBS.contains(&map_target_db(&map)) {
-                return Err(format!("--ns-map {m:?}: cannot write into a system database"));
+                return Err(format!(
+                    "--ns-map {m:?}: cannot write into a system database"
+                ));
             }
             out.maps.push(map);
         }
@@ -154,7 +174,10 @@ impl NsFilter {
     /// Whether the whole database is replicated (a `dropDatabase` may be applied as is).
     pub fn accepts_whole_db(&self, db: &str) -> bool {
         self.accepts_db(db)
-            && self.include.iter().all(|p| p.matches_db(db) && p.coll == "*")
+            && self
+                .include
+                .iter()
+                .all(|p| p.matches_db(db) && p.coll == "*")
             && !self.exclude.iter().any(|p| p.matches_db(db))
     }
 
@@ -199,14 +222,24 @@ mod tests {
 
     #[test]
     fn patterns_and_system_namespaces() {
-        let f = NsFilter::new(&["shop.*".into(), "*.audit".into()], &["shop.tmp*".into()], &[]).unwrap();
+        let f = NsFilter::new(
+            &["shop.*".into(), "*.audit".into()],
+            &["shop.tmp*".into()],
+            &[],
+        )
+        .unwrap();
         assert!(f.accepts(&ns("shop.orders")));
         assert!(f.accepts(&ns("hr.audit")));
         assert!(!f.accepts(&ns("hr.people")));
         assert!(!f.accepts(&ns("shop.tmp1")));
         assert!(!f.accepts(&ns("shop.system.views")));
         let all = NsFilter::default();
-        for s in ["admin.x", "local.oplog.rs", "config.system.sessions", "__tandem.checkpoints"] {
+        for s in [
+            "admin.x",
+            "local.oplog.rs",
+            "config.system.sessions",
+            "__tandem.checkpoints",
+        ] {
             assert!(!all.accepts(&ns(s)), "{s}");
         }
         assert!(all.accepts(&ns("a.b.c")));
@@ -216,7 +249,16 @@ mod tests {
 
     #[test]
     fn maps_collections_and_databases() {
-        let f = NsFilter::new(&[], &[], &["shop.orders:sales.orders2".into(), "hr.*:hr2.*".into(), "x:y".into()]).unwrap();
+        let f = NsFilter::new(
+            &[],
+            &[],
+            &[
+                "shop.orders:sales.orders2".into(),
+                "hr.*:hr2.*".into(),
+                "x:y".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(f.map(&ns("shop.orders")), ns("sales.orders2"));
         assert_eq!(f.map(&ns("shop.items")), ns("shop.items"));
         assert_eq!(f.map(&ns("hr.people")), ns("hr2.people"));

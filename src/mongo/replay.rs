@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::apply::fold::OnConflict;
-use super::apply::{ApplyConfig, Applier};
+use super::apply::{Applier, ApplyConfig};
 use super::checkpoint;
 use super::endpoint::MongoEndpoint;
 use super::error::{MongoError, Result};

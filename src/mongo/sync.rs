@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::apply::fold::OnConflict;
-use super::apply::{ApplyConfig, Applier};
+use super::apply::{Applier, ApplyConfig};
 use super::checkpoint::{self, Checkpoint, Phase};
 use super::copy::{self, CopyConfig};
 use super::endpoint::MongoEndpoint;
@@ -77,7 +77,10 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
     {
         return Err(MongoError::fatal(
             format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
-            format!("belongs to history {:?}, the source is {:?}: use another --id for another source", c.pos.history, info.history),
+            format!(
+                "belongs to history {:?}, the source is {:?}: use another --id for another source",
+                c.pos.history, info.history
+            ),
         ));
     }
     if let Some(c) = &ckpt
@@ -90,8 +93,16 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
     }
     if ckpt.is_none() {
         let pos = start_position(cfg, &info.history, info.last_write).await?;
-        let phase = if cfg.mode == Mode::Incr { Phase::Incr } else { Phase::Copy };
-        let c = Checkpoint { pos, phase, copy_end: None };
+        let phase = if cfg.mode == Mode::Incr {
+            Phase::Incr
+        } else {
+            Phase::Copy
+        };
+        let c = Checkpoint {
+            pos,
+            phase,
+            copy_end: None,
+        };
         checkpoint::save(&cfg.target, &cfg.id, &c).await?;
         ckpt = Some(c);
     }
@@ -142,18 +153,30 @@ async fn check_target(target: &MongoEndpoint) -> Result<()> {
 }
 
 /// Where the changes begin when nothing was applied yet: now.
-async fn start_position(cfg: &SyncConfig, history: &str, last_write: OpTime) -> Result<MongoPosition> {
+async fn start_position(
+    cfg: &SyncConfig,
+    history: &str,
+    last_write: OpTime,
+) -> Result<MongoPosition> {
     match cfg.fetch {
         Fetch::Oplog => Ok(MongoPosition::oplog(history, last_write)),
         // No token yet: an empty one means "at this operation time, inclusive".
-        Fetch::ChangeStream => Ok(MongoPosition::stream(history, OpTime(last_write.0 + 1), Vec::new())),
+        Fetch::ChangeStream => Ok(MongoPosition::stream(
+            history,
+            OpTime(last_write.0 + 1),
+            Vec::new(),
+        )),
     }
 }
 
 async fn open_reader(cfg: &SyncConfig, pos: &MongoPosition) -> Result<Reader> {
     Ok(match &pos.token {
-        Some(t) if t.is_empty() => Reader::Stream(StreamReader::open(&cfg.source, &pos.history, Start::At(pos.ts)).await?),
-        Some(t) => Reader::Stream(StreamReader::open(&cfg.source, &pos.history, Start::After(t.clone())).await?),
+        Some(t) if t.is_empty() => {
+            Reader::Stream(StreamReader::open(&cfg.source, &pos.history, Start::At(pos.ts)).await?)
+        }
+        Some(t) => Reader::Stream(
+            StreamReader::open(&cfg.source, &pos.history, Start::After(t.clone())).await?,
+        ),
         None => Reader::Oplog(OplogReader::open(&cfg.source, &pos.history, pos.ts).await?),
     })
 }
@@ -166,7 +189,12 @@ async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown)
         on_conflict: cfg.on_conflict,
         copy_end: ckpt.copy_end,
     };
-    let mut applier = Applier::new(cfg.target.clone(), apply_cfg, Some(ckpt.pos.clone()), Some(st.clone()));
+    let mut applier = Applier::new(
+        cfg.target.clone(),
+        apply_cfg,
+        Some(ckpt.pos.clone()),
+        Some(st.clone()),
+    );
     let mut failures = 0u32;
     loop {
         let from = applier.last().cloned().unwrap_or_else(|| ckpt.pos.clone());
@@ -225,7 +253,12 @@ async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown)
 
 /// Batches what the reader has ready (never waiting for more once it has some) and
 /// applies it; returns `Ok` when shutdown is asked for, after the batch in flight.
-async fn pump(applier: &mut Applier, rx: &mut mpsc::Receiver<Result<Unit>>, batch_ops: usize, shutdown: &mut Shutdown) -> Result<()> {
+async fn pump(
+    applier: &mut Applier,
+    rx: &mut mpsc::Receiver<Result<Unit>>,
+    batch_ops: usize,
+    shutdown: &mut Shutdown,
+) -> Result<()> {
     loop {
         let first = tokio::select! {
             _ = shutdown.wait() => return Ok(()),

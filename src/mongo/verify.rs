@@ -31,28 +31,52 @@ fn drv(ep: &MongoEndpoint, what: impl std::fmt::Display, e: &mongodb::error::Err
     MongoError::from_driver(format!("{}: {what}", ep.name()), e)
 }
 
-pub async fn verify(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &VerifyConfig) -> Result<Vec<Diff>> {
+pub async fn verify(
+    source: &MongoEndpoint,
+    target: &MongoEndpoint,
+    cfg: &VerifyConfig,
+) -> Result<Vec<Diff>> {
     let src = catalog(source, &cfg.filter, true).await?;
     let dst = catalog(target, &cfg.filter, false).await?;
     let mut diffs = Vec::new();
     let mut pending: Vec<(Namespace, Namespace, Bson)> = Vec::new();
     for (dns, (sns, kind, opts)) in &src {
         let Some((_, dkind, dopts)) = dst.get(dns) else {
-            diffs.push(Diff { ns: dns.to_string(), kind: "missing-namespace", detail: format!("{kind} {sns} is not on the target") });
+            diffs.push(Diff {
+                ns: dns.to_string(),
+                kind: "missing-namespace",
+                detail: format!("{kind} {sns} is not on the target"),
+            });
             continue;
         };
         if kind != dkind || opts != dopts {
-            diffs.push(Diff { ns: dns.to_string(), kind: "options", detail: format!("source {kind} {opts}, target {dkind} {dopts}") });
+            diffs.push(Diff {
+                ns: dns.to_string(),
+                kind: "options",
+                detail: format!("source {kind} {opts}, target {dkind} {dopts}"),
+            });
         }
         if kind == "view" {
             continue;
         }
         diffs.extend(compare_indexes(source, target, sns, dns).await?);
         let (missing, extra) = compare_docs(source, target, sns, dns, cfg.batch).await?;
-        pending.extend(missing.into_iter().chain(extra).map(|id| (sns.clone(), dns.clone(), id)));
+        pending.extend(
+            missing
+                .into_iter()
+                .chain(extra)
+                .map(|id| (sns.clone(), dns.clone(), id)),
+        );
     }
-    for dns in dst.keys().filter(|n| !src.contains_key(*n) && cfg.filter.accepts(n)) {
-        diffs.push(Diff { ns: dns.to_string(), kind: "extra-namespace", detail: "on the target only".into() });
+    for dns in dst
+        .keys()
+        .filter(|n| !src.contains_key(*n) && cfg.filter.accepts(n))
+    {
+        diffs.push(Diff {
+            ns: dns.to_string(),
+            kind: "extra-namespace",
+            detail: "on the target only".into(),
+        });
     }
     // Later rounds look only at what differed, after giving a live link time.
     for _ in 1..cfg.rounds.max(1) {
@@ -70,7 +94,11 @@ pub async fn verify(source: &MongoEndpoint, target: &MongoEndpoint, cfg: &Verify
     }
     for (sns, dns, id) in pending {
         if let Some(what) = recheck(source, target, &sns, &dns, &id).await? {
-            diffs.push(Diff { ns: dns.to_string(), kind: what, detail: format!("_id {id}") });
+            diffs.push(Diff {
+                ns: dns.to_string(),
+                kind: what,
+                detail: format!("_id {id}"),
+            });
         }
     }
     Ok(diffs)
@@ -81,8 +109,15 @@ type Catalog = BTreeMap<Namespace, (Namespace, String, Document)>;
 /// Replicated namespaces keyed by where they land on the target.
 async fn catalog(ep: &MongoEndpoint, filter: &NsFilter, is_source: bool) -> Result<Catalog> {
     let mut out = BTreeMap::new();
-    let dbs = ep.client.list_database_names().await.map_err(|e| drv(ep, "listDatabases", &e))?;
-    for db in dbs.iter().filter(|d| !crate::mongo::ns::SYSTEM_DBS.contains(&d.as_str())) {
+    let dbs = ep
+        .client
+        .list_database_names()
+        .await
+        .map_err(|e| drv(ep, "listDatabases", &e))?;
+    for db in dbs
+        .iter()
+        .filter(|d| !crate::mongo::ns::SYSTEM_DBS.contains(&d.as_str()))
+    {
         for d in ep.collections(db, None).await? {
             let ns = Namespace::new(db, d.get_str("name").unwrap_or_default());
             if ns.coll.starts_with("system.") {
@@ -101,7 +136,14 @@ async fn catalog(ep: &MongoEndpoint, filter: &NsFilter, is_source: bool) -> Resu
                 let on = filter.map(&Namespace::new(db, on)).coll;
                 opts.insert("viewOn", on);
             }
-            out.insert(key, (ns, d.get_str("type").unwrap_or("collection").to_string(), opts));
+            out.insert(
+                key,
+                (
+                    ns,
+                    d.get_str("type").unwrap_or("collection").to_string(),
+                    opts,
+                ),
+            );
         }
     }
     Ok(out)
@@ -112,44 +154,98 @@ async fn indexes(ep: &MongoEndpoint, ns: &Namespace) -> Result<BTreeMap<String, 
         .indexes(ns)
         .await?
         .iter()
-        .map(|d| (d.get_str("name").unwrap_or_default().to_string(), clean_index(d)))
+        .map(|d| {
+            (
+                d.get_str("name").unwrap_or_default().to_string(),
+                clean_index(d),
+            )
+        })
         .collect())
 }
 
-async fn compare_indexes(source: &MongoEndpoint, target: &MongoEndpoint, sns: &Namespace, dns: &Namespace) -> Result<Vec<Diff>> {
+async fn compare_indexes(
+    source: &MongoEndpoint,
+    target: &MongoEndpoint,
+    sns: &Namespace,
+    dns: &Namespace,
+) -> Result<Vec<Diff>> {
     let (a, b) = (indexes(source, sns).await?, indexes(target, dns).await?);
     let mut out = Vec::new();
     for (name, spec) in &a {
         match b.get(name) {
-            None => out.push(Diff { ns: dns.to_string(), kind: "missing-index", detail: format!("{name}: {spec}") }),
-            Some(t) if t != spec => out.push(Diff { ns: dns.to_string(), kind: "index", detail: format!("{name}: source {spec}, target {t}") }),
+            None => out.push(Diff {
+                ns: dns.to_string(),
+                kind: "missing-index",
+                detail: format!("{name}: {spec}"),
+            }),
+            Some(t) if t != spec => out.push(Diff {
+                ns: dns.to_string(),
+                kind: "index",
+                detail: format!("{name}: source {spec}, target {t}"),
+            }),
             _ => {}
         }
     }
     for name in b.keys().filter(|n| !a.contains_key(*n)) {
-        out.push(Diff { ns: dns.to_string(), kind: "extra-index", detail: name.clone() });
+        out.push(Diff {
+            ns: dns.to_string(),
+            kind: "extra-index",
+            detail: name.clone(),
+        });
     }
     Ok(out)
 }
 
 /// Every source document looked up on the target (differing or missing `_id`s), then
 /// every target `_id` looked up on the source (extra ones).
-async fn compare_docs(source: &MongoEndpoint, target: &MongoEndpoint, sns: &Namespace, dns: &Namespace, batch: usize) -> Result<(Vec<Bson>, Vec<Bson>)> {
-    let s = source.client.database(&sns.db).collection::<RawDocumentBuf>(&sns.coll);
-    let t = target.client.database(&dns.db).collection::<RawDocumentBuf>(&dns.coll);
+async fn compare_docs(
+    source: &MongoEndpoint,
+    target: &MongoEndpoint,
+    sns: &Namespace,
+    dns: &Namespace,
+    batch: usize,
+) -> Result<(Vec<Bson>, Vec<Bson>)> {
+    let s = source
+        .client
+        .database(&sns.db)
+        .collection::<RawDocumentBuf>(&sns.coll);
+    let t = target
+        .client
+        .database(&dns.db)
+        .collection::<RawDocumentBuf>(&dns.coll);
     let mut differ = Vec::new();
-    let mut cur = s.find(doc! {}).batch_size(batch as u32).await.map_err(|e| drv(source, format!("reading {sns}"), &e))?;
+    let mut cur = s
+        .find(doc! {})
+        .batch_size(batch as u32)
+        .await
+        .map_err(|e| drv(source, format!("reading {sns}"), &e))?;
     let mut chunk: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
     loop {
-        let more = cur.advance().await.map_err(|e| drv(source, format!("reading {sns}"), &e))?;
+        let more = cur
+            .advance()
+            .await
+            .map_err(|e| drv(source, format!("reading {sns}"), &e))?;
         if more {
             chunk.push(cur.current().to_raw_document_buf());
         }
         if chunk.len() >= batch || (!more && !chunk.is_empty()) {
-            let ids: Vec<Bson> = chunk.iter().filter_map(|d| d.get("_id").ok().flatten().and_then(|v| v.to_raw_bson().try_into().ok())).collect();
+            let ids: Vec<Bson> = chunk
+                .iter()
+                .filter_map(|d| {
+                    d.get("_id")
+                        .ok()
+                        .flatten()
+                        .and_then(|v| v.to_raw_bson().try_into().ok())
+                })
+                .collect();
             let found = lookup(target, &t, dns, &ids).await?;
             for d in chunk.drain(..) {
-                let id: Bson = d.get("_id").ok().flatten().and_then(|v| v.to_raw_bson().try_into().ok()).unwrap_or(Bson::Null);
+                let id: Bson = d
+                    .get("_id")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.to_raw_bson().try_into().ok())
+                    .unwrap_or(Bson::Null);
                 match found.get(&key(&id)) {
                     Some(other) if other.as_bytes() == d.as_bytes() => {}
                     _ => differ.push(id),
@@ -161,11 +257,26 @@ async fn compare_docs(source: &MongoEndpoint, target: &MongoEndpoint, sns: &Name
         }
     }
     let mut extra = Vec::new();
-    let mut cur = t.find(doc! {}).projection(doc! {"_id": 1}).batch_size(batch as u32).await.map_err(|e| drv(target, format!("reading {dns}"), &e))?;
+    let mut cur = t
+        .find(doc! {})
+        .projection(doc! {"_id": 1})
+        .batch_size(batch as u32)
+        .await
+        .map_err(|e| drv(target, format!("reading {dns}"), &e))?;
     let mut ids = Vec::new();
     loop {
-        let more = cur.advance().await.map_err(|e| drv(target, format!("reading {dns}"), &e))?;
-        if more && let Some(id) = cur.current().get("_id").ok().flatten().and_then(|v| v.to_raw_bson().try_into().ok()) {
+        let more = cur
+            .advance()
+            .await
+            .map_err(|e| drv(target, format!("reading {dns}"), &e))?;
+        if more
+            && let Some(id) = cur
+                .current()
+                .get("_id")
+                .ok()
+                .flatten()
+                .and_then(|v| v.to_raw_bson().try_into().ok())
+        {
             ids.push(id);
         }
         if ids.len() >= batch || (!more && !ids.is_empty()) {
@@ -183,23 +294,58 @@ fn key(id: &Bson) -> Vec<u8> {
     bson::to_vec(&doc! {"_id": id.clone()}).unwrap_or_default()
 }
 
-async fn lookup(ep: &MongoEndpoint, c: &mongodb::Collection<RawDocumentBuf>, ns: &Namespace, ids: &[Bson]) -> Result<BTreeMap<Vec<u8>, RawDocumentBuf>> {
+async fn lookup(
+    ep: &MongoEndpoint,
+    c: &mongodb::Collection<RawDocumentBuf>,
+    ns: &Namespace,
+    ids: &[Bson],
+) -> Result<BTreeMap<Vec<u8>, RawDocumentBuf>> {
     let mut out = BTreeMap::new();
-    let mut cur = c.find(doc! {"_id": {"$in": ids.to_vec()}}).await.map_err(|e| drv(ep, format!("reading {ns}"), &e))?;
-    while cur.advance().await.map_err(|e| drv(ep, format!("reading {ns}"), &e))? {
+    let mut cur = c
+        .find(doc! {"_id": {"$in": ids.to_vec()}})
+        .await
+        .map_err(|e| drv(ep, format!("reading {ns}"), &e))?;
+    while cur
+        .advance()
+        .await
+        .map_err(|e| drv(ep, format!("reading {ns}"), &e))?
+    {
         let d = cur.current().to_raw_document_buf();
-        let id: Bson = d.get("_id").ok().flatten().and_then(|v| v.to_raw_bson().try_into().ok()).unwrap_or(Bson::Null);
+        let id: Bson = d
+            .get("_id")
+            .ok()
+            .flatten()
+            .and_then(|v| v.to_raw_bson().try_into().ok())
+            .unwrap_or(Bson::Null);
         out.insert(key(&id), d);
     }
     Ok(out)
 }
 
 /// What is different about one document now, if anything.
-async fn recheck(source: &MongoEndpoint, target: &MongoEndpoint, sns: &Namespace, dns: &Namespace, id: &Bson) -> Result<Option<&'static str>> {
-    let s = source.client.database(&sns.db).collection::<RawDocumentBuf>(&sns.coll);
-    let t = target.client.database(&dns.db).collection::<RawDocumentBuf>(&dns.coll);
-    let a = s.find_one(doc! {"_id": id.clone()}).await.map_err(|e| drv(source, format!("reading {sns}"), &e))?;
-    let b = t.find_one(doc! {"_id": id.clone()}).await.map_err(|e| drv(target, format!("reading {dns}"), &e))?;
+async fn recheck(
+    source: &MongoEndpoint,
+    target: &MongoEndpoint,
+    sns: &Namespace,
+    dns: &Namespace,
+    id: &Bson,
+) -> Result<Option<&'static str>> {
+    let s = source
+        .client
+        .database(&sns.db)
+        .collection::<RawDocumentBuf>(&sns.coll);
+    let t = target
+        .client
+        .database(&dns.db)
+        .collection::<RawDocumentBuf>(&dns.coll);
+    let a = s
+        .find_one(doc! {"_id": id.clone()})
+        .await
+        .map_err(|e| drv(source, format!("reading {sns}"), &e))?;
+    let b = t
+        .find_one(doc! {"_id": id.clone()})
+        .await
+        .map_err(|e| drv(target, format!("reading {dns}"), &e))?;
     Ok(match (a, b) {
         (Some(a), Some(b)) if a.as_bytes() == b.as_bytes() => None,
         (Some(_), Some(_)) => Some("document-differs"),

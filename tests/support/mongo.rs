@@ -57,7 +57,10 @@ impl MongoServer {
     }
 
     pub fn start_with(o: MongoOpts) -> MongoServer {
-        let dir = tempfile::Builder::new().prefix("tandem-mongo-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-mongo-")
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut cmd = Command::new(secantus_binary());
@@ -72,7 +75,10 @@ impl MongoServer {
             cmd.arg("--standalone");
         }
         let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {}: {e} (run scripts/servers.sh, which installs secantusdb)", secantus_binary().display())
+            panic!(
+                "cannot start {}: {e} (run scripts/servers.sh, which installs secantusdb)",
+                secantus_binary().display()
+            )
         });
         let mut s = MongoServer {
             port,
@@ -88,7 +94,11 @@ impl MongoServer {
             if let Some(Ok(Some(st))) = s.child.as_mut().map(|c| c.try_wait()) {
                 panic!("secantusd exited with {st}: {}", s.log_tail());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "secantusd did not listen within 30 s: {}", s.log_tail());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "secantusd did not listen within 30 s: {}",
+                s.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("secantusd did not listen: {}", s.log_tail())
@@ -104,7 +114,14 @@ impl MongoServer {
 
     pub fn log_tail(&self) -> String {
         let t = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        t.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        t.lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub async fn client(&self) -> Client {
@@ -114,7 +131,11 @@ impl MongoServer {
         loop {
             match c.database("admin").run_command(doc! {"ping": 1}).await {
                 Ok(_) => return c,
-                Err(e) => assert!(start.elapsed() < Duration::from_secs(30), "ping {}: {e}", self.uri),
+                Err(e) => assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "ping {}: {e}",
+                    self.uri
+                ),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -143,7 +164,10 @@ where
             return;
         }
         tries += 1;
-        assert!(start.elapsed() < limit, "timed out after {limit:?} ({tries} tries) waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} ({tries} tries) waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -156,7 +180,12 @@ pub async fn dump(c: &Client, db: &str, coll: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     while cur.advance().await.expect("advance") {
         let raw = cur.current();
-        let id = raw.get("_id").ok().flatten().map(|v| format!("{v:?}").into_bytes()).unwrap_or_default();
+        let id = raw
+            .get("_id")
+            .ok()
+            .flatten()
+            .map(|v| format!("{v:?}").into_bytes())
+            .unwrap_or_default();
         out.push((id, raw.as_bytes().to_vec()));
     }
     out.sort();
@@ -174,15 +203,30 @@ pub async fn assert_same_coll(a: &Client, b: &Client, db: &str, coll: &str) {
             panic!("{db}.{coll}: first difference\n source: {ld}\n target: {rd}");
         }
     }
-    assert_eq!(x.len(), y.len(), "{db}.{coll}: source has {} documents, target {}", x.len(), y.len());
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "{db}.{coll}: source has {} documents, target {}",
+        x.len(),
+        y.len()
+    );
 }
 
 /// Collection names and options, views included, of the user databases.
 pub async fn catalog(c: &Client, dbs: &[&str]) -> Vec<(String, Document)> {
     let mut out = Vec::new();
     for db in dbs {
-        let reply = c.database(db).run_command(doc! {"listCollections": 1}).await.unwrap();
-        for b in reply.get_document("cursor").unwrap().get_array("firstBatch").unwrap() {
+        let reply = c
+            .database(db)
+            .run_command(doc! {"listCollections": 1})
+            .await
+            .unwrap();
+        for b in reply
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+        {
             let Bson::Document(d) = b else { continue };
             let name = d.get_str("name").unwrap().to_string();
             if name.starts_with("system.") {
@@ -199,26 +243,49 @@ pub async fn catalog(c: &Client, dbs: &[&str]) -> Vec<(String, Document)> {
 
 /// Index specs by name (`ns` dropped: old servers add it).
 pub async fn index_specs(c: &Client, db: &str, coll: &str) -> Vec<Document> {
-    let mut cur = c.database(db).collection::<Document>(coll).list_indexes().await.unwrap();
+    let mut cur = c
+        .database(db)
+        .collection::<Document>(coll)
+        .list_indexes()
+        .await
+        .unwrap();
     let mut out = Vec::new();
     while cur.advance().await.unwrap() {
         let mut d = Document::try_from(cur.current()).unwrap();
         d.remove("ns");
         out.push(d);
     }
-    out.sort_by(|a, b| a.get_str("name").unwrap_or("").cmp(b.get_str("name").unwrap_or("")));
+    out.sort_by(|a, b| {
+        a.get_str("name")
+            .unwrap_or("")
+            .cmp(b.get_str("name").unwrap_or(""))
+    });
     out
 }
 
 /// The link's checkpoint document on a target.
 pub async fn checkpoint(c: &Client, id: &str) -> Option<Document> {
-    c.database("__tandem").collection::<Document>("checkpoints").find_one(doc! {"_id": id}).await.unwrap()
+    c.database("__tandem")
+        .collection::<Document>("checkpoints")
+        .find_one(doc! {"_id": id})
+        .await
+        .unwrap()
 }
 
 /// The source's newest operation time (the oplog's last entry).
 pub async fn last_op(c: &Client) -> mongodb::bson::Timestamp {
-    let hello = c.database("admin").run_command(doc! {"hello": 1}).await.unwrap();
-    match hello.get_document("lastWrite").unwrap().get_document("opTime").unwrap().get("ts") {
+    let hello = c
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .unwrap();
+    match hello
+        .get_document("lastWrite")
+        .unwrap()
+        .get_document("opTime")
+        .unwrap()
+        .get("ts")
+    {
         Some(Bson::Timestamp(t)) => *t,
         other => panic!("hello.lastWrite.opTime.ts: {other:?}"),
     }
@@ -228,11 +295,23 @@ pub async fn last_op(c: &Client) -> mongodb::bson::Timestamp {
 /// (database `tandem_marker`) and waits until it is on the target: everything written
 /// on the source before it has been applied.
 pub async fn wait_marker(source: &Client, target: &Client, id: &str, limit: Duration) {
-    wait_for(&format!("link {id} in the incremental phase"), limit, || async {
-        checkpoint(target, id).await.is_some_and(|d| d.get_str("phase").ok() == Some("incr"))
-    })
+    wait_for(
+        &format!("link {id} in the incremental phase"),
+        limit,
+        || async {
+            checkpoint(target, id)
+                .await
+                .is_some_and(|d| d.get_str("phase").ok() == Some("incr"))
+        },
+    )
     .await;
-    let id = format!("m{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let id = format!(
+        "m{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
     let m: Collection<Document> = source.database("tandem_marker").collection("m");
     m.insert_one(doc! {"_id": &id}).await.unwrap();
     let t: Collection<Document> = target.database("tandem_marker").collection("m");

@@ -22,19 +22,36 @@ pub async fn apply(target: &MongoEndpoint, ddl: &Ddl) -> Result<()> {
         }
         Ddl::Drop { ns } => (&ns.db, doc! {"drop": &ns.coll}, &[NAMESPACE_NOT_FOUND]),
         Ddl::DropDatabase { db } => (db, doc! {"dropDatabase": 1}, &[]),
-        Ddl::Rename { from, to, drop_target } => (
+        Ddl::Rename {
+            from,
+            to,
+            drop_target,
+        } => (
             "admin",
             doc! {"renameCollection": from.to_string(), "to": to.to_string(), "dropTarget": *drop_target},
             &[NAMESPACE_NOT_FOUND],
         ),
         Ddl::CreateIndexes { ns, specs } => {
-            let specs: Vec<Bson> = specs.iter().map(|s| Bson::Document(clean_index(s))).collect();
-            (&ns.db, doc! {"createIndexes": &ns.coll, "indexes": specs}, &[])
+            let specs: Vec<Bson> = specs
+                .iter()
+                .map(|s| Bson::Document(clean_index(s)))
+                .collect();
+            (
+                &ns.db,
+                doc! {"createIndexes": &ns.coll, "indexes": specs},
+                &[],
+            )
         }
         Ddl::DropIndexes { ns, names } => {
             for name in names {
-                run(target, &ns.db, doc! {"dropIndexes": &ns.coll, "index": name}, &[NAMESPACE_NOT_FOUND, INDEX_NOT_FOUND], ddl)
-                    .await?;
+                run(
+                    target,
+                    &ns.db,
+                    doc! {"dropIndexes": &ns.coll, "index": name},
+                    &[NAMESPACE_NOT_FOUND, INDEX_NOT_FOUND],
+                    ddl,
+                )
+                .await?;
             }
             return Ok(());
         }
@@ -43,20 +60,35 @@ pub async fn apply(target: &MongoEndpoint, ddl: &Ddl) -> Result<()> {
             c.extend(changes.clone());
             (&ns.db, c, &[NAMESPACE_NOT_FOUND])
         }
-        Ddl::ConvertToCapped { ns, size } => {
-            (&ns.db, doc! {"convertToCapped": &ns.coll, "size": *size}, &[NAMESPACE_NOT_FOUND])
-        }
+        Ddl::ConvertToCapped { ns, size } => (
+            &ns.db,
+            doc! {"convertToCapped": &ns.coll, "size": *size},
+            &[NAMESPACE_NOT_FOUND],
+        ),
     };
     run(target, db, cmd, ignore, ddl).await
 }
 
-async fn run(target: &MongoEndpoint, db: &str, cmd: Document, ignore: &[i32], ddl: &Ddl) -> Result<()> {
+async fn run(
+    target: &MongoEndpoint,
+    db: &str,
+    cmd: Document,
+    ignore: &[i32],
+    ddl: &Ddl,
+) -> Result<()> {
     match target.client.database(db).run_command(cmd).await {
         Ok(_) => Ok(()),
         Err(e) if driver_code(&e).is_some_and(|c| ignore.contains(&c)) => Ok(()),
         Err(e) => {
-            let what = ddl.namespaces().first().map(|n| n.to_string()).unwrap_or_else(|| db.to_string());
-            Err(MongoError::from_driver(format!("{}: {} of {what}", target.name(), ddl.kind()), &e))
+            let what = ddl
+                .namespaces()
+                .first()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| db.to_string());
+            Err(MongoError::from_driver(
+                format!("{}: {} of {what}", target.name(), ddl.kind()),
+                &e,
+            ))
         }
     }
 }

@@ -31,7 +31,10 @@ pub enum OnConflict {
 pub type DocKey = (Namespace, Vec<u8>);
 
 pub fn doc_key(ns: &Namespace, id: &Bson) -> DocKey {
-    (ns.clone(), bson::to_vec(&doc! {"_id": id.clone()}).unwrap_or_default())
+    (
+        ns.clone(),
+        bson::to_vec(&doc! {"_id": id.clone()}).unwrap_or_default(),
+    )
 }
 
 /// The end state of one document.
@@ -123,12 +126,18 @@ pub fn fold(
             Op::Insert { doc, .. } => {
                 if f.doc.is_some() && !window {
                     match policy {
-                        OnConflict::Fail => return Err(fail("duplicate key: insert of a document that exists on the target")),
+                        OnConflict::Fail => {
+                            return Err(fail(
+                                "duplicate key: insert of a document that exists on the target",
+                            ));
+                        }
                         OnConflict::Ignore => {
                             out.conflicts.push(conflict("insert-exists", "kept-target"));
                             continue;
                         }
-                        OnConflict::Overwrite => out.conflicts.push(conflict("insert-exists", "overwritten")),
+                        OnConflict::Overwrite => {
+                            out.conflicts.push(conflict("insert-exists", "overwritten"))
+                        }
                     }
                 }
                 f.doc = Some(doc.clone());
@@ -137,12 +146,17 @@ pub fn fold(
             Op::Replace { doc, .. } => {
                 if f.doc.is_none() && !window {
                     match policy {
-                        OnConflict::Fail => return Err(fail("replacement of a document missing on the target")),
+                        OnConflict::Fail => {
+                            return Err(fail("replacement of a document missing on the target"));
+                        }
                         OnConflict::Ignore => {
-                            out.conflicts.push(conflict("replace-missing", "kept-target"));
+                            out.conflicts
+                                .push(conflict("replace-missing", "kept-target"));
                             continue;
                         }
-                        OnConflict::Overwrite => out.conflicts.push(conflict("replace-missing", "overwritten")),
+                        OnConflict::Overwrite => out
+                            .conflicts
+                            .push(conflict("replace-missing", "overwritten")),
                     }
                 }
                 let mut d = doc.clone();
@@ -159,7 +173,9 @@ pub fn fold(
                         continue;
                     }
                     match policy {
-                        OnConflict::Fail => return Err(fail("update of a document missing on the target")),
+                        OnConflict::Fail => {
+                            return Err(fail("update of a document missing on the target"));
+                        }
                         // A change alone cannot rebuild the document.
                         OnConflict::Ignore | OnConflict::Overwrite => {
                             out.conflicts.push(conflict("update-missing", "skipped"));
@@ -174,7 +190,9 @@ pub fn fold(
                 if f.doc.is_none() {
                     if !window {
                         match policy {
-                            OnConflict::Fail => return Err(fail("delete of a document missing on the target")),
+                            OnConflict::Fail => {
+                                return Err(fail("delete of a document missing on the target"));
+                            }
                             OnConflict::Ignore | OnConflict::Overwrite => {
                                 out.conflicts.push(conflict("delete-missing", "skipped"))
                             }
@@ -204,7 +222,8 @@ pub fn apply_change(cur: &mut Document, change: &Change) -> Result<(), String> {
             *cur = diff::apply_diff(cur, o).map_err(|e| format!("applying the $v:2 diff: {e}"))?;
         }
         Change::Description(d) => {
-            desc::apply_update_description(cur, d).map_err(|e| format!("applying updateDescription: {e}"))?;
+            desc::apply_update_description(cur, d)
+                .map_err(|e| format!("applying updateDescription: {e}"))?;
         }
         Change::Modifiers(m) => {
             // A pre-5.0 entry: `$set` and `$unset` of paths, as an update description.
@@ -214,12 +233,16 @@ pub fn apply_change(cur: &mut Document, change: &Change) -> Result<(), String> {
                 match (k.as_str(), v) {
                     ("$v", _) => {}
                     ("$set", Bson::Document(s)) => updated.extend(s.clone()),
-                    ("$unset", Bson::Document(u)) => removed.extend(u.keys().map(|k| Bson::String(k.clone()))),
+                    ("$unset", Bson::Document(u)) => {
+                        removed.extend(u.keys().map(|k| Bson::String(k.clone())))
+                    }
                     (other, _) => return Err(format!("unsupported $v:1 modifier {other:?}")),
                 }
             }
-            let d = doc! {"updatedFields": updated, "removedFields": removed, "truncatedArrays": []};
-            desc::apply_update_description(cur, &d).map_err(|e| format!("applying $v:1 modifiers: {e}"))?;
+            let d =
+                doc! {"updatedFields": updated, "removedFields": removed, "truncatedArrays": []};
+            desc::apply_update_description(cur, &d)
+                .map_err(|e| format!("applying $v:1 modifiers: {e}"))?;
         }
     }
     Ok(())

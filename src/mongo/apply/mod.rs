@@ -14,6 +14,12 @@ pub mod desc;
 pub mod diff;
 pub mod fold;
 
+pub use desc::{apply_update_description, diff_to_description, diff_to_description_raw};
+pub use diff::{
+    DiffError, apply_diff, apply_diff_raw, apply_inner_diff, apply_inner_diff_raw, codes,
+    validate_diff, validate_diff_raw,
+};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +59,12 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub fn new(target: MongoEndpoint, cfg: ApplyConfig, last: Option<MongoPosition>, status: Option<Arc<LinkStatus>>) -> Self {
+    pub fn new(
+        target: MongoEndpoint,
+        cfg: ApplyConfig,
+        last: Option<MongoPosition>,
+        status: Option<Arc<LinkStatus>>,
+    ) -> Self {
         Applier {
             target,
             cfg,
@@ -82,7 +93,9 @@ impl Applier {
             if let Payload::Ddl(d) = &u.payload {
                 let d = d.clone();
                 self.flush(std::mem::take(&mut run)).await?;
-                ddl::apply(&self.target, &d).await.map_err(|e| e.at(&u.pos))?;
+                ddl::apply(&self.target, &d)
+                    .await
+                    .map_err(|e| e.at(&u.pos))?;
                 checkpoint::save_position(&self.target, &self.cfg.id, &u.pos).await?;
                 crate::metrics::mongo_applied(d.kind(), 1);
                 self.advanced(&u.pos);
@@ -139,7 +152,8 @@ impl Applier {
                 Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
                     crate::metrics::sink_retry();
                     tracing::debug!("retrying a batch: {e}");
-                    tokio::time::sleep(Duration::from_millis((20 * attempt as u64).min(1000))).await;
+                    tokio::time::sleep(Duration::from_millis((20 * attempt as u64).min(1000)))
+                        .await;
                 }
                 Err(e) => return Err(e.at(&end)),
             }
@@ -152,7 +166,8 @@ impl Applier {
             crate::metrics::mongo_applied(k, n);
         }
         if let Some(s) = &self.status {
-            s.commands_counter().fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            s.commands_counter()
+                .fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         crate::metrics::sink_batch(ops.len());
         self.advanced(&end);
@@ -169,13 +184,23 @@ impl Applier {
 
     async fn transaction(&self, ops: &[(&Op, bool)], end: &MongoPosition) -> Result<()> {
         let name = self.target.name();
-        let drv = |what: &str, e: &mongodb::error::Error| MongoError::from_driver(format!("{name}: {what}"), e);
-        let mut s = self.target.client.start_session().await.map_err(|e| drv("starting a session", &e))?;
+        let drv = |what: &str, e: &mongodb::error::Error| {
+            MongoError::from_driver(format!("{name}: {what}"), e)
+        };
+        let mut s = self
+            .target
+            .client
+            .start_session()
+            .await
+            .map_err(|e| drv("starting a session", &e))?;
         let opts = TransactionOptions::builder()
             .read_concern(ReadConcern::snapshot())
             .write_concern(WriteConcern::majority())
             .build();
-        s.start_transaction().with_options(opts).await.map_err(|e| drv("starting a transaction", &e))?;
+        s.start_transaction()
+            .with_options(opts)
+            .await
+            .map_err(|e| drv("starting a transaction", &e))?;
         let body = self.body(&mut s, ops, end).await;
         if let Err(e) = body {
             let _ = s.abort_transaction().await;
@@ -193,7 +218,12 @@ impl Applier {
         unreachable!("the last attempt returns")
     }
 
-    async fn body(&self, s: &mut ClientSession, ops: &[(&Op, bool)], end: &MongoPosition) -> Result<()> {
+    async fn body(
+        &self,
+        s: &mut ClientSession,
+        ops: &[(&Op, bool)],
+        end: &MongoPosition,
+    ) -> Result<()> {
         let name = self.target.name();
         // The checkpoint first: in the other side's history, a transaction whose first
         // write is to __tandem is recognisably tandem's (two-way's origin tag).
@@ -203,9 +233,8 @@ impl Applier {
         };
         command(&self.target, s, TANDEM_DB, ckpt, "writing the checkpoint").await?;
         let base = self.fetch(s, ops).await?;
-        let folded = fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
-            MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message)
-        })?;
+        let folded = fold::fold(ops, &base, self.cfg.on_conflict)
+            .map_err(|e| MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message))?;
         self.count_conflicts(&folded);
         for (ns, docs) in &folded.docs {
             self.write(s, ns, docs).await?;
@@ -221,7 +250,11 @@ impl Applier {
     }
 
     /// The target's current state of every document the batch touches.
-    async fn fetch(&self, s: &mut ClientSession, ops: &[(&Op, bool)]) -> Result<HashMap<DocKey, Document>> {
+    async fn fetch(
+        &self,
+        s: &mut ClientSession,
+        ops: &[(&Op, bool)],
+    ) -> Result<HashMap<DocKey, Document>> {
         let mut ids: BTreeMap<&Namespace, Vec<Bson>> = BTreeMap::new();
         let mut seen = std::collections::HashSet::new();
         for (op, _) in ops {
@@ -231,15 +264,23 @@ impl Applier {
         }
         let mut out = HashMap::new();
         for (ns, ids) in ids {
-            let coll = self.target.client.database(&ns.db).collection::<Document>(&ns.coll);
+            let coll = self
+                .target
+                .client
+                .database(&ns.db)
+                .collection::<Document>(&ns.coll);
             for chunk in ids.chunks(CHUNK_DOCS) {
                 let mut cur = coll
                     .find(doc! {"_id": {"$in": chunk.to_vec()}})
                     .session(&mut *s)
                     .await
-                    .map_err(|e| MongoError::from_driver(format!("{}: reading {ns}", self.target.name()), &e))?;
+                    .map_err(|e| {
+                        MongoError::from_driver(format!("{}: reading {ns}", self.target.name()), &e)
+                    })?;
                 while let Some(d) = cur.next(&mut *s).await {
-                    let d = d.map_err(|e| MongoError::from_driver(format!("{}: reading {ns}", self.target.name()), &e))?;
+                    let d = d.map_err(|e| {
+                        MongoError::from_driver(format!("{}: reading {ns}", self.target.name()), &e)
+                    })?;
                     let id = d.get("_id").cloned().unwrap_or(Bson::Null);
                     out.insert(doc_key(ns, &id), d);
                 }
@@ -250,7 +291,12 @@ impl Applier {
 
     /// One namespace's end states: deletes first (so a unique key a deleted document
     /// held is free), then replacements, then inserts.
-    async fn write(&self, s: &mut ClientSession, ns: &Namespace, docs: &[fold::Final]) -> Result<()> {
+    async fn write(
+        &self,
+        s: &mut ClientSession,
+        ns: &Namespace,
+        docs: &[fold::Final],
+    ) -> Result<()> {
         let mut deletes = Vec::new();
         let mut replaces = Vec::new();
         let mut inserts = Vec::new();
@@ -263,7 +309,9 @@ impl Applier {
                     if size > MAX_DOC_BYTES {
                         return Err(MongoError::fatal(
                             format!("{}: {ns} _id {}", self.target.name(), f.id),
-                            format!("the document would be {size} bytes, over the server's 16 MB limit"),
+                            format!(
+                                "the document would be {size} bytes, over the server's 16 MB limit"
+                            ),
                         ));
                     }
                     if exists {
@@ -287,9 +335,19 @@ impl Applier {
             command(&self.target, s, &ns.db, cmd, &format!("replacing in {ns}")).await?;
         }
         for chunk in chunks(&inserts) {
-            let documents: Vec<Bson> = chunk.iter().map(|(d, _)| Bson::Document((*d).clone())).collect();
+            let documents: Vec<Bson> = chunk
+                .iter()
+                .map(|(d, _)| Bson::Document((*d).clone()))
+                .collect();
             let cmd = doc! {"insert": &ns.coll, "documents": documents, "ordered": true};
-            command(&self.target, s, &ns.db, cmd, &format!("inserting into {ns}")).await?;
+            command(
+                &self.target,
+                s,
+                &ns.db,
+                cmd,
+                &format!("inserting into {ns}"),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -313,7 +371,13 @@ fn chunks<'a>(items: &'a [(&'a Document, usize)]) -> Vec<&'a [(&'a Document, usi
 }
 
 /// Runs a write command in the session; a reply carrying write errors is an error.
-pub async fn command(target: &MongoEndpoint, s: &mut ClientSession, db: &str, cmd: Document, what: &str) -> Result<Document> {
+pub async fn command(
+    target: &MongoEndpoint,
+    s: &mut ClientSession,
+    db: &str,
+    cmd: Document,
+    what: &str,
+) -> Result<Document> {
     let reply = target
         .client
         .database(db)
@@ -351,20 +415,36 @@ fn route_ddl(f: &NsFilter, d: Ddl) -> Option<Ddl> {
                 let on = f.map(&Namespace::new(&ns.db, on)).coll;
                 options.insert("viewOn", on);
             }
-            Ddl::Create { ns: m(&ns), options }
+            Ddl::Create {
+                ns: m(&ns),
+                options,
+            }
         }
         Ddl::Drop { ns } if f.accepts(&ns) => Ddl::Drop { ns: m(&ns) },
-        Ddl::DropDatabase { db } if f.accepts_whole_db(&db) => Ddl::DropDatabase { db: f.map_db(&db) },
-        Ddl::Rename { from, to, drop_target } if f.accepts(&from) && f.accepts(&to) => Ddl::Rename {
+        Ddl::DropDatabase { db } if f.accepts_whole_db(&db) => {
+            Ddl::DropDatabase { db: f.map_db(&db) }
+        }
+        Ddl::Rename {
+            from,
+            to,
+            drop_target,
+        } if f.accepts(&from) && f.accepts(&to) => Ddl::Rename {
             from: m(&from),
             to: m(&to),
             drop_target,
         },
         Ddl::Rename { from, .. } if f.accepts(&from) => Ddl::Drop { ns: m(&from) },
-        Ddl::CreateIndexes { ns, specs } if f.accepts(&ns) => Ddl::CreateIndexes { ns: m(&ns), specs },
+        Ddl::CreateIndexes { ns, specs } if f.accepts(&ns) => {
+            Ddl::CreateIndexes { ns: m(&ns), specs }
+        }
         Ddl::DropIndexes { ns, names } if f.accepts(&ns) => Ddl::DropIndexes { ns: m(&ns), names },
-        Ddl::CollMod { ns, changes } if f.accepts(&ns) => Ddl::CollMod { ns: m(&ns), changes },
-        Ddl::ConvertToCapped { ns, size } if f.accepts(&ns) => Ddl::ConvertToCapped { ns: m(&ns), size },
+        Ddl::CollMod { ns, changes } if f.accepts(&ns) => Ddl::CollMod {
+            ns: m(&ns),
+            changes,
+        },
+        Ddl::ConvertToCapped { ns, size } if f.accepts(&ns) => {
+            Ddl::ConvertToCapped { ns: m(&ns), size }
+        }
         _ => return None,
     })
 }

@@ -14,13 +14,19 @@ use crate::mongo::event::{Op, Payload};
 
 #[derive(Debug)]
 pub enum Ready {
-    Unit { payload: Payload, txn: bool },
+    Unit {
+        payload: Payload,
+        txn: bool,
+    },
     /// Part of a transaction that has not committed yet.
     Held,
     /// A transaction committed whose first entries this reader never saw: read the
     /// entry at `before` and earlier through `prevOpTime`, then put them in front of
     /// `ops`.
-    Missing { before: OpTime, ops: Vec<Op> },
+    Missing {
+        before: OpTime,
+        ops: Vec<Op>,
+    },
 }
 
 #[derive(Default)]

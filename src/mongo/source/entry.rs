@@ -17,7 +17,10 @@ pub type TxnKey = (Vec<u8>, i64);
 pub enum Entry {
     /// Writes applied at this entry: a plain write, a one-entry transaction, or an
     /// `applyOps` batch.
-    Ops { ops: Vec<Op>, txn: bool },
+    Ops {
+        ops: Vec<Op>,
+        txn: bool,
+    },
     /// A part of a large transaction (`partialTxn`), or its prepare (`prepare: true`):
     /// held until the transaction commits.
     Part {
@@ -28,10 +31,19 @@ pub enum Entry {
     },
     /// The last entry of a multi-entry transaction (`applyOps` with `count`): its ops,
     /// and the entry before it (the chain is read back through `prevOpTime`).
-    ChainEnd { key: TxnKey, ops: Vec<Op>, prev: OpTime },
+    ChainEnd {
+        key: TxnKey,
+        ops: Vec<Op>,
+        prev: OpTime,
+    },
     /// A prepared transaction committed.
-    Commit { key: TxnKey, prev: OpTime },
-    Abort { key: TxnKey },
+    Commit {
+        key: TxnKey,
+        prev: OpTime,
+    },
+    Abort {
+        key: TxnKey,
+    },
     Ddl(Ddl),
     /// Nothing to apply (noops, index-build starts, chunk migrations, …).
     Noop,
@@ -63,7 +75,10 @@ fn bad(e: &Document, why: &str) -> MongoError {
     };
     let op = e.get_str("op").unwrap_or("?");
     let ns = e.get_str("ns").unwrap_or("?");
-    MongoError::fatal(format!("oplog entry ts {ts} (op {op:?}, ns {ns:?})"), why.to_string())
+    MongoError::fatal(
+        format!("oplog entry ts {ts} (op {op:?}, ns {ns:?})"),
+        why.to_string(),
+    )
 }
 
 pub fn parse(e: &Document) -> Result<Entry> {
@@ -91,7 +106,8 @@ fn ns_of(e: &Document, outer: &Document) -> Result<Namespace> {
 }
 
 fn doc_field<'a>(e: &'a Document, f: &str, outer: &Document) -> Result<&'a Document> {
-    e.get_document(f).map_err(|_| bad(outer, &format!("`{f}` is not a document")))
+    e.get_document(f)
+        .map_err(|_| bad(outer, &format!("`{f}` is not a document")))
 }
 
 /// An insert, update or delete (top level, or inside `applyOps`).
@@ -101,7 +117,9 @@ fn crud(e: &Document, outer: &Document) -> Result<Op> {
     match e.get_str("op").unwrap_or("") {
         "i" => Ok(Op::Insert { ns, doc: o.clone() }),
         "d" => {
-            let id = o.get("_id").ok_or_else(|| bad(outer, "delete without `o._id`"))?;
+            let id = o
+                .get("_id")
+                .ok_or_else(|| bad(outer, "delete without `o._id`"))?;
             Ok(Op::Delete { ns, id: id.clone() })
         }
         "u" => {
@@ -118,7 +136,11 @@ fn crud(e: &Document, outer: &Document) -> Result<Op> {
             } else if v.is_some() || o.keys().any(|k| k.starts_with('$')) {
                 Change::Modifiers(o.clone())
             } else {
-                return Ok(Op::Replace { ns, id, doc: o.clone() });
+                return Ok(Op::Replace {
+                    ns,
+                    id,
+                    doc: o.clone(),
+                });
             };
             Ok(Op::Update { ns, id, change })
         }
@@ -143,14 +165,21 @@ fn prev_ts(e: &Document) -> OpTime {
 }
 
 fn txn_key(e: &Document) -> Result<TxnKey> {
-    let lsid = e.get_document("lsid").map_err(|_| bad(e, "transaction entry without `lsid`"))?;
-    let n = e.get("txnNumber").and_then(num).ok_or_else(|| bad(e, "transaction entry without `txnNumber`"))?;
+    let lsid = e
+        .get_document("lsid")
+        .map_err(|_| bad(e, "transaction entry without `lsid`"))?;
+    let n = e
+        .get("txnNumber")
+        .and_then(num)
+        .ok_or_else(|| bad(e, "transaction entry without `txnNumber`"))?;
     let raw = bson::to_vec(lsid).map_err(|err| bad(e, &format!("lsid: {err}")))?;
     Ok((raw, n))
 }
 
 fn apply_ops(e: &Document, o: &Document) -> Result<Vec<Op>> {
-    let list = o.get_array("applyOps").map_err(|_| bad(e, "`applyOps` is not an array"))?;
+    let list = o
+        .get_array("applyOps")
+        .map_err(|_| bad(e, "`applyOps` is not an array"))?;
     let mut ops = Vec::with_capacity(list.len());
     for item in list {
         let Bson::Document(inner) = item else {
@@ -176,10 +205,14 @@ fn apply_ops(e: &Document, o: &Document) -> Result<Vec<Op>> {
 fn command(e: &Document) -> Result<Entry> {
     let o = doc_field(e, "o", e)?;
     let ns = e.get_str("ns").map_err(|_| bad(e, "no `ns`"))?;
-    let db = ns.strip_suffix(".$cmd").ok_or_else(|| bad(e, "command entry outside db.$cmd"))?;
+    let db = ns
+        .strip_suffix(".$cmd")
+        .ok_or_else(|| bad(e, "command entry outside db.$cmd"))?;
     let name = o.keys().next().map(String::as_str).unwrap_or("");
     let coll_ns = |field: &str| -> Result<Namespace> {
-        let c = o.get_str(field).map_err(|_| bad(e, &format!("`{field}` is not a collection name")))?;
+        let c = o
+            .get_str(field)
+            .map_err(|_| bad(e, &format!("`{field}` is not a collection name")))?;
         Ok(Namespace::new(db, c))
     };
     let rest = |skip: &[&str]| -> Document {
@@ -191,8 +224,10 @@ fn command(e: &Document) -> Result<Entry> {
     Ok(match name {
         "applyOps" => {
             let ops = apply_ops(e, o)?;
-            let partial = o.get_bool("partialTxn").unwrap_or(false) || e.get_bool("partialTxn").unwrap_or(false);
-            let prepare = o.get_bool("prepare").unwrap_or(false) || e.get_bool("prepare").unwrap_or(false);
+            let partial = o.get_bool("partialTxn").unwrap_or(false)
+                || e.get_bool("partialTxn").unwrap_or(false);
+            let prepare =
+                o.get_bool("prepare").unwrap_or(false) || e.get_bool("prepare").unwrap_or(false);
             let in_txn = e.contains_key("lsid") && e.contains_key("txnNumber");
             let prev = prev_ts(e);
             if !in_txn {
@@ -224,13 +259,21 @@ fn command(e: &Document) -> Result<Entry> {
             ns: coll_ns("create")?,
             options: rest(&["create", "idIndex"]),
         }),
-        "drop" => Entry::Ddl(Ddl::Drop { ns: coll_ns("drop")? }),
+        "drop" => Entry::Ddl(Ddl::Drop {
+            ns: coll_ns("drop")?,
+        }),
         "dropDatabase" => Entry::Ddl(Ddl::DropDatabase { db: db.to_string() }),
         "renameCollection" => {
-            let from = o.get_str("renameCollection").ok().and_then(Namespace::parse);
+            let from = o
+                .get_str("renameCollection")
+                .ok()
+                .and_then(Namespace::parse);
             let to = o.get_str("to").ok().and_then(Namespace::parse);
             let (Some(from), Some(to)) = (from, to) else {
-                return Err(bad(e, "renameCollection without `renameCollection`/`to` namespaces"));
+                return Err(bad(
+                    e,
+                    "renameCollection without `renameCollection`/`to` namespaces",
+                ));
             };
             let drop_target = match o.get("dropTarget") {
                 None | Some(Bson::Null) => false,
@@ -238,12 +281,19 @@ fn command(e: &Document) -> Result<Entry> {
                 // mongod records the dropped collection's UUID.
                 Some(_) => true,
             };
-            Entry::Ddl(Ddl::Rename { from, to, drop_target })
+            Entry::Ddl(Ddl::Rename {
+                from,
+                to,
+                drop_target,
+            })
         }
         "createIndexes" => {
             let spec = rest(&["createIndexes"]);
             if !spec.contains_key("key") || !spec.contains_key("name") {
-                return Err(bad(e, "createIndexes entry without the flat index spec (`key`, `name`) mongod writes"));
+                return Err(bad(
+                    e,
+                    "createIndexes entry without the flat index spec (`key`, `name`) mongod writes",
+                ));
             }
             Entry::Ddl(Ddl::CreateIndexes {
                 ns: coll_ns("createIndexes")?,
@@ -269,10 +319,16 @@ fn command(e: &Document) -> Result<Entry> {
         "dropIndexes" | "dropIndex" | "deleteIndexes" | "deleteIndex" => {
             let names = match o.get("index") {
                 Some(Bson::String(s)) => vec![s.clone()],
-                Some(Bson::Array(a)) => a.iter().filter_map(|b| b.as_str().map(str::to_string)).collect(),
+                Some(Bson::Array(a)) => a
+                    .iter()
+                    .filter_map(|b| b.as_str().map(str::to_string))
+                    .collect(),
                 _ => return Err(bad(e, "dropIndexes without an index name")),
             };
-            Entry::Ddl(Ddl::DropIndexes { ns: coll_ns(name)?, names })
+            Entry::Ddl(Ddl::DropIndexes {
+                ns: coll_ns(name)?,
+                names,
+            })
         }
         "collMod" => Entry::Ddl(Ddl::CollMod {
             ns: coll_ns("collMod")?,

@@ -37,11 +37,17 @@ impl FileReader {
         let ctx = || format!("oplog file {}", path.display());
         let f = std::fs::File::open(path).map_err(|e| MongoError::fatal(ctx(), e.to_string()))?;
         let mut r = BufReader::new(f);
-        let first = r.fill_buf().map_err(|e| MongoError::fatal(ctx(), e.to_string()))?;
+        let first = r
+            .fill_buf()
+            .map_err(|e| MongoError::fatal(ctx(), e.to_string()))?;
         let json = first.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         Ok(FileReader {
             path: path.to_path_buf(),
-            input: if json { Input::Json(r.lines()) } else { Input::Bson(r) },
+            input: if json {
+                Input::Json(r.lines())
+            } else {
+                Input::Bson(r)
+            },
             at: 0,
             asm: Assembler::default(),
             until,
@@ -62,7 +68,11 @@ impl FileReader {
             Input::Json(_) => format!("line {}", start + 1),
         };
         MongoError {
-            context: format!("oplog file {} at {at}: {}", self.path.display(), inner.context),
+            context: format!(
+                "oplog file {} at {at}: {}",
+                self.path.display(),
+                inner.context
+            ),
             ..inner
         }
     }
@@ -81,7 +91,10 @@ impl FileReader {
                 }
                 let n = i32::from_le_bytes(len);
                 if !(5..=64 << 20).contains(&n) {
-                    return Err(err(false, &format!("document length {n} is not a BSON document's")));
+                    return Err(err(
+                        false,
+                        &format!("document length {n} is not a BSON document's"),
+                    ));
                 }
                 let mut buf = vec![0u8; n as usize];
                 buf[..4].copy_from_slice(&len);
@@ -94,15 +107,19 @@ impl FileReader {
             Input::Json(lines) => {
                 let mut skipped = 0;
                 loop {
-                    let Some(line) = lines.next() else { return Ok(None) };
-                    let jerr = |why: &dyn std::fmt::Display| file_err(path, true, at + skipped, why);
+                    let Some(line) = lines.next() else {
+                        return Ok(None);
+                    };
+                    let jerr =
+                        |why: &dyn std::fmt::Display| file_err(path, true, at + skipped, why);
                     let line = line.map_err(|e| jerr(&e))?;
                     if line.trim().is_empty() {
                         skipped += 1;
                         continue;
                     }
                     let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| jerr(&e))?;
-                    let b = bson::Bson::try_from(v).map_err(|e| jerr(&format!("not Extended JSON: {e}")))?;
+                    let b = bson::Bson::try_from(v)
+                        .map_err(|e| jerr(&format!("not Extended JSON: {e}")))?;
                     self.at += skipped + 1;
                     return match b {
                         bson::Bson::Document(d) => Ok(Some(d)),
@@ -135,13 +152,25 @@ impl FileReader {
                     )));
                 }
             };
-            return Ok(Some(unit_of(MongoPosition::oplog(FILE_HISTORY, ts), wall_ms, payload, txn)));
+            return Ok(Some(unit_of(
+                MongoPosition::oplog(FILE_HISTORY, ts),
+                wall_ms,
+                payload,
+                txn,
+            )));
         }
         Ok(None)
     }
 }
 
 fn file_err(path: &Path, json: bool, at: u64, why: impl std::fmt::Display) -> MongoError {
-    let at = if json { format!("line {}", at + 1) } else { format!("byte offset {at}") };
-    MongoError::fatal(format!("oplog file {} at {at}", path.display()), why.to_string())
+    let at = if json {
+        format!("line {}", at + 1)
+    } else {
+        format!("byte offset {at}")
+    };
+    MongoError::fatal(
+        format!("oplog file {} at {at}", path.display()),
+        why.to_string(),
+    )
 }

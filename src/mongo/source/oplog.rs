@@ -37,13 +37,19 @@ impl OplogReader {
     /// a history-lost error when the oplog no longer holds `after`.
     pub async fn open(ep: &MongoEndpoint, history: &str, after: OpTime) -> Result<OplogReader> {
         let name = ep.name();
-        let oplog = ep.client.database("local").collection::<Document>("oplog.rs");
+        let oplog = ep
+            .client
+            .database("local")
+            .collection::<Document>("oplog.rs");
         if after.0 != 0 {
             let first = oplog
                 .find_one(doc! {"ts": {"$gte": ts_bson(after)}})
                 .await
                 .map_err(|e| MongoError::from_driver(format!("{name}: reading the oplog"), &e))?;
-            let found = first.as_ref().and_then(|d| entry::header(d).ok()).map(|h| h.ts);
+            let found = first
+                .as_ref()
+                .and_then(|d| entry::header(d).ok())
+                .map(|h| h.ts);
             if found != Some(after) {
                 return Err(history_lost(&name, after));
             }
@@ -98,9 +104,9 @@ impl OplogReader {
             }
         }
         let raw = cursor.current();
-        let e: Document = raw
-            .try_into()
-            .map_err(|e| MongoError::fatal(&self.name, format!("oplog entry is not valid BSON: {e}")))?;
+        let e: Document = raw.try_into().map_err(|e| {
+            MongoError::fatal(&self.name, format!("oplog entry is not valid BSON: {e}"))
+        })?;
         let unit = self.read_entry(&e).await?;
         Ok(unit)
     }
@@ -136,7 +142,10 @@ impl OplogReader {
                 .map_err(|e| self.err("reading a transaction's earlier entries", &e))?
                 .ok_or_else(|| history_lost(&self.name, before))?;
             let (ops, prev) = chain_link(entry::parse(&e)?).ok_or_else(|| {
-                MongoError::fatal(&self.name, format!("oplog entry {before} is not part of the transaction that names it"))
+                MongoError::fatal(
+                    &self.name,
+                    format!("oplog entry {before} is not part of the transaction that names it"),
+                )
             })?;
             parts.push(ops);
             before = prev;
@@ -153,7 +162,10 @@ impl OplogReader {
 pub(crate) fn unit_of(pos: MongoPosition, wall_ms: u64, payload: Payload, txn: bool) -> Unit {
     let touches_tandem = match &payload {
         Payload::Ops(ops) => ops.iter().any(|o| o.ns().db == crate::mongo::ns::TANDEM_DB),
-        Payload::Ddl(d) => d.namespaces().iter().any(|n| n.db == crate::mongo::ns::TANDEM_DB),
+        Payload::Ddl(d) => d
+            .namespaces()
+            .iter()
+            .any(|n| n.db == crate::mongo::ns::TANDEM_DB),
         Payload::Noop => false,
     };
     Unit {

@@ -55,8 +55,9 @@ impl StreamReader {
             .batch_size(1000u32);
         let w = match &start {
             Start::After(tok) => {
-                let d = Document::from_reader(&mut tok.as_slice())
-                    .map_err(|e| MongoError::fatal(&name, format!("stored resume token is not BSON: {e}")))?;
+                let d = Document::from_reader(&mut tok.as_slice()).map_err(|e| {
+                    MongoError::fatal(&name, format!("stored resume token is not BSON: {e}"))
+                })?;
                 let t: ResumeToken = bson::from_document(d)
                     .map_err(|e| MongoError::fatal(&name, format!("stored resume token: {e}")))?;
                 w.resume_after(t)
@@ -66,7 +67,10 @@ impl StreamReader {
                 increment: ts.inc(),
             }),
         };
-        let stream = w.await.map_err(|e| open_error(&name, &e, &start))?.with_type::<Document>();
+        let stream = w
+            .await
+            .map_err(|e| open_error(&name, &e, &start))?
+            .with_type::<Document>();
         Ok(StreamReader {
             name,
             history: history.to_string(),
@@ -82,7 +86,11 @@ impl StreamReader {
             return Ok(Some(u));
         }
         for _ in 0..10_000 {
-            let ev = self.stream.next_if_any().await.map_err(|e| self.err("reading", &e))?;
+            let ev = self
+                .stream
+                .next_if_any()
+                .await
+                .map_err(|e| self.err("reading", &e))?;
             let Some(ev) = ev else {
                 // Nothing more now: a transaction being gathered is complete.
                 return Ok(self.group.take().map(|g| self.group_unit(g)));
@@ -144,11 +152,16 @@ impl StreamReader {
         let name = self.name.clone();
         let bad = |why: &str| {
             MongoError::fatal(
-                format!("{name}: change event {:?}", ev.get_str("operationType").unwrap_or("?")),
+                format!(
+                    "{name}: change event {:?}",
+                    ev.get_str("operationType").unwrap_or("?")
+                ),
                 why.to_string(),
             )
         };
-        let op = ev.get_str("operationType").map_err(|_| bad("no operationType"))?;
+        let op = ev
+            .get_str("operationType")
+            .map_err(|_| bad("no operationType"))?;
         let ns = || -> Result<Namespace> {
             let n = ev.get_document("ns").map_err(|_| bad("no ns"))?;
             Ok(Namespace::new(
@@ -164,11 +177,20 @@ impl StreamReader {
                 .ok_or_else(|| bad("no documentKey._id"))
         };
         let full = || -> Result<Document> {
-            ev.get_document("fullDocument").cloned().map_err(|_| bad("no fullDocument"))
+            ev.get_document("fullDocument")
+                .cloned()
+                .map_err(|_| bad("no fullDocument"))
         };
-        let desc = || ev.get_document("operationDescription").cloned().unwrap_or_default();
+        let desc = || {
+            ev.get_document("operationDescription")
+                .cloned()
+                .unwrap_or_default()
+        };
         Ok(match op {
-            "insert" => Parsed::Op(Op::Insert { ns: ns()?, doc: full()? }),
+            "insert" => Parsed::Op(Op::Insert {
+                ns: ns()?,
+                doc: full()?,
+            }),
             "replace" => Parsed::Op(Op::Replace {
                 ns: ns()?,
                 id: id()?,
@@ -183,25 +205,46 @@ impl StreamReader {
                         .map_err(|_| bad("no updateDescription"))?,
                 ),
             }),
-            "delete" => Parsed::Op(Op::Delete { ns: ns()?, id: id()? }),
+            "delete" => Parsed::Op(Op::Delete {
+                ns: ns()?,
+                id: id()?,
+            }),
             "create" => {
+                // The source's catalog says what `create` takes, whatever shape the
+                // event's description has; the event's own fields only if the
+                // collection is already gone again.
                 let ns = ns()?;
-                let mut options = desc();
-                options.remove("idIndex");
-                if options.is_empty() {
-                    options = self.source_options(&ns).await?;
-                }
+                let options = match self.source_options(&ns).await? {
+                    Some(o) => o,
+                    None => {
+                        let mut o = desc();
+                        o.remove("idIndex");
+                        o
+                    }
+                };
                 Parsed::Ddl(Ddl::Create { ns, options })
             }
             "drop" => Parsed::Ddl(Ddl::Drop { ns: ns()? }),
             "dropDatabase" => Parsed::Ddl(Ddl::DropDatabase {
-                db: ev.get_document("ns").ok().and_then(|n| n.get_str("db").ok()).ok_or_else(|| bad("no ns.db"))?.to_string(),
+                db: ev
+                    .get_document("ns")
+                    .ok()
+                    .and_then(|n| n.get_str("db").ok())
+                    .ok_or_else(|| bad("no ns.db"))?
+                    .to_string(),
             }),
             "rename" => {
                 let to = ev.get_document("to").map_err(|_| bad("no `to`"))?;
-                let to = Namespace::new(to.get_str("db").unwrap_or(""), to.get_str("coll").unwrap_or(""));
+                let to = Namespace::new(
+                    to.get_str("db").unwrap_or(""),
+                    to.get_str("coll").unwrap_or(""),
+                );
                 let drop_target = desc().contains_key("dropTarget");
-                Parsed::Ddl(Ddl::Rename { from: ns()?, to, drop_target })
+                Parsed::Ddl(Ddl::Rename {
+                    from: ns()?,
+                    to,
+                    drop_target,
+                })
             }
             "createIndexes" => {
                 let ns = ns()?;
@@ -212,14 +255,26 @@ impl StreamReader {
                     let name = s.get_str("name").unwrap_or("");
                     // Some servers leave options out of the event: the source's own
                     // listIndexes has the whole spec.
-                    specs.push(listed.iter().find(|l| l.get_str("name") == Ok(name)).cloned().unwrap_or_else(|| s.clone()));
+                    specs.push(
+                        listed
+                            .iter()
+                            .find(|l| l.get_str("name") == Ok(name))
+                            .cloned()
+                            .unwrap_or_else(|| s.clone()),
+                    );
                 }
                 Parsed::Ddl(Ddl::CreateIndexes { ns, specs })
             }
             "dropIndexes" => {
                 let names = desc()
                     .get_array("indexes")
-                    .map(|a| a.iter().filter_map(|i| i.as_document()?.get_str("name").ok().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|i| {
+                                i.as_document()?.get_str("name").ok().map(str::to_string)
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
                 Parsed::Ddl(Ddl::DropIndexes { ns: ns()?, names })
             }
@@ -228,17 +283,25 @@ impl StreamReader {
                 changes.remove("collectionUUID");
                 Parsed::Ddl(Ddl::CollMod { ns: ns()?, changes })
             }
-            "shardCollection" | "reshardCollection" | "refineCollectionShardKey" | "movePrimary" => Parsed::Noop,
+            "shardCollection"
+            | "reshardCollection"
+            | "refineCollectionShardKey"
+            | "movePrimary" => Parsed::Noop,
             "invalidate" => return Err(bad("the change stream was invalidated")),
             other => return Err(bad(&format!("unsupported change event type {other:?}"))),
         })
     }
 
-    async fn source_options(&mut self, ns: &Namespace) -> Result<Document> {
-        let listed = self.source.collections(&ns.db, Some(doc! {"name": &ns.coll})).await?;
-        let mut o = listed.first().and_then(|d| d.get_document("options").ok()).cloned().unwrap_or_default();
-        o.remove("uuid");
-        Ok(o)
+    async fn source_options(&mut self, ns: &Namespace) -> Result<Option<Document>> {
+        let listed = self
+            .source
+            .collections(&ns.db, Some(doc! {"name": &ns.coll}))
+            .await?;
+        Ok(listed.first().map(|d| {
+            crate::mongo::apply::ddl::clean_options(
+                &d.get_document("options").cloned().unwrap_or_default(),
+            )
+        }))
     }
 
     async fn source_indexes(&mut self, ns: &Namespace) -> Result<Vec<Document>> {
@@ -280,7 +343,11 @@ fn txn_key(ev: &Document) -> Option<(Vec<u8>, i64)> {
 }
 
 fn meta(ev: &Document) -> (Vec<u8>, OpTime, u64) {
-    let token = ev.get_document("_id").ok().and_then(|d| bson::to_vec(d).ok()).unwrap_or_default();
+    let token = ev
+        .get_document("_id")
+        .ok()
+        .and_then(|d| bson::to_vec(d).ok())
+        .unwrap_or_default();
     let ts = match ev.get("clusterTime") {
         Some(Bson::Timestamp(t)) => OpTime::new(t.time, t.increment),
         _ => OpTime(0),
@@ -301,10 +368,13 @@ pub fn token_bytes(t: &ResumeToken) -> Vec<u8> {
 
 fn open_error(name: &str, e: &mongodb::error::Error, start: &Start) -> MongoError {
     match crate::mongo::error::driver_code(e) {
-        Some(286) | Some(280) => history_lost(name, match start {
-            Start::At(t) => *t,
-            Start::After(_) => OpTime(0),
-        }),
+        Some(286) | Some(280) => history_lost(
+            name,
+            match start {
+                Start::At(t) => *t,
+                Start::After(_) => OpTime(0),
+            },
+        ),
         Some(40573) => MongoError::fatal(
             name,
             "change streams are not available: the source must be a replica set or a sharded \
