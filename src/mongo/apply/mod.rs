@@ -56,7 +56,12 @@ pub struct Applier {
     cfg: ApplyConfig,
     last: Option<MongoPosition>,
     status: Option<Arc<LinkStatus>>,
+    /// One session for every transaction of this process (see `session`).
+    session: Option<ClientSession>,
 }
+
+/// Where the applier records its session, so the next process can end it.
+const SESSIONS: &str = "sessions";
 
 impl Applier {
     pub fn new(
@@ -70,6 +75,7 @@ impl Applier {
             cfg,
             last,
             status,
+            session: None,
         }
     }
 
@@ -182,27 +188,55 @@ impl Applier {
         self.last = Some(pos.clone());
     }
 
-    async fn transaction(&self, ops: &[(&Op, bool)], end: &MongoPosition) -> Result<()> {
+    /// The session transactions run in. A process killed inside a transaction leaves
+    /// it open on the target, holding its documents (the checkpoint among them) until
+    /// the server's transaction lifetime runs out, a minute by default: the next
+    /// process would wait that long. So each process records its session id and the
+    /// next one ends that session first (`killSessions`), which aborts the transaction.
+    async fn new_session(&self) -> Result<ClientSession> {
         let name = self.target.name();
-        let drv = |what: &str, e: &mongodb::error::Error| {
-            MongoError::from_driver(format!("{name}: {what}"), e)
-        };
-        let mut s = self
-            .target
-            .client
-            .start_session()
+        let drv = |what: &str, e: &mongodb::error::Error| MongoError::from_driver(format!("{name}: {what}"), e);
+        let rec = self.target.client.database(TANDEM_DB).collection::<Document>(SESSIONS);
+        let key = doc! {"_id": &self.cfg.id};
+        if let Some(old) = rec.find_one(key.clone()).await.map_err(|e| drv("reading the last session", &e))?
+            && let Ok(lsid) = old.get_document("lsid")
+        {
+            let kill = doc! {"killSessions": [lsid.clone()]};
+            if let Err(e) = self.target.client.database("admin").run_command(kill).await {
+                tracing::debug!("ending the previous process's session: {e}");
+            }
+        }
+        let s = self.target.client.start_session().await.map_err(|e| drv("starting a session", &e))?;
+        rec.replace_one(key.clone(), doc! {"_id": &self.cfg.id, "lsid": s.id().clone()})
+            .upsert(true)
             .await
-            .map_err(|e| drv("starting a session", &e))?;
+            .map_err(|e| drv("recording the session", &e))?;
+        Ok(s)
+    }
+
+    async fn transaction(&mut self, ops: &[(&Op, bool)], end: &MongoPosition) -> Result<()> {
+        let mut s = match self.session.take() {
+            Some(s) => s,
+            None => self.new_session().await?,
+        };
+        let result = self.transaction_in(&mut s, ops, end).await;
+        // After a retryable error the session may be dirty: the next attempt gets a
+        // new one (recorded like the first).
+        if !result.as_ref().is_err_and(|e| e.is_retryable()) {
+            self.session = Some(s);
+        }
+        result
+    }
+
+    async fn transaction_in(&self, s: &mut ClientSession, ops: &[(&Op, bool)], end: &MongoPosition) -> Result<()> {
+        let name = self.target.name();
+        let drv = |what: &str, e: &mongodb::error::Error| MongoError::from_driver(format!("{name}: {what}"), e);
         let opts = TransactionOptions::builder()
             .read_concern(ReadConcern::snapshot())
             .write_concern(WriteConcern::majority())
             .build();
-        s.start_transaction()
-            .with_options(opts)
-            .await
-            .map_err(|e| drv("starting a transaction", &e))?;
-        let body = self.body(&mut s, ops, end).await;
-        if let Err(e) = body {
+        s.start_transaction().with_options(opts).await.map_err(|e| drv("starting a transaction", &e))?;
+        if let Err(e) = self.body(s, ops, end).await {
             let _ = s.abort_transaction().await;
             return Err(e);
         }
