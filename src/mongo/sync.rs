@@ -159,7 +159,10 @@ async fn start_position(
     last_write: OpTime,
 ) -> Result<MongoPosition> {
     match cfg.fetch {
-        Fetch::Oplog => Ok(MongoPosition::oplog(history, last_write)),
+        Fetch::Oplog => Ok(MongoPosition::oplog(
+            history,
+            super::source::oplog::newest_entry(&cfg.source).await?,
+        )),
         // No token yet: an empty one means "at this operation time, inclusive".
         Fetch::ChangeStream => Ok(MongoPosition::stream(
             history,

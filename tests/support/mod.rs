@@ -415,6 +415,7 @@ pub fn frame_to_string(f: &OwnedFrame) -> String {
 
 pub mod data;
 pub mod mongo;
+pub mod mongo_data;
 pub mod proc;
 
 /// A source that requires `password` (clients send AUTH first), with no PING in its

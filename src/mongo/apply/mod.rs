@@ -56,8 +56,10 @@ pub struct Applier {
     cfg: ApplyConfig,
     last: Option<MongoPosition>,
     status: Option<Arc<LinkStatus>>,
-    /// One session for every transaction of this process (see `session`).
+    /// One session for every transaction of this process (see `new_session`).
     session: Option<ClientSession>,
+    /// Which target namespaces are capped (forgotten at every DDL).
+    capped: HashMap<Namespace, bool>,
 }
 
 /// Where the applier records its session, so the next process can end it.
@@ -76,6 +78,7 @@ impl Applier {
             last,
             status,
             session: None,
+            capped: HashMap::new(),
         }
     }
 
@@ -102,6 +105,7 @@ impl Applier {
                 ddl::apply(&self.target, &d)
                     .await
                     .map_err(|e| e.at(&u.pos))?;
+                self.capped.clear();
                 checkpoint::save_position(&self.target, &self.cfg.id, &u.pos).await?;
                 crate::metrics::mongo_applied(d.kind(), 1);
                 self.advanced(&u.pos);
@@ -150,10 +154,27 @@ impl Applier {
                 }
             })
             .collect();
+        // No server writes a capped collection inside a transaction. Their end states
+        // are written just before the transaction instead: writing an end state again
+        // changes nothing, so a crash in between re-applies them harmlessly.
+        let mut plain = Vec::with_capacity(ops.len());
+        let mut capped = Vec::new();
+        for (op, w) in &ops {
+            if self.is_capped(op.ns()).await? {
+                capped.push((*op, true));
+            } else {
+                plain.push((*op, *w));
+            }
+        }
+        if !capped.is_empty() {
+            self.outside_transaction(&capped)
+                .await
+                .map_err(|e| e.at(&end))?;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.transaction(&ops, &end).await {
+            match self.transaction(&plain, &end).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
                     crate::metrics::sink_retry();
@@ -180,6 +201,51 @@ impl Applier {
         Ok(())
     }
 
+    async fn is_capped(&mut self, ns: &Namespace) -> Result<bool> {
+        if let Some(c) = self.capped.get(ns) {
+            return Ok(*c);
+        }
+        let listed = self
+            .target
+            .collections(&ns.db, Some(doc! {"name": &ns.coll}))
+            .await?;
+        let capped = listed
+            .first()
+            .and_then(|d| d.get_document("options").ok())
+            .is_some_and(|o| o.get_bool("capped").unwrap_or(false));
+        self.capped.insert(ns.clone(), capped);
+        Ok(capped)
+    }
+
+    /// End states written without a transaction (capped collections), retried.
+    async fn outside_transaction(&self, ops: &[(&Op, bool)]) -> Result<()> {
+        let name = self.target.name();
+        for attempt in 1..=TXN_ATTEMPTS {
+            let mut s =
+                self.target.client.start_session().await.map_err(|e| {
+                    MongoError::from_driver(format!("{name}: starting a session"), &e)
+                })?;
+            let result = async {
+                let base = self.fetch(&mut s, ops).await?;
+                let folded = fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
+                    MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message)
+                })?;
+                for (ns, docs) in &folded.docs {
+                    self.write(&mut s, ns, docs).await?;
+                }
+                Ok::<(), MongoError>(())
+            }
+            .await;
+            match result {
+                Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
     fn advanced(&mut self, pos: &MongoPosition) {
         if let Some(s) = &self.status {
             s.applied(pos.ts.0);
@@ -195,10 +261,19 @@ impl Applier {
     /// next one ends that session first (`killSessions`), which aborts the transaction.
     async fn new_session(&self) -> Result<ClientSession> {
         let name = self.target.name();
-        let drv = |what: &str, e: &mongodb::error::Error| MongoError::from_driver(format!("{name}: {what}"), e);
-        let rec = self.target.client.database(TANDEM_DB).collection::<Document>(SESSIONS);
+        let drv = |what: &str, e: &mongodb::error::Error| {
+            MongoError::from_driver(format!("{name}: {what}"), e)
+        };
+        let rec = self
+            .target
+            .client
+            .database(TANDEM_DB)
+            .collection::<Document>(SESSIONS);
         let key = doc! {"_id": &self.cfg.id};
-        if let Some(old) = rec.find_one(key.clone()).await.map_err(|e| drv("reading the last session", &e))?
+        if let Some(old) = rec
+            .find_one(key.clone())
+            .await
+            .map_err(|e| drv("reading the last session", &e))?
             && let Ok(lsid) = old.get_document("lsid")
         {
             let kill = doc! {"killSessions": [lsid.clone()]};
@@ -206,11 +281,19 @@ impl Applier {
                 tracing::debug!("ending the previous process's session: {e}");
             }
         }
-        let s = self.target.client.start_session().await.map_err(|e| drv("starting a session", &e))?;
-        rec.replace_one(key.clone(), doc! {"_id": &self.cfg.id, "lsid": s.id().clone()})
-            .upsert(true)
+        let s = self
+            .target
+            .client
+            .start_session()
             .await
-            .map_err(|e| drv("recording the session", &e))?;
+            .map_err(|e| drv("starting a session", &e))?;
+        rec.replace_one(
+            key.clone(),
+            doc! {"_id": &self.cfg.id, "lsid": s.id().clone()},
+        )
+        .upsert(true)
+        .await
+        .map_err(|e| drv("recording the session", &e))?;
         Ok(s)
     }
 
@@ -228,14 +311,24 @@ impl Applier {
         result
     }
 
-    async fn transaction_in(&self, s: &mut ClientSession, ops: &[(&Op, bool)], end: &MongoPosition) -> Result<()> {
+    async fn transaction_in(
+        &self,
+        s: &mut ClientSession,
+        ops: &[(&Op, bool)],
+        end: &MongoPosition,
+    ) -> Result<()> {
         let name = self.target.name();
-        let drv = |what: &str, e: &mongodb::error::Error| MongoError::from_driver(format!("{name}: {what}"), e);
+        let drv = |what: &str, e: &mongodb::error::Error| {
+            MongoError::from_driver(format!("{name}: {what}"), e)
+        };
         let opts = TransactionOptions::builder()
             .read_concern(ReadConcern::snapshot())
             .write_concern(WriteConcern::majority())
             .build();
-        s.start_transaction().with_options(opts).await.map_err(|e| drv("starting a transaction", &e))?;
+        s.start_transaction()
+            .with_options(opts)
+            .await
+            .map_err(|e| drv("starting a transaction", &e))?;
         if let Err(e) = self.body(s, ops, end).await {
             let _ = s.abort_transaction().await;
             return Err(e);
@@ -324,7 +417,8 @@ impl Applier {
     }
 
     /// One namespace's end states: deletes first (so a unique key a deleted document
-    /// held is free), then replacements, then inserts.
+    /// held is free, and a document re-inserted whole is gone), then replacements,
+    /// then inserts.
     async fn write(
         &self,
         s: &mut ClientSession,
@@ -348,7 +442,12 @@ impl Applier {
                             ),
                         ));
                     }
-                    if exists {
+                    if exists && d.keys().any(|k| k.starts_with('$')) {
+                        // A replacement document may not hold top-level `$` names:
+                        // delete and insert, in the same transaction.
+                        deletes.push(f.id.clone());
+                        inserts.push((d, size));
+                    } else if exists {
                         replaces.push((d, size));
                     } else {
                         inserts.push((d, size));

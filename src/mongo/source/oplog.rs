@@ -159,6 +159,22 @@ impl OplogReader {
     }
 }
 
+/// The time of the newest entry in the oplog: where an oplog reader starts when nothing
+/// was applied yet (an operation time from `hello` may belong to no entry at all).
+pub async fn newest_entry(ep: &MongoEndpoint) -> Result<OpTime> {
+    let oplog = ep
+        .client
+        .database("local")
+        .collection::<Document>("oplog.rs");
+    let last = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": -1})
+        .await
+        .map_err(|e| MongoError::from_driver(format!("{}: reading the oplog", ep.name()), &e))?
+        .ok_or_else(|| MongoError::fatal(ep.name(), "the oplog is empty"))?;
+    Ok(entry::header(&last)?.ts)
+}
+
 pub(crate) fn unit_of(pos: MongoPosition, wall_ms: u64, payload: Payload, txn: bool) -> Unit {
     let touches_tandem = match &payload {
         Payload::Ops(ops) => ops.iter().any(|o| o.ns().db == crate::mongo::ns::TANDEM_DB),
