@@ -102,13 +102,19 @@ pub fn main() -> ExitCode {
             Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args),
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("tandem: error: {e}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit before the runtime is dropped: a client library's background tasks (the
+    // MongoDB driver's connection pools) may panic when torn down mid-flight, and a
+    // panic here would turn a clean stop into an internal error.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
 
 /// Ctrl-C (or SIGTERM) as a `Shutdown`.

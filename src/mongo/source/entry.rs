@@ -204,7 +204,13 @@ fn apply_ops(e: &Document, o: &Document) -> Result<Vec<Op>> {
 
 fn command(e: &Document) -> Result<Entry> {
     let o = doc_field(e, "o", e)?;
-    let ns = e.get_str("ns").map_err(|_| bad(e, "no `ns`"))?;
+    // An `applyOps` names its namespaces inside; some tools' recordings leave out the
+    // entry's own `admin.$cmd`.
+    let ns = match e.get_str("ns") {
+        Ok(ns) => ns,
+        Err(_) if o.contains_key("applyOps") => "admin.$cmd",
+        Err(_) => return Err(bad(e, "no `ns`")),
+    };
     let db = ns
         .strip_suffix(".$cmd")
         .ok_or_else(|| bad(e, "command entry outside db.$cmd"))?;
@@ -228,7 +234,11 @@ fn command(e: &Document) -> Result<Entry> {
                 || e.get_bool("partialTxn").unwrap_or(false);
             let prepare =
                 o.get_bool("prepare").unwrap_or(false) || e.get_bool("prepare").unwrap_or(false);
-            let in_txn = e.contains_key("lsid") && e.contains_key("txnNumber");
+            // A batched write (`multiOpType`) carries session fields without being a
+            // transaction: each of its entries applies on its own.
+            let in_txn = e.contains_key("lsid")
+                && e.contains_key("txnNumber")
+                && !e.contains_key("multiOpType");
             let prev = prev_ts(e);
             if !in_txn {
                 // A user's applyOps command or a batched insert: atomic, not a session's.
@@ -257,7 +267,9 @@ fn command(e: &Document) -> Result<Entry> {
         "abortTransaction" => Entry::Abort { key: txn_key(e)? },
         "create" => Entry::Ddl(Ddl::Create {
             ns: coll_ns("create")?,
-            options: rest(&["create", "idIndex"]),
+            // `temp` marks the staging collection of a cross-database rename, which
+            // the rename that follows makes permanent; `create` does not take it.
+            options: rest(&["create", "idIndex", "temp"]),
         }),
         "drop" => Entry::Ddl(Ddl::Drop {
             ns: coll_ns("drop")?,

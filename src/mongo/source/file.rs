@@ -55,11 +55,6 @@ impl FileReader {
         })
     }
 
-    fn err(&self, why: impl std::fmt::Display) -> MongoError {
-        let json = matches!(self.input, Input::Json(_));
-        file_err(&self.path, json, self.at, why)
-    }
-
     /// An error of the entry that began at `start` (a byte offset, or for JSON the
     /// number of lines before it).
     fn err_at(&self, start: u64, inner: MongoError) -> MongoError {
@@ -147,9 +142,15 @@ impl FileReader {
                 Ready::Held => continue,
                 Ready::Unit { payload, txn } => (payload, txn),
                 Ready::Missing { before, .. } => {
-                    return Err(self.err(format!(
-                        "the transaction committed here began before the file (its entry {before} is not in it)"
-                    )));
+                    let json = matches!(self.input, Input::Json(_));
+                    return Err(file_err(
+                        &self.path,
+                        json,
+                        start,
+                        format!(
+                            "the transaction committed here began before the file (its entry {before} is not in it)"
+                        ),
+                    ));
                 }
             };
             return Ok(Some(unit_of(

@@ -1,0 +1,311 @@
+//! `tandem mongo replay` of real mongod oplog entries (../shared/fixtures/mongo/
+//! oplog-entries.jsonl: MongoDB's own tests, real dumps) into a live target, compared
+//! exactly with each record's expected state; then a recorded oplog replayed twice
+//! (the second run applies nothing), and a transaction split by --until.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use mongodb::Client;
+use mongodb::bson::{Bson, Document, doc};
+use serde_json::Value;
+use support::mongo::*;
+use support::tandem_bin;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(
+        std::env::var("TANDEM_SHARED_FIXTURES").unwrap_or_else(|_| "/work/shared/fixtures".into()),
+    )
+    .join("mongo")
+}
+
+fn ejson(v: &Value) -> Bson {
+    Bson::try_from(v.clone()).expect("canonical extended JSON")
+}
+
+/// Every database a record touches: entries (and applyOps inside them), given, expect.
+fn dbs_of(r: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if (k == "ns" || k == "renameCollection" || k == "to") && x.is_string() {
+                        let s = x.as_str().unwrap();
+                        if let Some((db, _)) = s.split_once('.') {
+                            out.insert(db.to_string());
+                        }
+                    }
+                    walk(x, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(&r["entries"], &mut out);
+    for k in ["given", "expect"] {
+        if let Some(m) = r[k].as_object() {
+            for ns in m.keys() {
+                let ns = if ns == "collections" { continue } else { ns };
+                out.insert(
+                    ns.split_once('.')
+                        .map(|(d, _)| d.to_string())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        if let Some(c) = r[k]["collections"].as_object() {
+            for ns in c.keys() {
+                out.insert(ns.split_once('.').unwrap().0.to_string());
+            }
+        }
+    }
+    out.retain(|d| !["admin", "local", "config", ""].contains(&d.as_str()));
+    out
+}
+
+async fn docs(c: &Client, ns: &str) -> Vec<Vec<u8>> {
+    let (db, coll) = ns.split_once('.').unwrap();
+    let mut cur = c
+        .database(db)
+        .collection::<Document>(coll)
+        .find(doc! {})
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while cur.advance().await.unwrap() {
+        out.push(cur.current().as_bytes().to_vec());
+    }
+    out.sort();
+    out
+}
+
+fn replay(file: &std::path::Path, target: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tandem_bin())
+        .args(["mongo", "replay", "--oplog"])
+        .arg(file)
+        .args(["--target", target])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Records that cannot apply as given, with what the one error line must say:
+/// a record that names an index it never creates, a command secantus lacks, and a
+/// transaction's last entry recorded without the entries before it.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "collMod/ttl-after-retryable-insert-2026",
+        "collMod of mongodump_test_db.coll1: cannot find index",
+    ),
+    (
+        "convertToCapped/command",
+        "convertToCapped of test.coll: no such command",
+    ),
+    (
+        "applyOps/classify-ApplyOpsEndMultiEntryTransaction",
+        "at line 1: the transaction committed here began before the file",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_mongod_entries_replay_exactly() {
+    let dst = MongoServer::start();
+    let b = dst.client().await;
+    let text = std::fs::read_to_string(fixtures().join("oplog-entries.jsonl")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = Vec::new();
+    let mut compared = 0;
+    for (k, line) in text.lines().enumerate() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let name = r["name"].as_str().unwrap().to_string();
+        for db in dbs_of(&r) {
+            b.database(&db).drop().await.unwrap();
+        }
+        if let Some(given) = r["given"].as_object() {
+            for (ns, list) in given {
+                let (db, coll) = ns.split_once('.').unwrap();
+                let d: Vec<Document> = list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| ejson(v).as_document().unwrap().clone())
+                    .collect();
+                b.database(db)
+                    .collection::<Document>(coll)
+                    .insert_many(d)
+                    .await
+                    .unwrap();
+            }
+        }
+        let file = dir.path().join(format!("{k}.jsonl"));
+        let lines: Vec<String> = r["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let policy = if r.get("expect").is_some() {
+            "fail"
+        } else {
+            "ignore"
+        };
+        let id = format!("fixture-{k}");
+        let (code, _out, err) = replay(&file, &dst.uri(), &["--id", &id, "--on-conflict", policy]);
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        if let Some((_, what)) = REFUSED.iter().find(|(n, _)| *n == name) {
+            assert_eq!(
+                code, 1,
+                "{name} was expected to be refused by the server: {err}"
+            );
+            assert!(err.contains(what), "{name}: {err}");
+            report.push(format!("{name}: refused ({what})"));
+            continue;
+        }
+        if code != 0 {
+            report.push(format!("{name}: FAILED {}", err.trim()));
+            continue;
+        }
+        report.push(format!("{name}: applied"));
+        let Some(expect) = r.get("expect").and_then(|e| e.as_object()) else {
+            continue;
+        };
+        for (ns, want) in expect {
+            if ns == "collections" {
+                for (cns, spec) in want.as_object().unwrap() {
+                    let (db, coll) = cns.split_once('.').unwrap();
+                    let names: Vec<String> = index_specs(&b, db, coll)
+                        .await
+                        .iter()
+                        .map(|d| d.get_str("name").unwrap().to_string())
+                        .collect();
+                    let mut want: Vec<String> = spec["indexes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_string())
+                        .collect();
+                    want.sort();
+                    assert_eq!(names, want, "{name}: indexes of {cns}");
+                }
+                continue;
+            }
+            let mut want: Vec<Vec<u8>> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| mongodb::bson::to_vec(ejson(v).as_document().unwrap()).unwrap())
+                .collect();
+            want.sort();
+            assert_eq!(docs(&b, ns).await, want, "{name}: documents of {ns}");
+            compared += 1;
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    let failed: Vec<&String> = report.iter().filter(|l| l.contains(": FAILED")).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(report.len(), text.lines().count());
+    assert!(compared >= 15, "only {compared} namespaces compared");
+}
+
+/// A BSON oplog file (as `mongodump --oplog` writes) replayed in three runs: up to the
+/// middle of a prepared transaction (none of it applied), to the end, and again
+/// (nothing applied twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bson_file_until_and_rerun_apply_each_entry_once() {
+    let dst = MongoServer::start();
+    let b = dst.client().await;
+    let text = std::fs::read_to_string(fixtures().join("oplog-entries.jsonl")).unwrap();
+    let record = |name: &str| -> Value {
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["name"] == name)
+            .unwrap()
+    };
+    let mut bytes = Vec::new();
+    let mut entries = Vec::new();
+    for name in ["create/plain-then-insert", "txn/large-prepared-committed"] {
+        for e in record(name)["entries"].as_array().unwrap() {
+            entries.push(ejson(e).as_document().unwrap().clone());
+        }
+    }
+    // In time order, as an oplog dump is.
+    entries.sort_by_key(|e| match e.get("ts") {
+        Some(Bson::Timestamp(t)) => (t.time, t.increment),
+        _ => (0, 0),
+    });
+    for e in &entries {
+        bytes.extend(mongodb::bson::to_vec(e).unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("oplog.bson");
+    std::fs::write(&file, &bytes).unwrap();
+    let ts = |e: &Document| match e.get("ts") {
+        Some(Bson::Timestamp(t)) => format!("{}.{}", t.time, t.increment),
+        _ => unreachable!(),
+    };
+    // Up to the prepare entry: the transaction is not committed by then.
+    let prepare = entries
+        .iter()
+        .find(|e| {
+            e.get_document("o")
+                .is_ok_and(|o| o.get_bool("prepare") == Ok(true))
+        })
+        .unwrap();
+    let (code, out, err) = replay(&file, &dst.uri(), &["--until", &ts(prepare)]);
+    assert_eq!(code, 0, "{err}");
+    // The transaction's entries come first in time (2018, the others 2020).
+    assert_eq!(
+        out.trim(),
+        "replayed 0 units (0 already applied by an earlier run)",
+        "{out}"
+    );
+    assert_eq!(
+        docs(&b, "txntest.g").await.len(),
+        0,
+        "a prepared transaction applied before its commit"
+    );
+    let (code, out, err) = replay(&file, &dst.uri(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "replayed 3 units (0 already applied by an earlier run)",
+        "{out}"
+    );
+    assert_eq!(docs(&b, "commit_index.test").await.len(), 1);
+    let want = record("txn/large-prepared-committed")["expect"]["txntest.g"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(docs(&b, "txntest.g").await.len(), want);
+    let (code, out, err) = replay(&file, &dst.uri(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "replayed 0 units (3 already applied by an earlier run)",
+        "{out}"
+    );
+    assert_eq!(docs(&b, "txntest.g").await.len(), want);
+    // A truncated file: one error naming the byte offset.
+    std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
+    let (code, _, err) = replay(&file, &dst.uri(), &["--id", "other"]);
+    assert_eq!(code, 1, "{err}");
+    let last_start = bytes.len()
+        - mongodb::bson::to_vec(entries.last().unwrap())
+            .unwrap()
+            .len();
+    assert!(
+        err.contains(&format!("at byte offset {last_start}")) && err.contains("truncated"),
+        "{err}"
+    );
+}
