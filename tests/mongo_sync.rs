@@ -182,3 +182,64 @@ async fn dump_counts(b: &Client) -> i32 {
     }
     n
 }
+
+/// A copy killed with SIGKILL after some partitions are done resumes with only the
+/// others, and changes made during both runs converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_copy_resumes_where_it_stopped() {
+    let (src, dst) = (MongoServer::source(), MongoServer::start());
+    let (a, b) = (src.client().await, dst.client().await);
+    let big = a.database("mresume").collection::<Document>("big");
+    for k in 0..12 {
+        big.insert_many(
+            (0..1000).map(|i| doc! {"_id": k * 1000 + i, "k": k, "pad": "x".repeat(100)}),
+        )
+        .await
+        .unwrap();
+    }
+    a.database("mresume")
+        .collection::<Document>("small")
+        .insert_many((0..10).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let args = ["--partition-docs", "1000", "--workers", "1"];
+    let mut t = start_sync(&src, &dst, &args);
+    let progress = b.database("__tandem").collection::<Document>("copy");
+    wait_for("3 copy partitions done", CATCH_UP, || async {
+        progress.count_documents(doc! {"done": true}).await.unwrap() >= 3
+    })
+    .await;
+    t.kill9();
+    let done = progress.count_documents(doc! {"done": true}).await.unwrap();
+    let total = progress.count_documents(doc! {}).await.unwrap();
+    assert!(
+        done < total,
+        "the copy finished before the kill ({done} of {total})"
+    );
+    // Changes while tandem is down, to copied and uncopied partitions alike.
+    big.update_many(
+        doc! {"_id": {"$in": [5, 1500, 11_999]}},
+        doc! {"$set": {"changed": true}},
+    )
+    .await
+    .unwrap();
+    big.delete_many(doc! {"_id": {"$in": [6, 1501, 11_998]}})
+        .await
+        .unwrap();
+    big.insert_one(doc! {"_id": 50_000}).await.unwrap();
+    let mut t = start_sync(&src, &dst, &args);
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    assert_same_coll(&a, &b, "mresume", "big").await;
+    assert_same_coll(&a, &b, "mresume", "small").await;
+    let log = t.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("partitions to copy"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains(&format!("copy: {} partitions to copy", total - done)),
+        "{line}\n{log}"
+    );
+    assert_eq!(t.interrupt(), Some(0), "{log}");
+}

@@ -24,6 +24,7 @@ use super::endpoint::MongoEndpoint;
 use super::error::{MongoError, Result};
 use super::ns::{Namespace, NsFilter, TANDEM_DB};
 use crate::core::shutdown::Shutdown;
+use crate::ops::status::LinkStatus;
 
 pub struct CopyConfig {
     pub id: String,
@@ -61,13 +62,14 @@ struct Part {
     whole: bool,
 }
 
+/// Copies everything; `Ok(None)` when a signal stopped it first (a restart resumes).
 pub async fn copy(
     source: &MongoEndpoint,
     target: &MongoEndpoint,
     cfg: &CopyConfig,
-    progress: &crate::ops::status::LinkStatus,
+    progress: &Arc<LinkStatus>,
     shutdown: &Shutdown,
-) -> Result<CopyStats> {
+) -> Result<Option<CopyStats>> {
     let started = Instant::now();
     let mut stats = CopyStats::default();
     let colls = catalog(source, &cfg.filter).await?;
@@ -82,53 +84,58 @@ pub async fn copy(
     let total = parts.len();
     let queue = Arc::new(Mutex::new(parts.into_iter().collect::<VecDeque<_>>()));
     let colls = Arc::new(colls);
-    let stats_docs = Arc::new(AtomicU64::new(0));
-    let stats_bytes = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     tracing::info!(
         "copy: {total} partitions to copy over {} collections",
         stats.collections
     );
+    let ticker = tokio::spawn(report_progress(
+        counts.clone(),
+        queue.clone(),
+        total,
+        started,
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..cfg.workers.max(1) {
-        let (q, colls, s, t) = (queue.clone(), colls.clone(), source.clone(), target.clone());
-        let (docs, bytes) = (stats_docs.clone(), stats_bytes.clone());
-        let (id, batch) = (cfg.id.clone(), cfg.batch_docs);
+        let w = Worker {
+            queue: queue.clone(),
+            colls: colls.clone(),
+            source: source.clone(),
+            target: target.clone(),
+            counts: counts.clone(),
+            id: cfg.id.clone(),
+            batch: cfg.batch_docs,
+            status: progress.clone(),
+        };
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            loop {
-                if shutdown.is_triggered() {
-                    return Ok(());
-                }
-                let Some(p) = q.lock().await.pop_front() else {
-                    return Ok(());
-                };
-                let c = &colls[p.coll];
-                let (n, b) = copy_part(&s, &t, c, &p, batch, &docs, &bytes).await?;
-                crate::metrics::mongo_copy(&c.dst.to_string(), n, b);
-                mark_done(&t, &id, c, &p).await?;
-            }
-        });
+        tasks.spawn(async move { w.run(shutdown).await });
     }
+    let mut failed = None;
     while let Some(r) = tasks.join_next().await {
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tasks.abort_all();
-                return Err(e);
+                failed.get_or_insert(e);
             }
+            Err(e) if e.is_cancelled() => {}
             Err(e) => {
-                return Err(MongoError::fatal(
+                failed.get_or_insert(MongoError::fatal(
                     "copy",
                     format!("a copy worker failed: {e}"),
                 ));
             }
         }
     }
+    ticker.abort();
+    if let Some(e) = failed {
+        return Err(e);
+    }
     if shutdown.is_triggered() {
-        return Err(MongoError::retryable(
-            "copy",
-            "stopped by a signal before the copy finished; a restart resumes it",
-        ));
+        tracing::info!(
+            "copy stopped by a signal; a restart resumes it with the partitions not done"
+        );
+        return Ok(None);
     }
     for c in colls.iter().filter(|c| c.kind != "view") {
         stats.indexes += copy_indexes(source, target, c).await?;
@@ -137,9 +144,8 @@ pub async fn copy(
         ensure_collection(target, c).await?;
         stats.views += 1;
     }
-    stats.docs = AtomicU64::new(stats_docs.load(Relaxed));
-    stats.bytes = AtomicU64::new(stats_bytes.load(Relaxed));
-    progress.full_sync_keys(stats_docs.load(Relaxed));
+    stats.docs = AtomicU64::new(counts.docs.load(Relaxed));
+    stats.bytes = AtomicU64::new(counts.bytes.load(Relaxed));
     tracing::info!(
         "copy done: {} collections, {} views, {} documents ({} bytes), {} indexes in {:.1} s",
         stats.collections,
@@ -149,7 +155,64 @@ pub async fn copy(
         stats.indexes,
         started.elapsed().as_secs_f64()
     );
-    Ok(stats)
+    Ok(Some(stats))
+}
+
+#[derive(Default)]
+struct Counts {
+    docs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A progress line every 5 s while the copy runs.
+async fn report_progress(
+    counts: Arc<Counts>,
+    queue: Arc<Mutex<VecDeque<Part>>>,
+    total: usize,
+    started: Instant,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (n, b) = (counts.docs.load(Relaxed), counts.bytes.load(Relaxed));
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let left = queue.lock().await.len();
+        tracing::info!(
+            "copy: {n} documents, {:.1} MB, {:.0} documents/s; {left} of {total} partitions not started",
+            b as f64 / 1e6,
+            n as f64 / secs
+        );
+    }
+}
+
+/// One copy worker: takes partitions off the queue until it is empty.
+struct Worker {
+    queue: Arc<Mutex<VecDeque<Part>>>,
+    colls: Arc<Vec<Coll>>,
+    source: MongoEndpoint,
+    target: MongoEndpoint,
+    counts: Arc<Counts>,
+    id: String,
+    batch: usize,
+    status: Arc<LinkStatus>,
+}
+
+impl Worker {
+    async fn run(self, shutdown: Shutdown) -> Result<()> {
+        loop {
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+            let Some(p) = self.queue.lock().await.pop_front() else {
+                return Ok(());
+            };
+            let c = &self.colls[p.coll];
+            let (n, b) = self.copy_part(c, &p).await?;
+            crate::metrics::mongo_copy(&c.dst.to_string(), n, b);
+            mark_done(&self.target, &self.id, c, &p).await?;
+        }
+    }
 }
 
 fn drv(ep: &MongoEndpoint, what: impl std::fmt::Display, e: &mongodb::error::Error) -> MongoError {
@@ -358,62 +421,68 @@ async fn plan(
     Ok(parts)
 }
 
-async fn copy_part(
-    source: &MongoEndpoint,
-    target: &MongoEndpoint,
-    c: &Coll,
-    p: &Part,
-    batch: usize,
-    docs: &AtomicU64,
-    bytes: &AtomicU64,
-) -> Result<(u64, u64)> {
-    let src: Collection<RawDocumentBuf> = source.client.database(&c.src.db).collection(&c.src.coll);
-    let dst: Collection<RawDocumentBuf> = target.client.database(&c.dst.db).collection(&c.dst.coll);
-    let filter = if p.whole {
-        doc! {}
-    } else {
-        let mut f = Document::new();
-        if p.min != Bson::MinKey {
-            f.insert("$gte", p.min.clone());
-        }
-        if p.max != Bson::MaxKey {
-            f.insert("$lt", p.max.clone());
-        }
-        if f.is_empty() {
+impl Worker {
+    /// Copies one partition; returns its documents and bytes.
+    async fn copy_part(&self, c: &Coll, p: &Part) -> Result<(u64, u64)> {
+        let src: Collection<RawDocumentBuf> = self
+            .source
+            .client
+            .database(&c.src.db)
+            .collection(&c.src.coll);
+        let dst: Collection<RawDocumentBuf> = self
+            .target
+            .client
+            .database(&c.dst.db)
+            .collection(&c.dst.coll);
+        let filter = if p.whole {
             doc! {}
         } else {
-            doc! {"_id": f}
-        }
-    };
-    let mut cur = src
-        .find(filter)
-        .batch_size(batch as u32)
-        .await
-        .map_err(|e| drv(source, format!("reading {}", c.src), &e))?;
-    let (mut n, mut b) = (0u64, 0u64);
-    let mut buf: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
-    let mut buf_bytes = 0usize;
-    loop {
-        let more = cur
-            .advance()
+            let mut f = Document::new();
+            if p.min != Bson::MinKey {
+                f.insert("$gte", p.min.clone());
+            }
+            if p.max != Bson::MaxKey {
+                f.insert("$lt", p.max.clone());
+            }
+            if f.is_empty() {
+                doc! {}
+            } else {
+                doc! {"_id": f}
+            }
+        };
+        let mut cur = src
+            .find(filter)
+            .batch_size(self.batch as u32)
             .await
-            .map_err(|e| drv(source, format!("reading {}", c.src), &e))?;
-        if more {
-            let raw = cur.current();
-            buf_bytes += raw.as_bytes().len();
-            buf.push(raw.to_raw_document_buf());
-        }
-        if (!more && !buf.is_empty()) || buf.len() >= batch || buf_bytes >= 8 << 20 {
-            let len = buf.len() as u64;
-            insert_batch(target, &dst, &c.dst, std::mem::take(&mut buf)).await?;
-            n += len;
-            b += buf_bytes as u64;
-            docs.fetch_add(len, Relaxed);
-            bytes.fetch_add(buf_bytes as u64, Relaxed);
-            buf_bytes = 0;
-        }
-        if !more {
-            return Ok((n, b));
+            .map_err(|e| drv(&self.source, format!("reading {}", c.src), &e))?;
+        let (mut n, mut b) = (0u64, 0u64);
+        let mut buf: Vec<RawDocumentBuf> = Vec::with_capacity(self.batch);
+        let mut buf_bytes = 0usize;
+        loop {
+            let more = cur
+                .advance()
+                .await
+                .map_err(|e| drv(&self.source, format!("reading {}", c.src), &e))?;
+            if more {
+                let raw = cur.current();
+                buf_bytes += raw.as_bytes().len();
+                buf.push(raw.to_raw_document_buf());
+            }
+            if (!more && !buf.is_empty()) || buf.len() >= self.batch || buf_bytes >= 8 << 20 {
+                let len = buf.len() as u64;
+                insert_batch(&self.target, &dst, &c.dst, std::mem::take(&mut buf)).await?;
+                n += len;
+                b += buf_bytes as u64;
+                self.counts.docs.fetch_add(len, Relaxed);
+                self.counts.bytes.fetch_add(buf_bytes as u64, Relaxed);
+                self.status.full_sync_keys(len);
+                self.status
+                    .mongo(|m| *m.copy_documents.entry(c.dst.to_string()).or_default() += len);
+                buf_bytes = 0;
+            }
+            if !more {
+                return Ok((n, b));
+            }
         }
     }
 }

@@ -54,7 +54,7 @@ pub async fn run(cfg: ReplayConfig, shutdown: Shutdown) -> Result<ReplayStats> {
     let mut stats = ReplayStats::default();
     let mut batch = Vec::new();
     let mut ops = 0;
-    while let Some(u) = reader.next()? {
+    while let Some(u) = reader.next_unit()? {
         if done.is_some_and(|d| u.pos.ts <= d) {
             stats.skipped += 1;
             continue;

@@ -122,7 +122,12 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
             partition_docs: cfg.partition_docs,
             batch_docs: 1000,
         };
-        copy::copy(&cfg.source, &cfg.target, &cc, &cfg.status, &shutdown).await?;
+        if copy::copy(&cfg.source, &cfg.target, &cc, &cfg.status, &shutdown)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
         let end = source::probe(&cfg.source).await?.last_write;
         ckpt.phase = Phase::Incr;
         ckpt.copy_end = Some(end);

@@ -121,6 +121,18 @@ pub struct LinkStatus {
     reconnects: AtomicU64,
     lag: Arc<LagClock>,
     rare: Mutex<Rare>,
+    /// What only MongoDB links report.
+    mongo: Mutex<Option<MongoDetail>>,
+}
+
+/// A MongoDB link's position (the offsets above are its operation times, not bytes),
+/// copy progress by namespace, operations applied by kind, and conflicts.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct MongoDetail {
+    pub position: String,
+    pub copy_documents: std::collections::BTreeMap<String, u64>,
+    pub applied: std::collections::BTreeMap<String, u64>,
+    pub conflicts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +202,13 @@ impl LinkStatus {
         self.commands.clone()
     }
 
+    /// Updates the MongoDB part of the entry (batches and copy chunks call it, not
+    /// every operation).
+    pub fn mongo(&self, f: impl FnOnce(&mut MongoDetail)) {
+        let mut m = lock(&self.mongo);
+        f(m.get_or_insert_with(MongoDetail::default));
+    }
+
     /// The clock the link marks received bytes on (lag in seconds).
     pub fn lag_clock(&self) -> Arc<LagClock> {
         self.lag.clone()
@@ -201,6 +220,7 @@ impl LinkStatus {
         // Outside incremental the two offsets may belong to different histories (a full
         // sync in progress): a difference would mean nothing.
         let streaming = state == LinkState::Incremental;
+        let mongo = lock(&self.mongo).clone();
         let rare = lock(&self.rare);
         LinkSnapshot {
             id: self.id.clone(),
@@ -211,12 +231,14 @@ impl LinkStatus {
             replid: rare.replid.clone(),
             received_offset: received,
             applied_offset: applied,
-            lag_bytes: streaming.then(|| received.saturating_sub(applied)),
+            // A MongoDB link's offsets are operation times: their difference is no size.
+            lag_bytes: (streaming && mongo.is_none()).then(|| received.saturating_sub(applied)),
             lag_seconds: streaming.then(|| self.lag.lag().as_secs_f64()),
             full_syncs: self.full_syncs.load(Relaxed),
             full_sync_keys: self.full_sync_keys.load(Relaxed),
             commands_applied: self.commands.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            mongo,
         }
     }
 }
@@ -246,6 +268,8 @@ pub struct LinkSnapshot {
     pub full_sync_keys: u64,
     pub commands_applied: u64,
     pub reconnects: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongo: Option<MongoDetail>,
 }
 
 /// A panic elsewhere while holding the lock leaves plain data behind: keep serving it.

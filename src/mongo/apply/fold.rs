@@ -80,7 +80,7 @@ pub fn fold(
     ops: &[(&Op, bool)],
     base: &HashMap<DocKey, Document>,
     policy: OnConflict,
-) -> Result<Folded, FoldError> {
+) -> Result<Folded, Box<FoldError>> {
     let mut state: HashMap<DocKey, usize> = HashMap::new();
     let mut finals: Vec<(Namespace, Final)> = Vec::new();
     let mut out = Folded::default();
@@ -88,12 +88,12 @@ pub fn fold(
         let ns = op.ns();
         let id = op.id();
         if matches!(id, Bson::Null) && matches!(op, Op::Insert { .. }) && !op_has_id(op) {
-            return Err(FoldError {
+            return Err(Box::new(FoldError {
                 ns: ns.clone(),
                 id: Bson::Null,
                 message: "insert of a document without _id".into(),
                 index,
-            });
+            }));
         }
         let key = doc_key(ns, id);
         let slot = *state.entry(key.clone()).or_insert_with(|| {
@@ -116,11 +116,13 @@ pub fn fold(
             what,
             resolved,
         };
-        let fail = |what: &str| FoldError {
-            ns: ns.clone(),
-            id: id.clone(),
-            message: what.to_string(),
-            index,
+        let fail = |what: &str| {
+            Box::new(FoldError {
+                ns: ns.clone(),
+                id: id.clone(),
+                message: what.to_string(),
+                index,
+            })
         };
         match op {
             Op::Insert { doc, .. } => {

@@ -108,6 +108,12 @@ impl Applier {
                 self.capped.clear();
                 checkpoint::save_position(&self.target, &self.cfg.id, &u.pos).await?;
                 crate::metrics::mongo_applied(d.kind(), 1);
+                if let Some(st) = &self.status {
+                    st.mongo(|m| {
+                        *m.applied.entry(d.kind().to_string()).or_default() += 1;
+                        m.position = u.pos.to_string();
+                    });
+                }
                 self.advanced(&u.pos);
             } else {
                 run.push(u);
@@ -188,6 +194,14 @@ impl Applier {
         let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
         for (op, _) in &ops {
             *kinds.entry(op.kind()).or_default() += 1;
+        }
+        if let Some(st) = &self.status {
+            st.mongo(|m| {
+                for (k, n) in &kinds {
+                    *m.applied.entry(k.to_string()).or_default() += n;
+                }
+                m.position = end.to_string();
+            });
         }
         for (k, n) in kinds {
             crate::metrics::mongo_applied(k, n);
@@ -370,6 +384,11 @@ impl Applier {
     }
 
     fn count_conflicts(&self, f: &Folded) {
+        if let Some(st) = &self.status
+            && !f.conflicts.is_empty()
+        {
+            st.mongo(|m| m.conflicts += f.conflicts.len() as u64);
+        }
         for c in &f.conflicts {
             crate::metrics::mongo_conflict(c.what, c.resolved);
             tracing::warn!(ns = %c.ns, id = %c.id, "conflict: {} ({})", c.what, c.resolved);

@@ -125,7 +125,8 @@ impl FileReader {
         }
     }
 
-    pub fn next(&mut self) -> Result<Option<Unit>> {
+    /// The next unit, or `None` at the end of the file (or past `--until`).
+    pub fn next_unit(&mut self) -> Result<Option<Unit>> {
         while !self.done {
             let start = self.at;
             let Some(e) = self.entry()? else {

@@ -33,7 +33,7 @@ impl Reader {
         match self {
             Reader::Stream(r) => r.next().await,
             Reader::Oplog(r) => r.next().await,
-            Reader::File(r) => r.next(),
+            Reader::File(r) => r.next_unit(),
         }
     }
 }

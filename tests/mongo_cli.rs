@@ -1,0 +1,270 @@
+//! `tandem mongo verify`, and the errors a user meets with `tandem mongo sync`: each one
+//! line naming the endpoint or namespace, never a panic, never a password.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use support::mongo::*;
+use support::mongo_data::*;
+use support::{free_port, tandem_bin};
+
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tandem_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_exactly_the_differences() {
+    let (src, dst) = (MongoServer::source(), MongoServer::start());
+    let (a, b) = (src.client().await, dst.client().await);
+    seed(&a).await;
+    let mut t = start_sync(&src, &dst, &[]);
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+    let (s, d) = (src.uri(), dst.uri());
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "mongo",
+            "verify",
+            "--source",
+            &s,
+            "--target",
+            &d,
+            "--rounds",
+            "2",
+            "--round-delay-ms",
+            "50",
+            "--exclude-ns",
+            "tandem_marker.*",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, out, err) = verify(&[]);
+    assert_eq!((code, out.trim()), (0, "identical"), "{err}");
+    // One of each kind of difference, made on the target.
+    let orders = b.database("mshop").collection::<Document>("orders");
+    orders
+        .update_one(doc! {"_id": 7}, doc! {"$set": {"qty": -1}})
+        .await
+        .unwrap();
+    orders.delete_one(doc! {"_id": 8}).await.unwrap();
+    orders.insert_one(doc! {"_id": "extra"}).await.unwrap();
+    orders.drop_index("qty_1_sku_-1").await.unwrap();
+    b.database("mhr")
+        .collection::<Document>("people")
+        .drop()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("diffs.jsonl");
+    let (code, out, err) = verify(&["--out", out_file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut got: Vec<(String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().into(),
+                l["ns"].as_str().unwrap().into(),
+                l["detail"].as_str().unwrap().chars().take(40).collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(String, String, String)> = vec![
+        ("document-differs", "mshop.orders", "_id 7"),
+        ("extra-document", "mshop.orders", "_id \"extra\""),
+        ("missing-document", "mshop.orders", "_id 8"),
+        (
+            "missing-index",
+            "mshop.orders",
+            "qty_1_sku_-1: { \"v\": 2, \"key\": { \"qty\": ",
+        ),
+        (
+            "missing-namespace",
+            "mhr.people",
+            "collection mhr.people is not on the targ",
+        ),
+    ]
+    .into_iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want, "{out}");
+    assert!(out.trim_end().ends_with("5 differences"), "{out}");
+    let (code, _, _) = run(&[
+        "mongo",
+        "verify",
+        "--source",
+        "mongodb://127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=500",
+        "--target",
+        &d,
+    ]);
+    assert_eq!(
+        code, 2,
+        "an unreachable source is an error (exit 2), not a difference"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_errors_are_one_line_without_secrets() {
+    let src = MongoServer::start();
+    let standalone = MongoServer::start_with(MongoOpts {
+        standalone: true,
+        ..Default::default()
+    });
+    let closed = free_port();
+    let secret = "pw-s3cr3t";
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--source".into(),
+                src.uri(),
+                "--target".into(),
+                standalone.uri(),
+            ],
+            "standalone server, which cannot run transactions",
+        ),
+        (
+            vec![
+                "--source".into(),
+                format!(
+                    "mongodb://al:{secret}@127.0.0.1:{closed}/?directConnection=true&serverSelectionTimeoutMS=500"
+                ),
+                "--target".into(),
+                src.uri(),
+            ],
+            "cannot reach the server",
+        ),
+        (
+            vec![
+                "--source".into(),
+                format!("mongodb://al:{secret}@127.0.0.1:notaport"),
+                "--target".into(),
+                src.uri(),
+            ],
+            "--source: invalid connection string",
+        ),
+        (
+            vec![
+                "--source".into(),
+                "redis://127.0.0.1:1".into(),
+                "--target".into(),
+                src.uri(),
+            ],
+            "--source: expected a MongoDB connection string",
+        ),
+        (
+            vec![
+                "--source".into(),
+                standalone.uri(),
+                "--target".into(),
+                src.uri(),
+            ],
+            "the server is a standalone mongod",
+        ),
+        (
+            vec![
+                "--source".into(),
+                src.uri(),
+                "--target".into(),
+                src.uri(),
+                "--ns-map".into(),
+                "a.b".into(),
+            ],
+            "--ns-map \"a.b\": expected FROM:TO",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["mongo".to_string(), "sync".into()];
+        all.extend(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (code, out, err) = run(&refs);
+        assert_eq!(code, 1, "{refs:?}: {out}{err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{refs:?}: {err}");
+        assert!(
+            lines[0].starts_with("tandem: error: ") && lines[0].contains(want),
+            "{refs:?}: {err}"
+        );
+        assert!(
+            !err.contains(secret) && !out.contains(secret),
+            "{refs:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_namespaces_that_do_not_fit_are_named() {
+    let (src, dst) = (MongoServer::start(), MongoServer::start());
+    let (a, b) = (src.client().await, dst.client().await);
+    a.database("mfit")
+        .create_collection("capped")
+        .capped(true)
+        .size(4096)
+        .await
+        .unwrap();
+    b.database("mfit")
+        .create_collection("capped")
+        .await
+        .unwrap();
+    let (code, _, err) = run(&[
+        "mongo",
+        "sync",
+        "--source",
+        &src.uri(),
+        "--target",
+        &dst.uri(),
+        "--mode",
+        "full",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("mfit.capped: exists on the target with different options"),
+        "{err}"
+    );
+    b.database("mfit")
+        .collection::<Document>("capped")
+        .drop()
+        .await
+        .unwrap();
+    b.database("__tandem").drop().await.unwrap();
+    a.database("mfit")
+        .collection::<Document>("full")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    b.database("mfit")
+        .collection::<Document>("full")
+        .insert_one(doc! {"_id": 2})
+        .await
+        .unwrap();
+    let (code, _, err) = run(&[
+        "mongo",
+        "sync",
+        "--source",
+        &src.uri(),
+        "--target",
+        &dst.uri(),
+        "--mode",
+        "full",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("mfit.full: the target collection already holds 1 documents"),
+        "{err}"
+    );
+}
