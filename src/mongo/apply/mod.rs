@@ -60,6 +60,9 @@ pub struct Applier {
     session: Option<ClientSession>,
     /// Which target namespaces are capped (forgotten at every DDL).
     capped: HashMap<Namespace, bool>,
+    /// Conflicts of the attempt in flight, counted once it commits (an attempt that
+    /// is retried must not count them twice).
+    pending: std::sync::Mutex<Vec<fold::Conflict>>,
 }
 
 /// Where the applier records its session, so the next process can end it.
@@ -79,6 +82,7 @@ impl Applier {
             status,
             session: None,
             capped: HashMap::new(),
+            pending: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -191,6 +195,7 @@ impl Applier {
                 Err(e) => return Err(e.at(&end)),
             }
         }
+        self.count_conflicts();
         let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
         for (op, _) in &ops {
             *kinds.entry(op.kind()).or_default() += 1;
@@ -339,6 +344,7 @@ impl Applier {
             .read_concern(ReadConcern::snapshot())
             .write_concern(WriteConcern::majority())
             .build();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
         s.start_transaction()
             .with_options(opts)
             .await
@@ -376,14 +382,20 @@ impl Applier {
         let base = self.fetch(s, ops).await?;
         let folded = fold::fold(ops, &base, self.cfg.on_conflict)
             .map_err(|e| MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message))?;
-        self.count_conflicts(&folded);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(folded.conflicts.iter().cloned());
         for (ns, docs) in &folded.docs {
             self.write(s, ns, docs).await?;
         }
         Ok(())
     }
 
-    fn count_conflicts(&self, f: &Folded) {
+    /// Counts (and logs) the conflicts of the attempt that just committed.
+    fn count_conflicts(&self) {
+        let conflicts = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let f = Folded {
+            conflicts,
+            ..Folded::default()
+        };
         if let Some(st) = &self.status
             && !f.conflicts.is_empty()
         {
