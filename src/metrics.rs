@@ -63,7 +63,12 @@ pub fn applied_offset(ep: &Endpoint, offset: u64) {
 }
 
 pub fn lag_seconds(ep: &Endpoint, lag: std::time::Duration) {
-    metrics::gauge!(LAG_SECONDS, "source" => source_label(ep)).set(lag.as_secs_f64());
+    lag_seconds_of(&source_label(ep), lag);
+}
+
+/// [`lag_seconds`] for a source named by its host list (MongoDB links).
+pub fn lag_seconds_of(source: &str, lag: std::time::Duration) {
+    metrics::gauge!(LAG_SECONDS, "source" => source.to_string()).set(lag.as_secs_f64());
 }
 
 pub fn full_sync_started(ep: &Endpoint) {

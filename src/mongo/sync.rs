@@ -197,6 +197,18 @@ async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown)
         on_conflict: cfg.on_conflict,
         copy_end: ckpt.copy_end,
     };
+    // The lag gauge moves while nothing lands too (a stalled target), once a second.
+    let lag_gauge = {
+        let (lag, source) = (st.lag_clock(), cfg.source.addr().to_string());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                crate::metrics::lag_seconds_of(&source, lag.lag());
+            }
+        })
+    };
+    let _stop_gauge = AbortOnDrop(lag_gauge);
     let mut applier = Applier::new(
         cfg.target.clone(),
         apply_cfg,
@@ -299,5 +311,13 @@ async fn pump(
         if shutdown.is_triggered() {
             return Ok(());
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -198,8 +198,8 @@ pub fn history_lost(name: &str, at: OpTime) -> MongoError {
         name,
         format!(
             "the source's history no longer holds position {at} (the oplog rolled past it): \
-             a new full sync is needed (start again with --mode all and a new --id, or pass \
-             --on-history-lost resync)"
+             a new full sync is needed (drop the replicated namespaces on the target and \
+             start again with a new --id)"
         ),
     )
 }
