@@ -249,3 +249,106 @@ pub fn apply_change(cur: &mut Document, change: &Change) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ns() -> Namespace {
+        Namespace::new("d", "c")
+    }
+
+    /// The operations of the model: small ids so documents are touched many times.
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        let id = (0..4i32).prop_map(Bson::Int32);
+        prop_oneof![
+            (id.clone(), any::<i8>()).prop_map(|(id, v)| Op::Insert { ns: ns(), doc: doc! {"_id": id, "v": v as i32} }),
+            (id.clone(), any::<i8>()).prop_map(|(id, v)| Op::Replace { ns: ns(), id, doc: doc! {"w": v as i32} }),
+            (id.clone(), any::<i8>()).prop_map(|(id, v)| Op::Update {
+                ns: ns(),
+                id,
+                change: Change::Description(doc! {"updatedFields": {"u": v as i32}, "removedFields": [], "truncatedArrays": []}),
+            }),
+            id.prop_map(|id| Op::Delete { ns: ns(), id }),
+        ]
+    }
+
+    /// One operation at a time against a map, under `overwrite` (every conflict applied
+    /// where it can be, skipped where it cannot).
+    fn model(base: &[(i32, Document)], ops: &[Op]) -> BTreeMap<i32, Option<Document>> {
+        let mut m: BTreeMap<i32, Option<Document>> =
+            base.iter().map(|(k, d)| (*k, Some(d.clone()))).collect();
+        for op in ops {
+            let Bson::Int32(k) = op.id() else {
+                unreachable!()
+            };
+            let cur = m.entry(*k).or_insert(None);
+            match op {
+                Op::Insert { doc, .. } => *cur = Some(doc.clone()),
+                Op::Replace { doc, id, .. } => {
+                    let mut d = doc.clone();
+                    d.insert("_id", id.clone());
+                    *cur = Some(d);
+                }
+                Op::Update {
+                    change: Change::Description(d),
+                    ..
+                } => {
+                    if let Some(c) = cur.as_mut() {
+                        c.insert(
+                            "u",
+                            d.get_document("updatedFields")
+                                .unwrap()
+                                .get("u")
+                                .unwrap()
+                                .clone(),
+                        );
+                    }
+                }
+                Op::Delete { .. } => *cur = None,
+                _ => unreachable!(),
+            }
+        }
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn end_states_match_one_at_a_time(present in proptest::collection::btree_set(0..4i32, 0..4), ops in proptest::collection::vec(op_strategy(), 0..24)) {
+            let base_docs: Vec<(i32, Document)> = present.iter().map(|k| (*k, doc! {"_id": *k, "orig": true})).collect();
+            let base: HashMap<DocKey, Document> = base_docs.iter().map(|(k, d)| (doc_key(&ns(), &Bson::Int32(*k)), d.clone())).collect();
+            let refs: Vec<(&Op, bool)> = ops.iter().map(|o| (o, false)).collect();
+            let folded = fold(&refs, &base, OnConflict::Overwrite).unwrap();
+            let want = model(&base_docs, &ops);
+            let finals = folded.docs.get(&ns()).cloned().unwrap_or_default();
+            let touched: std::collections::BTreeSet<i32> = ops.iter().map(|o| match o.id() { Bson::Int32(k) => *k, _ => unreachable!() }).collect();
+            prop_assert_eq!(finals.len(), touched.len(), "one end state per touched document");
+            for f in &finals {
+                let Bson::Int32(k) = f.id else { unreachable!() };
+                prop_assert_eq!(f.existed, present.contains(&k));
+                prop_assert_eq!(&f.doc, want.get(&k).unwrap());
+            }
+            // The copy window resolves the same way, without counting conflicts.
+            let refs: Vec<(&Op, bool)> = ops.iter().map(|o| (o, true)).collect();
+            let windowed = fold(&refs, &base, OnConflict::Fail).unwrap();
+            prop_assert!(windowed.conflicts.is_empty());
+            prop_assert_eq!(windowed.docs.get(&ns()).cloned().unwrap_or_default(), finals);
+        }
+    }
+
+    #[test]
+    fn fail_names_the_document() {
+        let base = HashMap::new();
+        let op = Op::Delete {
+            ns: ns(),
+            id: Bson::Int32(7),
+        };
+        let e = fold(&[(&op, false)], &base, OnConflict::Fail).unwrap_err();
+        assert_eq!((e.ns, e.id, e.index), (ns(), Bson::Int32(7), 0));
+        assert!(e.message.contains("delete of a document missing"));
+        let f = fold(&[(&op, false)], &base, OnConflict::Ignore).unwrap();
+        assert_eq!(f.conflicts.len(), 1);
+    }
+}

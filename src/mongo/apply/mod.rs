@@ -344,7 +344,10 @@ impl Applier {
             .read_concern(ReadConcern::snapshot())
             .write_concern(WriteConcern::majority())
             .build();
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         s.start_transaction()
             .with_options(opts)
             .await
@@ -382,7 +385,10 @@ impl Applier {
         let base = self.fetch(s, ops).await?;
         let folded = fold::fold(ops, &base, self.cfg.on_conflict)
             .map_err(|e| MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message))?;
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(folded.conflicts.iter().cloned());
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(folded.conflicts.iter().cloned());
         for (ns, docs) in &folded.docs {
             self.write(s, ns, docs).await?;
         }
@@ -391,7 +397,8 @@ impl Applier {
 
     /// Counts (and logs) the conflicts of the attempt that just committed.
     fn count_conflicts(&self) {
-        let conflicts = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let conflicts =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let f = Folded {
             conflicts,
             ..Folded::default()

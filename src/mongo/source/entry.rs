@@ -359,3 +359,152 @@ fn command(e: &Document) -> Result<Entry> {
         other => return Err(bad(e, &format!("unsupported oplog command {other:?}"))),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mongo::source::assemble::{Assembler, Ready};
+    use bson::{Timestamp, doc};
+    use proptest::prelude::*;
+
+    fn ts(i: u32) -> Bson {
+        Bson::Timestamp(Timestamp {
+            time: 100,
+            increment: i,
+        })
+    }
+
+    /// `prev` 0 is mongod's "no entry before": Timestamp(0, 0).
+    fn txn_entry(i: u32, prev: u32, o: Document) -> Document {
+        let prev = if prev == 0 {
+            Bson::Timestamp(Timestamp {
+                time: 0,
+                increment: 0,
+            })
+        } else {
+            ts(prev)
+        };
+        doc! {"ts": ts(i), "op": "c", "ns": "admin.$cmd", "o": o, "lsid": {"id": 1}, "txnNumber": 5i64,
+        "prevOpTime": {"ts": prev, "t": 1i64}}
+    }
+
+    fn ins(id: i32) -> Bson {
+        Bson::Document(doc! {"op": "i", "ns": "d.c", "o": {"_id": id}})
+    }
+
+    #[test]
+    fn chains_prepared_and_aborted_transactions() {
+        let mut a = Assembler::default();
+        let p1 = txn_entry(1, 0, doc! {"applyOps": [ins(1)], "partialTxn": true});
+        let p2 = txn_entry(2, 1, doc! {"applyOps": [ins(2)], "prepare": true});
+        assert!(matches!(a.push(parse(&p1).unwrap()), Ready::Held));
+        assert!(matches!(a.push(parse(&p2).unwrap()), Ready::Held));
+        let commit = txn_entry(
+            3,
+            2,
+            doc! {"commitTransaction": 1, "commitTimestamp": ts(3)},
+        );
+        match a.push(parse(&commit).unwrap()) {
+            Ready::Unit {
+                payload: crate::mongo::event::Payload::Ops(ops),
+                txn: true,
+            } => assert_eq!(ops.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.open_transactions(), 0);
+        // The end of a chain whose start this reader never saw asks for it.
+        let end = txn_entry(9, 8, doc! {"applyOps": [ins(3)], "count": 2});
+        match a.push(parse(&end).unwrap()) {
+            Ready::Missing { before, ops } => {
+                assert_eq!(before, OpTime::new(100, 8));
+                assert_eq!(ops.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        a.push(parse(&p1).unwrap());
+        a.push(parse(&txn_entry(4, 0, doc! {"abortTransaction": 1})).unwrap());
+        assert_eq!(a.open_transactions(), 0, "abort drops the held parts");
+    }
+
+    #[test]
+    fn mongod_shapes_only() {
+        let e = doc! {"ts": ts(1), "op": "c", "ns": "d.$cmd", "o": {"createIndexes": "c", "indexes": [{"key": {"a": 1}, "name": "a_1"}]}};
+        let err = parse(&e).unwrap_err().to_string();
+        assert!(
+            err.contains("ts 100.1") && err.contains("flat index spec"),
+            "{err}"
+        );
+        let e =
+            doc! {"ts": ts(2), "op": "u", "ns": "d.c", "o": {"$v": 2, "diff": 5}, "o2": {"_id": 1}};
+        assert!(
+            parse(&e)
+                .unwrap_err()
+                .to_string()
+                .contains("without a `diff` document")
+        );
+        let e = doc! {"ts": ts(3), "op": "x", "ns": "d.c", "o": {}};
+        assert!(
+            parse(&e)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown op type")
+        );
+    }
+
+    fn any_bson() -> impl Strategy<Value = Bson> {
+        let leaf = prop_oneof![
+            Just(Bson::Null),
+            any::<i32>().prop_map(Bson::Int32),
+            any::<i64>().prop_map(Bson::Int64),
+            "[a-z$.]{0,6}".prop_map(Bson::String),
+            any::<bool>().prop_map(Bson::Boolean),
+            (any::<u32>(), any::<u32>()).prop_map(|(t, i)| Bson::Timestamp(Timestamp {
+                time: t,
+                increment: i
+            })),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Bson::Array),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("op".to_string()),
+                            Just("ns".to_string()),
+                            Just("o".to_string()),
+                            Just("o2".to_string()),
+                            Just("_id".to_string()),
+                            Just("applyOps".to_string()),
+                            Just("ts".to_string()),
+                            Just("$v".to_string()),
+                            Just("diff".to_string()),
+                            Just("lsid".to_string()),
+                            Just("txnNumber".to_string()),
+                            "[a-z]{1,8}"
+                        ],
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|kv| Bson::Document(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// Any document, however malformed: an entry or one error, never a panic.
+        #[test]
+        fn parse_never_panics(
+            op in prop_oneof![Just("i"), Just("u"), Just("d"), Just("c"), Just("n"), Just("zz")],
+            ns in prop_oneof![Just("d.c"), Just("admin.$cmd"), Just("d.$cmd"), Just(""), Just("nodot")],
+            o in any_bson(), o2 in any_bson(), extra in any_bson(),
+        ) {
+            let mut e = doc! {"ts": ts(1), "op": op, "ns": ns, "o": o, "o2": o2, "x": extra};
+            let _ = parse(&e);
+            e.insert("lsid", doc! {"id": 1});
+            e.insert("txnNumber", 1i64);
+            let _ = parse(&e).map(|en| Assembler::default().push(en));
+        }
+    }
+}
