@@ -275,7 +275,9 @@ fn http_get(port: u16, path: &str) -> String {
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// An insert of a document the target already has: `fail` stops naming the namespace,
@@ -284,27 +286,63 @@ fn http_get(port: u16, path: &str) -> String {
 async fn conflicts_follow_the_policy_and_are_counted() {
     let (src, dst) = (MongoServer::start(), MongoServer::start());
     let (a, b) = (src.client().await, dst.client().await);
-    let (sc, tc) = (a.database("mconf").collection::<Document>("c"), b.database("mconf").collection::<Document>("c"));
+    let (sc, tc) = (
+        a.database("mconf").collection::<Document>("c"),
+        b.database("mconf").collection::<Document>("c"),
+    );
     sc.insert_one(doc! {"_id": 0}).await.unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut t = start_sync(&src, &dst, &["--metrics-addr", &addr, "--on-conflict", "overwrite"]);
+    let mut t = start_sync(
+        &src,
+        &dst,
+        &["--metrics-addr", &addr, "--on-conflict", "overwrite"],
+    );
     wait_marker(&a, &b, "default", CATCH_UP).await;
-    tc.insert_one(doc! {"_id": 1, "side": "target"}).await.unwrap();
+    tc.insert_one(doc! {"_id": 1, "side": "target"})
+        .await
+        .unwrap();
     tc.delete_one(doc! {"_id": 0}).await.unwrap();
-    sc.insert_one(doc! {"_id": 1, "side": "source"}).await.unwrap();
-    sc.update_one(doc! {"_id": 0}, doc! {"$set": {"x": 1}}).await.unwrap();
+    sc.insert_one(doc! {"_id": 1, "side": "source"})
+        .await
+        .unwrap();
+    sc.update_one(doc! {"_id": 0}, doc! {"$set": {"x": 1}})
+        .await
+        .unwrap();
     wait_marker(&a, &b, "default", CATCH_UP).await;
-    assert_eq!(tc.find_one(doc! {"_id": 1}).await.unwrap(), Some(doc! {"_id": 1, "side": "source"}));
-    assert_eq!(tc.find_one(doc! {"_id": 0}).await.unwrap(), None, "an update cannot rebuild a missing document");
+    assert_eq!(
+        tc.find_one(doc! {"_id": 1}).await.unwrap(),
+        Some(doc! {"_id": 1, "side": "source"})
+    );
+    assert_eq!(
+        tc.find_one(doc! {"_id": 0}).await.unwrap(),
+        None,
+        "an update cannot rebuild a missing document"
+    );
     let status: serde_json::Value = serde_json::from_str(&http_get(port, "/status")).unwrap();
     let link = &status["links"][0];
     assert_eq!(link["mongo"]["conflicts"], 2, "{status}");
     assert_eq!(link["state"], "incremental", "{status}");
-    assert!(link["mongo"]["position"].as_str().unwrap().starts_with("secantus@stream:"), "{status}");
+    assert!(
+        link["mongo"]["position"]
+            .as_str()
+            .unwrap()
+            .starts_with("secantus@stream:"),
+        "{status}"
+    );
     let metrics = http_get(port, "/metrics");
-    assert!(metrics.contains(r#"tandem_mongo_conflicts_total{what="insert-exists",resolved="overwritten"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"tandem_mongo_conflicts_total{what="update-missing",resolved="skipped"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"tandem_mongo_conflicts_total{what="insert-exists",resolved="overwritten"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"tandem_mongo_conflicts_total{what="update-missing",resolved="skipped"} 1"#
+        ),
+        "{metrics}"
+    );
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
     // The default policy stops at the next one, naming it.
     tc.insert_one(doc! {"_id": 2}).await.unwrap();
@@ -317,7 +355,14 @@ async fn conflicts_follow_the_policy_and_are_counted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let log = t.log_text();
-    let err: Vec<&str> = log.lines().filter(|l| l.starts_with("tandem: error:")).collect();
+    let err: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("tandem: error:"))
+        .collect();
     assert_eq!(err.len(), 1, "{log}");
-    assert!(err[0].contains("mconf.c _id 2: duplicate key") && err[0].contains("at source position secantus@stream:"), "{log}");
+    assert!(
+        err[0].contains("mconf.c _id 2: duplicate key")
+            && err[0].contains("at source position secantus@stream:"),
+        "{log}"
+    );
 }
