@@ -172,4 +172,25 @@ async fn oplog_history_lost_is_one_clear_error() {
         "{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
+    // Asked to, tandem copies again instead.
+    let mut t = start_sync(
+        &src,
+        &dst,
+        &["--fetch", "oplog", "--on-history-lost", "resync"],
+    );
+    // The old checkpoint says "incremental" until the resync replaces it.
+    for _ in 0..3000 {
+        if t.log_text().contains("copy done") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    assert_same_coll(&a, &b, "mlost", "c").await;
+    assert!(
+        t.log_text().contains("--on-history-lost resync: dropping"),
+        "{}",
+        t.log_text()
+    );
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
 }

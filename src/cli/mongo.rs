@@ -11,7 +11,7 @@ use crate::core::OpTime;
 use crate::mongo::apply::fold::OnConflict;
 use crate::mongo::endpoint::MongoEndpoint;
 use crate::mongo::ns::NsFilter;
-use crate::mongo::sync::{Fetch, Mode, SyncConfig};
+use crate::mongo::sync::{Fetch, Mode, OnHistoryLost, SyncConfig};
 use crate::ops::Status;
 
 #[derive(Subcommand)]
@@ -70,6 +70,10 @@ pub struct SyncArgs {
     /// An insert of an existing document, an update or delete of a missing one.
     #[arg(long, value_enum, default_value = "fail")]
     on_conflict: OnConflict,
+    /// When the source's oplog no longer holds the checkpoint: stop, or drop the
+    /// replicated namespaces on the target and copy again.
+    #[arg(long, value_enum, default_value = "fail")]
+    on_history_lost: OnHistoryLost,
     /// Link name: the target's checkpoint is `__tandem.checkpoints` {_id: <id>}.
     #[arg(long, default_value = "default")]
     id: String,
@@ -151,6 +155,7 @@ async fn sync(a: SyncArgs) -> CliResult {
         workers: a.workers.max(1),
         partition_docs: a.partition_docs.max(1),
         batch_ops: a.batch_ops.max(1),
+        on_history_lost: a.on_history_lost,
         status: link,
     };
     crate::mongo::sync::run(cfg, super::shutdown_on_signal()).await?;

@@ -41,6 +41,10 @@ impl std::error::Error for MongoError {}
 
 pub type Result<T, E = MongoError> = std::result::Result<T, E>;
 
+/// The code of "the source's history no longer holds the checkpoint" (not a server code:
+/// tandem's, so `--on-history-lost` can tell it from the rest).
+pub const HISTORY_LOST: i32 = -286;
+
 /// Server codes after which the same request can succeed: elections, shutdowns,
 /// network trouble, interrupted or conflicting transactions.
 const RETRYABLE_CODES: &[i32] = &[

@@ -32,6 +32,15 @@ pub enum Mode {
     Incr,
 }
 
+/// When the source no longer holds the checkpoint's position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnHistoryLost {
+    /// Stop with one error saying a new full sync is needed.
+    Fail,
+    /// Drop the replicated namespaces on the target and copy again.
+    Resync,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fetch {
     ChangeStream,
@@ -50,13 +59,31 @@ pub struct SyncConfig {
     pub partition_docs: u64,
     /// Operations per target transaction, at most (a source transaction is never split).
     pub batch_ops: usize,
+    pub on_history_lost: OnHistoryLost,
     pub status: Arc<LinkStatus>,
 }
 
 pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
     let st = cfg.status.clone();
     st.set_state(LinkState::Connecting);
-    let result = run_inner(&cfg, shutdown).await;
+    let mut result = run_inner(&cfg, shutdown.clone()).await;
+    for _ in 0..3 {
+        match &result {
+            Err(e)
+                if e.code == Some(crate::mongo::error::HISTORY_LOST)
+                    && cfg.on_history_lost == OnHistoryLost::Resync
+                    && cfg.mode != Mode::Incr =>
+            {
+                tracing::warn!("{e}");
+                if let Err(e) = reset(&cfg).await {
+                    result = Err(e);
+                    break;
+                }
+                result = run_inner(&cfg, shutdown.clone()).await;
+            }
+            _ => break,
+        }
+    }
     st.ended(result.as_ref().err().map(|e| e.to_string()));
     result
 }
@@ -137,6 +164,67 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
         return Ok(());
     }
     incremental(cfg, ckpt, shutdown).await
+}
+
+/// `--on-history-lost resync`: the target's replicated namespaces, the copy progress
+/// and the checkpoint are removed, so the next run copies everything again.
+async fn reset(cfg: &SyncConfig) -> Result<()> {
+    let drv = |what: String, e: &mongodb::error::Error| {
+        MongoError::from_driver(format!("{}: {what}", cfg.target.name()), e)
+    };
+    let mut drop = std::collections::BTreeSet::new();
+    let dbs = cfg
+        .source
+        .client
+        .list_database_names()
+        .await
+        .map_err(|e| MongoError::from_driver(cfg.source.name(), &e))?;
+    for db in dbs.iter().filter(|d| cfg.filter.accepts_db(d)) {
+        for c in cfg.source.collections(db, None).await? {
+            let ns = super::ns::Namespace::new(db, c.get_str("name").unwrap_or_default());
+            if cfg.filter.accepts(&ns) {
+                drop.insert(cfg.filter.map(&ns));
+            }
+        }
+    }
+    let tdbs = cfg
+        .target
+        .client
+        .list_database_names()
+        .await
+        .map_err(|e| drv("listDatabases".into(), &e))?;
+    for db in tdbs.iter().filter(|d| cfg.filter.accepts_db(d)) {
+        for c in cfg.target.collections(db, None).await? {
+            let ns = super::ns::Namespace::new(db, c.get_str("name").unwrap_or_default());
+            if cfg.filter.accepts(&ns) && cfg.filter.map(&ns) == ns {
+                drop.insert(ns);
+            }
+        }
+    }
+    tracing::warn!(
+        "--on-history-lost resync: dropping {} namespaces on the target and copying again",
+        drop.len()
+    );
+    for ns in &drop {
+        let coll = cfg
+            .target
+            .client
+            .database(&ns.db)
+            .collection::<bson::Document>(&ns.coll);
+        coll.drop()
+            .await
+            .map_err(|e| drv(format!("dropping {ns}"), &e))?;
+    }
+    let t = cfg.target.client.database(super::ns::TANDEM_DB);
+    t.collection::<bson::Document>(checkpoint::COPY)
+        .delete_many(bson::doc! {"link": &cfg.id})
+        .await
+        .map_err(|e| drv("clearing copy progress".into(), &e))?;
+    t.collection::<bson::Document>(checkpoint::CHECKPOINTS)
+        .delete_one(bson::doc! {"_id": &cfg.id})
+        .await
+        .map_err(|e| drv("clearing the checkpoint".into(), &e))?;
+    Ok(())
 }
 
 /// The target must run transactions: a replica set or a sharded cluster.

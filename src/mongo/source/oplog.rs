@@ -194,12 +194,14 @@ pub(crate) fn unit_of(pos: MongoPosition, wall_ms: u64, payload: Payload, txn: b
 }
 
 pub fn history_lost(name: &str, at: OpTime) -> MongoError {
-    MongoError::fatal(
+    let mut e = MongoError::fatal(
         name,
         format!(
             "the source's history no longer holds position {at} (the oplog rolled past it): \
              a new full sync is needed (drop the replicated namespaces on the target and \
-             start again with a new --id)"
+             start again with a new --id, or pass --on-history-lost resync)"
         ),
-    )
+    );
+    e.code = Some(crate::mongo::error::HISTORY_LOST);
+    e
 }
