@@ -99,7 +99,8 @@ async fn a_reader_never_sees_half_a_transaction() {
 }
 
 /// `$inc` / `$push` load (plain and in transactions) while tandem is killed with
-/// SIGKILL at moments spread over the load: every counter and array ends exact.
+/// SIGKILL at moments spread over the load, restarted with 1 to 4 parallel appliers:
+/// every counter and array ends exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_loop_change_stream_exactly_once() {
     let (src, dst) = (MongoServer::source(), MongoServer::start());
@@ -154,7 +155,10 @@ async fn kill9_loop_change_stream_exactly_once() {
         .await;
         t.kill9();
         kills += 1;
-        t = start_sync(&src, &dst, &["--batch-ops", "20"]);
+        // Restarts change the number of parallel appliers too: their checkpoints differ
+        // by up to a batch, and the replay from the lowest must still end exact.
+        let workers = ["1", "3", "2", "4"][kills % 4];
+        t = start_sync(&src, &dst, &["--batch-ops", "20", "--workers", workers]);
         if kills >= 12 {
             break;
         }
@@ -242,4 +246,43 @@ async fn interrupted_copy_resumes_where_it_stopped() {
         "{line}\n{log}"
     );
     assert_eq!(t.interrupt(), Some(0), "{log}");
+}
+
+/// Parallel appliers whose checkpoints differ (one worker's put back, as a crash
+/// between two workers' commits leaves them): the restart replays from the lowest, and
+/// the inserts and deletes the others already applied are taken as the replay they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appliers_behind_each_other_resume_exact() {
+    let (src, dst) = (MongoServer::source(), MongoServer::start());
+    let (a, b) = (src.client().await, dst.client().await);
+    let sc = a.database("mpar").collection::<Document>("c");
+    sc.insert_many((0..10).map(|i| doc! {"_id": i, "n": 0}))
+        .await
+        .unwrap();
+    let mut t = start_sync(&src, &dst, &["--workers", "2"]);
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    let behind = checkpoint(&b, "default/0")
+        .await
+        .expect("worker checkpoints");
+    sc.insert_many((10..60).map(|i| doc! {"_id": i, "n": i}))
+        .await
+        .unwrap();
+    sc.delete_many(doc! {"_id": {"$lt": 5}}).await.unwrap();
+    sc.update_many(doc! {}, doc! {"$inc": {"n": 1}})
+        .await
+        .unwrap();
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+    b.database("__tandem")
+        .collection::<Document>("checkpoints")
+        .replace_one(doc! {"_id": "default/0"}, behind)
+        .await
+        .unwrap();
+    let mut t = start_sync(&src, &dst, &["--workers", "3"]);
+    sc.insert_one(doc! {"_id": 100}).await.unwrap();
+    wait_marker(&a, &b, "default", CATCH_UP).await;
+    assert_same_coll(&a, &b, "mpar", "c").await;
+    assert!(t.is_running(), "{}", t.log_text());
+    assert!(checkpoint(&b, "default/2").await.is_some());
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
 }

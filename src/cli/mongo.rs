@@ -58,7 +58,8 @@ pub struct SyncArgs {
     fetch: Fetch,
     #[command(flatten)]
     ns: NsArgs,
-    /// Parallel copy workers.
+    /// Parallel workers: of the copy, and of the changes (each applier with a checkpoint
+    /// of its own; documents hashed to appliers, transactions and DDL applied alone).
     #[arg(long, default_value_t = 4)]
     workers: usize,
     /// Documents per copy partition, about.

@@ -144,6 +144,53 @@ pub async fn save_position(target: &MongoEndpoint, id: &str, pos: &MongoPosition
     Ok(())
 }
 
+/// The checkpoints of parallel apply workers of link `id` (`<id>/<k>`).
+pub async fn load_workers(target: &MongoEndpoint, id: &str) -> Result<Vec<(String, Checkpoint)>> {
+    let coll = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(CHECKPOINTS);
+    let prefix = format!("{id}/");
+    let mut cur = coll
+        .find(doc! {"_id": {"$gte": &prefix, "$lt": format!("{id}0")}})
+        .await
+        .map_err(|e| {
+            MongoError::from_driver(
+                format!("{}: reading checkpoints of {id:?}", target.name()),
+                &e,
+            )
+        })?;
+    let mut out = Vec::new();
+    while cur.advance().await.map_err(|e| {
+        MongoError::from_driver(
+            format!("{}: reading checkpoints of {id:?}", target.name()),
+            &e,
+        )
+    })? {
+        let d = Document::try_from(cur.current())
+            .map_err(|e| MongoError::fatal(target.name(), format!("checkpoint: {e}")))?;
+        let wid = d.get_str("_id").unwrap_or_default().to_string();
+        if wid
+            .strip_prefix(&prefix)
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+        {
+            out.push((wid.clone(), parse(&wid, &d)?));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn delete(target: &MongoEndpoint, id: &str) -> Result<()> {
+    let coll = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(CHECKPOINTS);
+    coll.delete_one(doc! {"_id": id}).await.map_err(|e| {
+        MongoError::from_driver(format!("{}: removing checkpoint {id:?}", target.name()), &e)
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

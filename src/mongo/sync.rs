@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::apply::fold::OnConflict;
+use super::apply::pool::Pool;
 use super::apply::{Applier, ApplyConfig};
 use super::checkpoint::{self, Checkpoint, Phase};
 use super::copy::{self, CopyConfig};
@@ -98,6 +99,7 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
         ));
     }
     cfg.status.set_replid(&info.history);
+    super::apply::end_previous_sessions(&cfg.target, &cfg.id).await?;
     let mut ckpt = checkpoint::load(&cfg.target, &cfg.id).await?;
     if let Some(c) = &ckpt
         && c.pos.history != info.history
@@ -224,6 +226,9 @@ async fn reset(cfg: &SyncConfig) -> Result<()> {
         .delete_one(bson::doc! {"_id": &cfg.id})
         .await
         .map_err(|e| drv("clearing the checkpoint".into(), &e))?;
+    for (wid, _) in checkpoint::load_workers(&cfg.target, &cfg.id).await? {
+        checkpoint::delete(&cfg.target, &wid).await?;
+    }
     Ok(())
 }
 
@@ -277,13 +282,65 @@ async fn open_reader(cfg: &SyncConfig, pos: &MongoPosition) -> Result<Reader> {
     })
 }
 
+/// Where the workers of this run start, and how far the copy-window semantics extend:
+/// the lowest and highest checkpoints of the previous run's workers (pool.rs). Their
+/// checkpoints are then rewritten for this run's number of workers: the main checkpoint
+/// first (it records both), so a crash in between loses neither.
+async fn worker_start(
+    cfg: &SyncConfig,
+    ckpt: &Checkpoint,
+    ids: &[String],
+) -> Result<(MongoPosition, Option<OpTime>)> {
+    let old = checkpoint::load_workers(&cfg.target, &cfg.id).await?;
+    let mut resume = ckpt.pos.clone();
+    let mut window = ckpt.copy_end;
+    if let Some((_, lo)) = old.iter().min_by_key(|(_, c)| c.pos.ts) {
+        for (wid, c) in &old {
+            if c.pos.try_cmp(&ckpt.pos).is_err() {
+                return Err(MongoError::fatal(
+                    format!("checkpoint {wid:?} on {}", cfg.target.name()),
+                    format!("is of another history or fetch mode than {:?}", cfg.id),
+                ));
+            }
+        }
+        resume = lo.pos.clone();
+        let hi = old.iter().map(|(_, c)| c.pos.ts).max().unwrap_or(resume.ts);
+        window = Some(window.map_or(hi, |w| w.max(hi)));
+    }
+    if old.is_empty() && ids.len() == 1 {
+        return Ok((resume, window));
+    }
+    let main = Checkpoint {
+        pos: resume.clone(),
+        phase: Phase::Incr,
+        copy_end: window,
+    };
+    checkpoint::save(&cfg.target, &cfg.id, &main).await?;
+    if ids.len() > 1 {
+        for wid in ids {
+            checkpoint::save_position(&cfg.target, wid, &resume).await?;
+        }
+    }
+    for (wid, _) in old.iter().filter(|(w, _)| !ids.contains(w)) {
+        checkpoint::delete(&cfg.target, wid).await?;
+    }
+    Ok((resume, window))
+}
+
 async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown) -> Result<()> {
     let st = cfg.status.clone();
-    let apply_cfg = ApplyConfig {
-        id: cfg.id.clone(),
-        filter: cfg.filter.clone(),
-        on_conflict: cfg.on_conflict,
-        copy_end: ckpt.copy_end,
+    let ids: Vec<String> = if cfg.workers <= 1 {
+        vec![cfg.id.clone()]
+    } else {
+        (0..cfg.workers)
+            .map(|k| format!("{}/{k}", cfg.id))
+            .collect()
+    };
+    let (resume, window) = worker_start(cfg, &ckpt, &ids).await?;
+    let ckpt = Checkpoint {
+        pos: resume,
+        copy_end: window,
+        ..ckpt
     };
     // The lag gauge moves while nothing lands too (a stalled target), once a second.
     let lag_gauge = {
@@ -297,15 +354,27 @@ async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown)
         })
     };
     let _stop_gauge = AbortOnDrop(lag_gauge);
-    let mut applier = Applier::new(
-        cfg.target.clone(),
-        apply_cfg,
-        Some(ckpt.pos.clone()),
-        Some(st.clone()),
-    );
+    let appliers = ids
+        .iter()
+        .map(|id| {
+            let apply_cfg = ApplyConfig {
+                id: id.clone(),
+                filter: cfg.filter.clone(),
+                on_conflict: cfg.on_conflict,
+                copy_end: ckpt.copy_end,
+            };
+            Applier::new(
+                cfg.target.clone(),
+                apply_cfg,
+                Some(ckpt.pos.clone()),
+                Some(st.clone()),
+            )
+        })
+        .collect();
+    let mut applier = Pool::new(appliers);
     let mut failures = 0u32;
     loop {
-        let from = applier.last().cloned().unwrap_or_else(|| ckpt.pos.clone());
+        let from = applier.last().unwrap_or_else(|| ckpt.pos.clone());
         let reader = match open_reader(cfg, &from).await {
             Ok(r) => r,
             Err(e) if e.is_retryable() && failures < 60 => {
@@ -362,7 +431,7 @@ async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown)
 /// Batches what the reader has ready (never waiting for more once it has some) and
 /// applies it; returns `Ok` when shutdown is asked for, after the batch in flight.
 async fn pump(
-    applier: &mut Applier,
+    applier: &mut Pool,
     rx: &mut mpsc::Receiver<Result<Unit>>,
     batch_ops: usize,
     shutdown: &mut Shutdown,

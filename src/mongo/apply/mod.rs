@@ -13,6 +13,7 @@ pub mod ddl;
 pub mod desc;
 pub mod diff;
 pub mod fold;
+pub mod pool;
 
 pub use desc::{apply_update_description, diff_to_description, diff_to_description_raw};
 pub use diff::{
@@ -43,6 +44,7 @@ const CHUNK_BYTES: usize = 8 << 20;
 const MAX_DOC_BYTES: usize = 16 << 20;
 const TXN_ATTEMPTS: usize = 30;
 
+#[derive(Clone)]
 pub struct ApplyConfig {
     pub id: String,
     pub filter: NsFilter,
@@ -67,6 +69,41 @@ pub struct Applier {
 
 /// Where the applier records its session, so the next process can end it.
 const SESSIONS: &str = "sessions";
+
+/// Ends the sessions a previous process of link `id` left (its own and its workers',
+/// `<id>/<k>`), aborting any transaction it was killed in: until then such a transaction
+/// holds its documents, and even a plain write of one of them (a checkpoint) waits.
+pub async fn end_previous_sessions(target: &MongoEndpoint, id: &str) -> Result<()> {
+    let rec = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(SESSIONS);
+    let filter =
+        doc! {"$or": [{"_id": id}, {"_id": {"$gte": format!("{id}/"), "$lt": format!("{id}0")}}]};
+    let mut cur = rec.find(filter).await.map_err(|e| {
+        MongoError::from_driver(format!("{}: reading the last sessions", target.name()), &e)
+    })?;
+    let mut lsids = Vec::new();
+    while cur.advance().await.map_err(|e| {
+        MongoError::from_driver(format!("{}: reading the last sessions", target.name()), &e)
+    })? {
+        if let Ok(d) = Document::try_from(cur.current())
+            && let Ok(l) = d.get_document("lsid")
+        {
+            lsids.push(Bson::Document(l.clone()));
+        }
+    }
+    if !lsids.is_empty()
+        && let Err(e) = target
+            .client
+            .database("admin")
+            .run_command(doc! {"killSessions": lsids})
+            .await
+    {
+        tracing::debug!("ending the previous process's sessions: {e}");
+    }
+    Ok(())
+}
 
 impl Applier {
     pub fn new(
