@@ -348,18 +348,8 @@ async fn conflicts_follow_the_policy_and_are_counted() {
     tc.insert_one(doc! {"_id": 2}).await.unwrap();
     let mut t = start_sync(&src, &dst, &[]);
     sc.insert_one(doc! {"_id": 2}).await.unwrap();
-    for _ in 0..3000 {
-        if !t.is_running() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let log = t.log_text();
-    let err: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with("tandem: error:"))
-        .collect();
-    assert_eq!(err.len(), 1, "{log}");
+    let (line, log) = t.one_error_line(CATCH_UP);
+    let err = [line.as_str()];
     assert!(
         err[0].contains("mconf.c _id 2: duplicate key")
             && err[0].contains("at source position secantus@stream:"),

@@ -117,25 +117,20 @@ pub async fn load(target: &MongoEndpoint, id: &str) -> Result<Option<Checkpoint>
 
 /// Outside a transaction: the copy's start and end, and after a DDL.
 pub async fn save(target: &MongoEndpoint, id: &str, c: &Checkpoint) -> Result<()> {
-    let coll = target
-        .client
-        .database(TANDEM_DB)
-        .collection::<Document>(CHECKPOINTS);
-    coll.update_one(doc! {"_id": id}, doc! {"$set": full_fields(c)})
-        .upsert(true)
-        .await
-        .map_err(|e| {
-            MongoError::from_driver(format!("{}: writing checkpoint {id:?}", target.name()), &e)
-        })?;
-    Ok(())
+    upsert(target, id, full_fields(c)).await
 }
 
+/// The position only (phase and copy end stay).
 pub async fn save_position(target: &MongoEndpoint, id: &str, pos: &MongoPosition) -> Result<()> {
+    upsert(target, id, position_fields(pos)).await
+}
+
+async fn upsert(target: &MongoEndpoint, id: &str, fields: Document) -> Result<()> {
     let coll = target
         .client
         .database(TANDEM_DB)
         .collection::<Document>(CHECKPOINTS);
-    coll.update_one(doc! {"_id": id}, doc! {"$set": position_fields(pos)})
+    coll.update_one(doc! {"_id": id}, doc! {"$set": fields})
         .upsert(true)
         .await
         .map_err(|e| {

@@ -229,23 +229,10 @@ async fn compare_docs(
             chunk.push(cur.current().to_raw_document_buf());
         }
         if chunk.len() >= batch || (!more && !chunk.is_empty()) {
-            let ids: Vec<Bson> = chunk
-                .iter()
-                .filter_map(|d| {
-                    d.get("_id")
-                        .ok()
-                        .flatten()
-                        .and_then(|v| v.to_raw_bson().try_into().ok())
-                })
-                .collect();
+            let ids: Vec<Bson> = chunk.iter().filter_map(|d| raw_id(d)).collect();
             let found = lookup(target, &t, dns, &ids).await?;
             for d in chunk.drain(..) {
-                let id: Bson = d
-                    .get("_id")
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v.to_raw_bson().try_into().ok())
-                    .unwrap_or(Bson::Null);
+                let id = raw_id(&d).unwrap_or(Bson::Null);
                 match found.get(&key(&id)) {
                     Some(other) if other.as_bytes() == d.as_bytes() => {}
                     _ => differ.push(id),
@@ -269,14 +256,7 @@ async fn compare_docs(
             .advance()
             .await
             .map_err(|e| drv(target, format!("reading {dns}"), &e))?;
-        if more
-            && let Some(id) = cur
-                .current()
-                .get("_id")
-                .ok()
-                .flatten()
-                .and_then(|v| v.to_raw_bson().try_into().ok())
-        {
+        if more && let Some(id) = raw_id(cur.current()) {
             ids.push(id);
         }
         if ids.len() >= batch || (!more && !ids.is_empty()) {
@@ -288,6 +268,14 @@ async fn compare_docs(
         }
     }
     Ok((differ, extra))
+}
+
+/// A raw document's `_id`, decoded.
+fn raw_id(d: &bson::RawDocument) -> Option<Bson> {
+    d.get("_id")
+        .ok()
+        .flatten()
+        .and_then(|v| v.to_raw_bson().try_into().ok())
 }
 
 fn key(id: &Bson) -> Vec<u8> {
@@ -311,12 +299,7 @@ async fn lookup(
         .map_err(|e| drv(ep, format!("reading {ns}"), &e))?
     {
         let d = cur.current().to_raw_document_buf();
-        let id: Bson = d
-            .get("_id")
-            .ok()
-            .flatten()
-            .and_then(|v| v.to_raw_bson().try_into().ok())
-            .unwrap_or(Bson::Null);
+        let id = raw_id(&d).unwrap_or(Bson::Null);
         out.insert(key(&id), d);
     }
     Ok(out)
