@@ -14,6 +14,8 @@ mod phases;
 mod procfs;
 #[path = "mongo/report.rs"]
 mod report;
+#[path = "mongo/scrape.rs"]
+mod scrape;
 #[path = "mongo/server.rs"]
 mod server;
 #[path = "mongo/tandem.rs"]
@@ -116,11 +118,20 @@ async fn run_once(
         &rig,
         Fetch::ChangeStream,
         &plan.changes(c.ops, Mix::Updates),
+        c.workers,
     )
     .await?;
     let oplog = if c.oplog {
         eprintln!("run {k}: catch-up apply of {} changes, oplog", c.ops);
-        Some(phases::apply(&rig, Fetch::Oplog, &plan.changes(c.ops, Mix::Replaces)).await?)
+        Some(
+            phases::apply(
+                &rig,
+                Fetch::Oplog,
+                &plan.changes(c.ops, Mix::Replaces),
+                c.workers,
+            )
+            .await?,
+        )
     } else {
         None
     };

@@ -24,19 +24,16 @@ pub fn document(id: i64, rev: i32) -> Document {
     doc! {
         "_id": id,
         "name": format!("user-{id:08}"),
-        "email": format!("user{id:08}@example.com"),
+        "email": format!("u{id:08}@ex.io"),
         "rev": rev,
         "n": (id % 1000) as i32,
         "score": (id % 10_000) as f64 * 0.37,
-        "active": id % 3 != 0,
         "created": DateTime::from_millis(1_700_000_000_000 + id * 1000),
         "tags": [TAGS[(id % 5) as usize], TAGS[((id / 5) % 5) as usize]],
         "addr": {
             "city": format!("city-{:03}", id % 997),
-            "zip": format!("{:05}", id % 100_000),
             "geo": [(id % 180) as f64 - 90.0, (id % 360) as f64 - 180.0],
         },
-        "note": "plain filler text",
     }
 }
 

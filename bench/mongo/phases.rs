@@ -15,6 +15,7 @@ use mongodb::{Client, Collection};
 
 use super::data::{self, Change, DB, DOCS, MARKERS};
 use super::procfs;
+use super::scrape;
 use super::server::Secantus;
 use super::tandem::{Tandem, Usage};
 use super::util::{Ctx, Result};
@@ -210,15 +211,37 @@ async fn count_check(c: &Client, want: u64) -> Result<String> {
 /// Catch-up apply: tandem's link is placed at "now" and stopped, the changes and a
 /// marker are written on the source, and tandem is timed from its start until the
 /// marker is on the target. The ceiling applies the same changes directly.
-pub async fn apply(rig: &Rig, fetch: Fetch, changes: &[Change]) -> Result<Measured> {
+pub async fn apply(
+    rig: &Rig,
+    fetch: Fetch,
+    changes: &[Change],
+    workers: usize,
+) -> Result<Measured> {
     let id = format!("{LINK}-{}", fetch.arg());
-    let args = ["--mode", "incr", "--fetch", fetch.arg(), "--id", &id];
+    // `--workers` is also the number of parallel appliers (each batch is split among
+    // them by document): passed on, so the bench's --workers governs both phases.
+    let workers = workers.to_string();
+    let args = [
+        "--mode",
+        "incr",
+        "--fetch",
+        fetch.arg(),
+        "--workers",
+        &workers,
+        "--id",
+        &id,
+    ];
     place_link(rig, &args, &id, fetch).await?;
     write_changes(&rig.src, changes).await?;
     let marker = format!("after-{}", fetch.arg());
     insert_marker(&rig.src, &marker).await?;
+    // The timed run exposes its counters, to tell how full its transactions were.
+    let port = scrape::free_port().ok_or("no free loopback port for --metrics-addr")?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut timed = args.to_vec();
+    timed.extend(["--metrics-addr", &addr]);
     let c0 = rig.server_cpu();
-    let mut t = rig.tandem(&args, &format!("apply-{}.log", fetch.arg()))?;
+    let mut t = rig.tandem(&timed, &format!("apply-{}.log", fetch.arg()))?;
     let limit = Duration::from_secs(120) + Duration::from_millis(2 * changes.len() as u64);
     let tgt = &rig.tgt;
     let took = t
@@ -228,12 +251,19 @@ pub async fn apply(rig: &Rig, fetch: Fetch, changes: &[Change]) -> Result<Measur
         .await?;
     let c1 = rig.server_cpu();
     let usage = t.usage();
+    let batches = match scrape::applied(port).await {
+        Some((b, n)) if b > 0 => format!(
+            "{n} operations in {b} transactions over {workers} applier(s) ({:.0} per transaction)",
+            n as f64 / b as f64
+        ),
+        _ => "transaction count unavailable (metrics endpoint did not answer)".to_string(),
+    };
     t.stop(Duration::from_secs(60)).await?;
     let c2 = rig.server_cpu();
     let ceiling = ceiling_apply(&rig.ceil, changes).await?;
     let c3 = rig.server_cpu();
     let note = format!(
-        "{}; {}",
+        "{}; {}; tandem applied {batches}",
         cpu_note("ceiling", c2, c3, ceiling, &[1]),
         cpu_note("tandem", c0, c1, took, &[0, 2]),
     );

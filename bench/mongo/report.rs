@@ -61,7 +61,8 @@ pub fn markdown(h: &Header, runs: &[RunResult]) -> String {
          a one-node replica set), so each ceiling is the target's own rate for the same writes by \
          a plain client: `insert_many` (unordered, 1000 per batch) for the copy; `bulkWrite` in \
          transactions of 1000 operations plus a checkpoint upsert (snapshot / majority) for the apply. \
-         tandem copies with `--workers {}`.\n",
+         tandem runs with `--workers {}`: copy workers, and parallel appliers in the apply (each \
+         batch of up to 1000 operations split among them by document).\n",
         h.docs, h.doc_bytes, h.ops, h.runs, h.nproc, h.server, h.workers
     );
     let _ = writeln!(
