@@ -17,17 +17,22 @@ use serde_json::Value;
 mod common;
 use common::{bytes, meets_shape, moves_existing_field, same_as_values};
 
-/// `$MONGO_FIXTURES_DIR`, else the first `shared/fixtures/mongo` above this crate.
+/// `$MONGO_FIXTURES_DIR`; else `$TANDEM_SHARED_FIXTURES/mongo` (as the other fixture
+/// tests); else the first `shared/fixtures/mongo` above this crate; else the workplace's
+/// `/work/shared/fixtures/mongo`.
 fn fixtures_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("MONGO_FIXTURES_DIR") {
         return PathBuf::from(dir);
+    }
+    if let Ok(dir) = std::env::var("TANDEM_SHARED_FIXTURES") {
+        return PathBuf::from(dir).join("mongo");
     }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest
         .ancestors()
         .map(|dir| dir.join("shared/fixtures/mongo"))
         .find(|dir| dir.join("update-diffs.jsonl").is_file())
-        .expect("shared/fixtures/mongo/update-diffs.jsonl not found; set MONGO_FIXTURES_DIR")
+        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures/mongo"))
 }
 
 fn doc(value: &Value) -> Document {
