@@ -39,8 +39,8 @@ pub struct CopyConfig {
 pub struct CopyStats {
     pub collections: u64,
     pub views: u64,
-    pub docs: AtomicU64,
-    pub bytes: AtomicU64,
+    pub docs: u64,
+    pub bytes: u64,
     pub indexes: u64,
 }
 
@@ -144,14 +144,14 @@ pub async fn copy(
         ensure_collection(target, c).await?;
         stats.views += 1;
     }
-    stats.docs = AtomicU64::new(counts.docs.load(Relaxed));
-    stats.bytes = AtomicU64::new(counts.bytes.load(Relaxed));
+    stats.docs = counts.docs.load(Relaxed);
+    stats.bytes = counts.bytes.load(Relaxed);
     tracing::info!(
         "copy done: {} collections, {} views, {} documents ({} bytes), {} indexes in {:.1} s",
         stats.collections,
         stats.views,
-        stats.docs.load(Relaxed),
-        stats.bytes.load(Relaxed),
+        stats.docs,
+        stats.bytes,
         stats.indexes,
         started.elapsed().as_secs_f64()
     );
@@ -215,17 +215,13 @@ impl Worker {
     }
 }
 
-fn drv(ep: &MongoEndpoint, what: impl std::fmt::Display, e: &mongodb::error::Error) -> MongoError {
-    MongoError::from_driver(format!("{}: {what}", ep.name()), e)
-}
-
 /// Every replicated collection and view of the source, with its options.
 async fn catalog(source: &MongoEndpoint, filter: &NsFilter) -> Result<Vec<Coll>> {
     let dbs = source
         .client
         .list_database_names()
         .await
-        .map_err(|e| drv(source, "listDatabases", &e))?;
+        .map_err(|e| source.err("listDatabases", &e))?;
     let mut out = Vec::new();
     for db in dbs.iter().filter(|d| filter.accepts_db(d)) {
         let specs = source.collections(db, None).await?;
@@ -279,7 +275,7 @@ async fn ensure_collection(target: &MongoEndpoint, c: &Coll) -> Result<()> {
     cmd.extend(c.options.clone());
     db.run_command(cmd)
         .await
-        .map_err(|e| drv(target, format!("creating {}", c.dst), &e))?;
+        .map_err(|e| target.err(format!("creating {}", c.dst), &e))?;
     Ok(())
 }
 
@@ -301,15 +297,15 @@ async fn plan(
     let mut cur = progress
         .find(key.clone())
         .await
-        .map_err(|e| drv(target, "reading copy progress", &e))?;
+        .map_err(|e| target.err("reading copy progress", &e))?;
     while cur
         .advance()
         .await
-        .map_err(|e| drv(target, "reading copy progress", &e))?
+        .map_err(|e| target.err("reading copy progress", &e))?
     {
         stored.push(
             cur.deserialize_current()
-                .map_err(|e| drv(target, "reading copy progress", &e))?,
+                .map_err(|e| target.err("reading copy progress", &e))?,
         );
     }
     if !stored.is_empty() {
@@ -327,7 +323,7 @@ async fn plan(
                     .collection::<Document>(&c.dst.coll);
                 coll.delete_many(doc! {})
                     .await
-                    .map_err(|e| drv(target, format!("emptying {}", c.dst), &e))?;
+                    .map_err(|e| target.err(format!("emptying {}", c.dst), &e))?;
             }
             parts.push(Part {
                 coll: i,
@@ -346,7 +342,7 @@ async fn plan(
     let existing = dst
         .estimated_document_count()
         .await
-        .map_err(|e| drv(target, format!("counting {}", c.dst), &e))?;
+        .map_err(|e| target.err(format!("counting {}", c.dst), &e))?;
     if existing > 0 {
         return Err(MongoError::fatal(
             format!("{}: {}", target.name(), c.dst),
@@ -362,7 +358,7 @@ async fn plan(
     let count = src
         .estimated_document_count()
         .await
-        .map_err(|e| drv(source, format!("counting {}", c.src), &e))?;
+        .map_err(|e| source.err(format!("counting {}", c.src), &e))?;
     let whole = c.kind == "timeseries";
     let buckets = if whole {
         1
@@ -375,16 +371,16 @@ async fn plan(
         let mut cur = src
             .aggregate(pipeline)
             .await
-            .map_err(|e| drv(source, format!("partitioning {}", c.src), &e))?;
+            .map_err(|e| source.err(format!("partitioning {}", c.src), &e))?;
         let mut mins = Vec::new();
         while cur
             .advance()
             .await
-            .map_err(|e| drv(source, "partitioning", &e))?
+            .map_err(|e| source.err("partitioning", &e))?
         {
             let d: Document = cur
                 .deserialize_current()
-                .map_err(|e| drv(source, "partitioning", &e))?;
+                .map_err(|e| source.err("partitioning", &e))?;
             if let Ok(id) = d.get_document("_id")
                 && let Some(m) = id.get("min")
             {
@@ -417,7 +413,7 @@ async fn plan(
     progress
         .insert_many(docs)
         .await
-        .map_err(|e| drv(target, "recording the copy plan", &e))?;
+        .map_err(|e| target.err("recording the copy plan", &e))?;
     Ok(parts)
 }
 
@@ -454,7 +450,7 @@ impl Worker {
             .find(filter)
             .batch_size(self.batch as u32)
             .await
-            .map_err(|e| drv(&self.source, format!("reading {}", c.src), &e))?;
+            .map_err(|e| self.source.err(format!("reading {}", c.src), &e))?;
         let (mut n, mut b) = (0u64, 0u64);
         let mut buf: Vec<RawDocumentBuf> = Vec::with_capacity(self.batch);
         let mut buf_bytes = 0usize;
@@ -462,7 +458,7 @@ impl Worker {
             let more = cur
                 .advance()
                 .await
-                .map_err(|e| drv(&self.source, format!("reading {}", c.src), &e))?;
+                .map_err(|e| self.source.err(format!("reading {}", c.src), &e))?;
             if more {
                 let raw = cur.current();
                 buf_bytes += raw.as_bytes().len();
@@ -516,7 +512,7 @@ async fn insert_batch(
                     }
                     return Ok(());
                 }
-                let err = drv(target, format!("inserting into {ns}"), &e);
+                let err = target.err(format!("inserting into {ns}"), &e);
                 if !err.is_retryable() || attempt == 9 {
                     return Err(err);
                 }
@@ -538,7 +534,7 @@ async fn mark_done(target: &MongoEndpoint, id: &str, c: &Coll, p: &Part) -> Resu
             doc! {"$set": {"done": true}},
         )
         .await
-        .map_err(|e| drv(target, "recording copy progress", &e))?;
+        .map_err(|e| target.err("recording copy progress", &e))?;
     Ok(())
 }
 
@@ -560,7 +556,7 @@ async fn copy_indexes(source: &MongoEndpoint, target: &MongoEndpoint, c: &Coll) 
             .database(&c.dst.db)
             .run_command(cmd)
             .await
-            .map_err(|e| drv(target, format!("building index {name:?} of {}", c.dst), &e))?;
+            .map_err(|e| target.err(format!("building index {name:?} of {}", c.dst), &e))?;
     }
     Ok(n)
 }

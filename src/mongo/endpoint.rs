@@ -68,8 +68,18 @@ impl MongoEndpoint {
         &self.display
     }
 
-    fn drv(&self, what: &str, e: &mongodb::error::Error) -> MongoError {
+    /// A driver error of an operation on this endpoint (`what` says which).
+    pub fn err(&self, what: impl std::fmt::Display, e: &mongodb::error::Error) -> MongoError {
         MongoError::from_driver(format!("{}: {what}", self.name()), e)
+    }
+
+    /// The server's `hello` reply.
+    pub async fn hello(&self) -> Result<bson::Document> {
+        self.client
+            .database("admin")
+            .run_command(bson::doc! {"hello": 1})
+            .await
+            .map_err(|e| self.err("hello", &e))
     }
 
     /// `listCollections` of `db` as the server returns it (name, type, options, info).
@@ -89,7 +99,7 @@ impl MongoEndpoint {
             .database(db)
             .run_command(cmd)
             .await
-            .map_err(|e| self.drv(&what, &e))?;
+            .map_err(|e| self.err(&what, &e))?;
         let cursor = reply
             .get_document("cursor")
             .map_err(|_| MongoError::fatal(self.name(), format!("{what}: no cursor")))?;
@@ -108,7 +118,7 @@ impl MongoEndpoint {
                 .database(db)
                 .run_command(bson::doc! {"getMore": id, "collection": "$cmd.listCollections"})
                 .await
-                .map_err(|e| self.drv(&what, &e))?;
+                .map_err(|e| self.err(&what, &e))?;
             let c = more
                 .get_document("cursor")
                 .map_err(|_| MongoError::fatal(self.name(), format!("{what}: no cursor")))?;
@@ -129,9 +139,9 @@ impl MongoEndpoint {
         let mut cur = match coll.list_indexes().await {
             Ok(c) => c,
             Err(e) if crate::mongo::error::driver_code(&e) == Some(26) => return Ok(out),
-            Err(e) => return Err(self.drv(&what, &e)),
+            Err(e) => return Err(self.err(&what, &e)),
         };
-        while cur.advance().await.map_err(|e| self.drv(&what, &e))? {
+        while cur.advance().await.map_err(|e| self.err(&what, &e))? {
             let d = bson::Document::try_from(cur.current())
                 .map_err(|e| MongoError::fatal(self.name(), format!("{what}: {e}")))?;
             out.push(d);

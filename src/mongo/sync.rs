@@ -234,12 +234,7 @@ async fn reset(cfg: &SyncConfig) -> Result<()> {
 
 /// The target must run transactions: a replica set or a sharded cluster.
 async fn check_target(target: &MongoEndpoint) -> Result<()> {
-    let hello = target
-        .client
-        .database("admin")
-        .run_command(bson::doc! {"hello": 1})
-        .await
-        .map_err(|e| MongoError::from_driver(format!("{}: hello", target.name()), &e))?;
+    let hello = target.hello().await?;
     if hello.get_str("setName").is_err() && hello.get_str("msg") != Ok("isdbgrid") {
         return Err(MongoError::fatal(
             target.name(),

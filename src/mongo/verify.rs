@@ -9,7 +9,7 @@ use bson::{Bson, Document, RawDocumentBuf, doc};
 
 use super::apply::ddl::{clean_index, clean_options};
 use super::endpoint::MongoEndpoint;
-use super::error::{MongoError, Result};
+use super::error::Result;
 use super::ns::{Namespace, NsFilter};
 
 pub struct VerifyConfig {
@@ -25,10 +25,6 @@ pub struct Diff {
     pub ns: String,
     pub kind: &'static str,
     pub detail: String,
-}
-
-fn drv(ep: &MongoEndpoint, what: impl std::fmt::Display, e: &mongodb::error::Error) -> MongoError {
-    MongoError::from_driver(format!("{}: {what}", ep.name()), e)
 }
 
 pub async fn verify(
@@ -113,7 +109,7 @@ async fn catalog(ep: &MongoEndpoint, filter: &NsFilter, is_source: bool) -> Resu
         .client
         .list_database_names()
         .await
-        .map_err(|e| drv(ep, "listDatabases", &e))?;
+        .map_err(|e| ep.err("listDatabases", &e))?;
     for db in dbs
         .iter()
         .filter(|d| !crate::mongo::ns::SYSTEM_DBS.contains(&d.as_str()))
@@ -205,26 +201,19 @@ async fn compare_docs(
     dns: &Namespace,
     batch: usize,
 ) -> Result<(Vec<Bson>, Vec<Bson>)> {
-    let s = source
-        .client
-        .database(&sns.db)
-        .collection::<RawDocumentBuf>(&sns.coll);
-    let t = target
-        .client
-        .database(&dns.db)
-        .collection::<RawDocumentBuf>(&dns.coll);
+    let (s, t) = (raw_coll(source, sns), raw_coll(target, dns));
     let mut differ = Vec::new();
     let mut cur = s
         .find(doc! {})
         .batch_size(batch as u32)
         .await
-        .map_err(|e| drv(source, format!("reading {sns}"), &e))?;
+        .map_err(|e| source.err(format!("reading {sns}"), &e))?;
     let mut chunk: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
     loop {
         let more = cur
             .advance()
             .await
-            .map_err(|e| drv(source, format!("reading {sns}"), &e))?;
+            .map_err(|e| source.err(format!("reading {sns}"), &e))?;
         if more {
             chunk.push(cur.current().to_raw_document_buf());
         }
@@ -249,13 +238,13 @@ async fn compare_docs(
         .projection(doc! {"_id": 1})
         .batch_size(batch as u32)
         .await
-        .map_err(|e| drv(target, format!("reading {dns}"), &e))?;
+        .map_err(|e| target.err(format!("reading {dns}"), &e))?;
     let mut ids = Vec::new();
     loop {
         let more = cur
             .advance()
             .await
-            .map_err(|e| drv(target, format!("reading {dns}"), &e))?;
+            .map_err(|e| target.err(format!("reading {dns}"), &e))?;
         if more && let Some(id) = raw_id(cur.current()) {
             ids.push(id);
         }
@@ -268,6 +257,10 @@ async fn compare_docs(
         }
     }
     Ok((differ, extra))
+}
+
+fn raw_coll(ep: &MongoEndpoint, ns: &Namespace) -> mongodb::Collection<RawDocumentBuf> {
+    ep.client.database(&ns.db).collection(&ns.coll)
 }
 
 /// A raw document's `_id`, decoded.
@@ -292,11 +285,11 @@ async fn lookup(
     let mut cur = c
         .find(doc! {"_id": {"$in": ids.to_vec()}})
         .await
-        .map_err(|e| drv(ep, format!("reading {ns}"), &e))?;
+        .map_err(|e| ep.err(format!("reading {ns}"), &e))?;
     while cur
         .advance()
         .await
-        .map_err(|e| drv(ep, format!("reading {ns}"), &e))?
+        .map_err(|e| ep.err(format!("reading {ns}"), &e))?
     {
         let d = cur.current().to_raw_document_buf();
         let id = raw_id(&d).unwrap_or(Bson::Null);
@@ -313,22 +306,15 @@ async fn recheck(
     dns: &Namespace,
     id: &Bson,
 ) -> Result<Option<&'static str>> {
-    let s = source
-        .client
-        .database(&sns.db)
-        .collection::<RawDocumentBuf>(&sns.coll);
-    let t = target
-        .client
-        .database(&dns.db)
-        .collection::<RawDocumentBuf>(&dns.coll);
+    let (s, t) = (raw_coll(source, sns), raw_coll(target, dns));
     let a = s
         .find_one(doc! {"_id": id.clone()})
         .await
-        .map_err(|e| drv(source, format!("reading {sns}"), &e))?;
+        .map_err(|e| source.err(format!("reading {sns}"), &e))?;
     let b = t
         .find_one(doc! {"_id": id.clone()})
         .await
-        .map_err(|e| drv(target, format!("reading {dns}"), &e))?;
+        .map_err(|e| target.err(format!("reading {dns}"), &e))?;
     Ok(match (a, b) {
         (Some(a), Some(b)) if a.as_bytes() == b.as_bytes() => None,
         (Some(_), Some(_)) => Some("document-differs"),

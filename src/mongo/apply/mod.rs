@@ -296,10 +296,7 @@ impl Applier {
                     MongoError::from_driver(format!("{name}: starting a session"), &e)
                 })?;
             let result = async {
-                let base = self.fetch(&mut s, ops).await?;
-                let folded = fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
-                    MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message)
-                })?;
+                let folded = self.read_and_fold(&mut s, ops).await?;
                 for (ns, docs) in &folded.docs {
                     self.write(&mut s, ns, docs).await?;
                 }
@@ -425,39 +422,40 @@ impl Applier {
         ops: &[(&Op, bool)],
         end: &MongoPosition,
     ) -> Result<()> {
-        let name = self.target.name();
-        // With nothing to read the command would open the transaction and carry its
-        // read concern, which `bulkWrite` does not take: a lone checkpoint goes below.
+        // Reads first (the snapshot the end states are computed on), then the writes,
+        // whose first is the checkpoint: in the other side's history a transaction
+        // whose first write is to __tandem is recognisably tandem's (two-way's origin
+        // tag).
+        let folded = self.read_and_fold(s, ops).await?;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(folded.conflicts.iter().cloned());
+        // With nothing read, `bulkWrite` would open the transaction and carry its read
+        // concern, which it does not take: a lone checkpoint goes as an `update`.
         if !ops.is_empty() && self.bulk_write().await? {
-            // Reads first, then one command whose first write is the checkpoint.
-            let base = self.fetch(s, ops).await?;
-            let folded = fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
-                MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message)
-            })?;
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(folded.conflicts.iter().cloned());
             return bulk::write(&self.target, s, &self.cfg.id, end, &folded).await;
         }
-        // The checkpoint first: in the other side's history, a transaction whose first
-        // write is to __tandem is recognisably tandem's (two-way's origin tag).
         let ckpt = doc! {
             "update": CHECKPOINTS,
             "updates": [{"q": {"_id": &self.cfg.id}, "u": {"$set": checkpoint::position_fields(end)}, "upsert": true}],
         };
         command(&self.target, s, TANDEM_DB, ckpt, "writing the checkpoint").await?;
-        let base = self.fetch(s, ops).await?;
-        let folded = fold::fold(ops, &base, self.cfg.on_conflict)
-            .map_err(|e| MongoError::fatal(format!("{name}: {} _id {}", e.ns, e.id), e.message))?;
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(folded.conflicts.iter().cloned());
         for (ns, docs) in &folded.docs {
             self.write(s, ns, docs).await?;
         }
         Ok(())
+    }
+
+    /// The touched documents read, and the batch folded over them.
+    async fn read_and_fold(&self, s: &mut ClientSession, ops: &[(&Op, bool)]) -> Result<Folded> {
+        let base = self.fetch(s, ops).await?;
+        fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
+            MongoError::fatal(
+                format!("{}: {} _id {}", self.target.name(), e.ns, e.id),
+                e.message,
+            )
+        })
     }
 
     /// Whether the target takes the `bulkWrite` command (wire version 25, MongoDB 8.0).
@@ -468,13 +466,7 @@ impl Applier {
             2 => return Ok(false),
             _ => {}
         }
-        let hello = self
-            .target
-            .client
-            .database("admin")
-            .run_command(doc! {"hello": 1})
-            .await
-            .map_err(|e| MongoError::from_driver(format!("{}: hello", self.target.name()), &e))?;
+        let hello = self.target.hello().await?;
         let wire = match hello.get("maxWireVersion") {
             Some(Bson::Int32(v)) => *v as i64,
             Some(Bson::Int64(v)) => *v,
@@ -489,16 +481,12 @@ impl Applier {
     fn count_conflicts(&self) {
         let conflicts =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        let f = Folded {
-            conflicts,
-            ..Folded::default()
-        };
         if let Some(st) = &self.status
-            && !f.conflicts.is_empty()
+            && !conflicts.is_empty()
         {
-            st.mongo(|m| m.conflicts += f.conflicts.len() as u64);
+            st.mongo(|m| m.conflicts += conflicts.len() as u64);
         }
-        for c in &f.conflicts {
+        for c in &conflicts {
             crate::metrics::mongo_conflict(c.what, c.resolved);
             tracing::warn!(ns = %c.ns, id = %c.id, "conflict: {} ({})", c.what, c.resolved);
         }

@@ -49,12 +49,7 @@ pub struct SourceInfo {
 }
 
 pub async fn probe(ep: &MongoEndpoint) -> Result<SourceInfo> {
-    let hello: Document = ep
-        .client
-        .database("admin")
-        .run_command(bson::doc! {"hello": 1})
-        .await
-        .map_err(|e| MongoError::from_driver(format!("{}: hello", ep.name()), &e))?;
+    let hello = ep.hello().await?;
     let sharded = hello.get_str("msg") == Ok("isdbgrid");
     let history = match hello.get_str("setName") {
         Ok(s) => s.to_string(),

@@ -4,13 +4,14 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bson::{Bson, Document, Timestamp, doc};
+use bson::{Document, doc};
 use mongodb::options::CursorType;
 use mongodb::{Collection, Cursor};
 
 use super::assemble::{Assembler, Ready, chain_link};
 use super::entry::{self, Header};
 use crate::core::{MongoPosition, OpTime};
+use crate::mongo::checkpoint::ts;
 use crate::mongo::endpoint::MongoEndpoint;
 use crate::mongo::error::{MongoError, Result};
 use crate::mongo::event::{Payload, Unit};
@@ -25,13 +26,6 @@ pub struct OplogReader {
     ready: VecDeque<Unit>,
 }
 
-fn ts_bson(t: OpTime) -> Bson {
-    Bson::Timestamp(Timestamp {
-        time: t.secs(),
-        increment: t.inc(),
-    })
-}
-
 impl OplogReader {
     /// A reader of the entries after `after` (0: from the newest entry on). Fails with
     /// a history-lost error when the oplog no longer holds `after`.
@@ -43,7 +37,7 @@ impl OplogReader {
             .collection::<Document>("oplog.rs");
         if after.0 != 0 {
             let first = oplog
-                .find_one(doc! {"ts": {"$gte": ts_bson(after)}})
+                .find_one(doc! {"ts": {"$gte": ts(after)}})
                 .await
                 .map_err(|e| MongoError::from_driver(format!("{name}: reading the oplog"), &e))?;
             let found = first
@@ -73,7 +67,7 @@ impl OplogReader {
             let filter = if self.last.0 == 0 {
                 doc! {}
             } else {
-                doc! {"ts": {"$gt": ts_bson(self.last)}}
+                doc! {"ts": {"$gt": ts(self.last)}}
             };
             let c = self
                 .oplog
@@ -137,7 +131,7 @@ impl OplogReader {
             }
             let e = self
                 .oplog
-                .find_one(doc! {"ts": ts_bson(before)})
+                .find_one(doc! {"ts": ts(before)})
                 .await
                 .map_err(|e| self.err("reading a transaction's earlier entries", &e))?
                 .ok_or_else(|| history_lost(&self.name, before))?;

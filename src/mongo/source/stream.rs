@@ -248,7 +248,7 @@ impl StreamReader {
             }
             "createIndexes" => {
                 let ns = ns()?;
-                let listed = self.source_indexes(&ns).await?;
+                let listed = self.source.indexes(&ns).await?;
                 let mut specs = Vec::new();
                 for s in desc().get_array("indexes").map_err(|_| bad("no indexes"))? {
                     let Bson::Document(s) = s else { continue };
@@ -302,10 +302,6 @@ impl StreamReader {
                 &d.get_document("options").cloned().unwrap_or_default(),
             )
         }))
-    }
-
-    async fn source_indexes(&mut self, ns: &Namespace) -> Result<Vec<Document>> {
-        self.source.indexes(ns).await
     }
 }
 
