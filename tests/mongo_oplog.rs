@@ -95,6 +95,7 @@ async fn oplog_kill9_loop_inserts_exactly_once() {
         a.database("mok").collection::<Document>("c"),
         b.database("mok").collection::<Document>("c"),
     );
+    let mut logs = Vec::new();
     for round in 0..5i32 {
         let burst = {
             let sc = sc.clone();
@@ -115,6 +116,7 @@ async fn oplog_kill9_loop_inserts_exactly_once() {
         })
         .await;
         t.kill9();
+        logs.push(t.log_text());
         burst.await.unwrap();
         t = Tandem::start(&[
             "mongo",
@@ -130,9 +132,28 @@ async fn oplog_kill9_loop_inserts_exactly_once() {
         ]);
         wait_marker(&a, &b, "default", CATCH_UP).await;
     }
-    assert_eq!(tc.count_documents(doc! {}).await.unwrap(), 5 * (200 - 4));
+    let (want, got) = (ids(&sc).await, ids(&tc).await);
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && want.len() == 5 * (200 - 4),
+        "source {} documents, target {}; missing {missing:?}, extra {extra:?}\n{}\n--- last ---\n{}",
+        want.len(),
+        got.len(),
+        logs.join("\n--- next process ---\n"),
+        t.log_text()
+    );
     assert_same_coll(&a, &b, "mok", "c").await;
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+}
+
+async fn ids(c: &mongodb::Collection<Document>) -> std::collections::BTreeSet<i32> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut cur = c.find(doc! {}).await.unwrap();
+    while cur.advance().await.unwrap() {
+        out.insert(cur.deserialize_current().unwrap().get_i32("_id").unwrap());
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -382,6 +382,7 @@ async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown)
             Err(e) => return Err(e),
         };
         st.set_state(LinkState::Incremental);
+        tracing::info!("{}: reading changes after {from}", cfg.source.name());
         let (tx, mut rx) = mpsc::channel::<Result<Unit>>(4096);
         let lag = st.lag_clock();
         let st2 = st.clone();
