@@ -454,6 +454,9 @@ impl Worker {
         let (mut n, mut b) = (0u64, 0u64);
         let mut buf: Vec<RawDocumentBuf> = Vec::with_capacity(self.batch);
         let mut buf_bytes = 0usize;
+        // One batch is inserted while the next is read: the source's reads and the
+        // target's inserts overlap instead of taking turns.
+        let mut inflight: Option<(tokio::task::JoinHandle<Result<()>>, u64, u64)> = None;
         loop {
             let more = cur
                 .advance()
@@ -465,21 +468,46 @@ impl Worker {
                 buf.push(raw.to_raw_document_buf());
             }
             if (!more && !buf.is_empty()) || buf.len() >= self.batch || buf_bytes >= 8 << 20 {
-                let len = buf.len() as u64;
-                insert_batch(&self.target, &dst, &c.dst, std::mem::take(&mut buf)).await?;
-                n += len;
-                b += buf_bytes as u64;
-                self.counts.docs.fetch_add(len, Relaxed);
-                self.counts.bytes.fetch_add(buf_bytes as u64, Relaxed);
-                self.status.full_sync_keys(len);
-                self.status
-                    .mongo(|m| *m.copy_documents.entry(c.dst.to_string()).or_default() += len);
+                if let Some((h, len, bytes)) = inflight.take() {
+                    self.landed(c, h, len, bytes).await?;
+                    n += len;
+                    b += bytes;
+                }
+                let (target, dst, ns) = (self.target.clone(), dst.clone(), c.dst.clone());
+                let batch = std::mem::take(&mut buf);
+                let len = batch.len() as u64;
+                let h = tokio::spawn(async move { insert_batch(&target, &dst, &ns, batch).await });
+                inflight = Some((h, len, buf_bytes as u64));
                 buf_bytes = 0;
             }
             if !more {
+                if let Some((h, len, bytes)) = inflight.take() {
+                    self.landed(c, h, len, bytes).await?;
+                    n += len;
+                    b += bytes;
+                }
                 return Ok((n, b));
             }
         }
+    }
+
+    /// Waits for an insert and counts what it landed.
+    async fn landed(
+        &self,
+        c: &Coll,
+        h: tokio::task::JoinHandle<Result<()>>,
+        len: u64,
+        bytes: u64,
+    ) -> Result<()> {
+        h.await.map_err(|e| {
+            MongoError::fatal(self.target.name(), format!("an insert task failed: {e}"))
+        })??;
+        self.counts.docs.fetch_add(len, Relaxed);
+        self.counts.bytes.fetch_add(bytes, Relaxed);
+        self.status.full_sync_keys(len);
+        self.status
+            .mongo(|m| *m.copy_documents.entry(c.dst.to_string()).or_default() += len);
+        Ok(())
     }
 }
 
