@@ -6,7 +6,7 @@ use bson::{Bson, Document, doc};
 use mongodb::ClientSession;
 
 use super::fold::Folded;
-use super::{EndState, end_states};
+use super::{EndState, end_states, expect_count};
 use crate::core::MongoPosition;
 use crate::mongo::checkpoint::{self, CHECKPOINTS};
 use crate::mongo::endpoint::MongoEndpoint;
@@ -73,6 +73,29 @@ pub async fn write(
                 MongoError::from_driver(format!("{}: writing a batch", target.name()), &e)
             })?;
         check(target, &reply)?;
+        let (mut deletes, mut updates) = (0, 0);
+        for (d, _) in &ops[start..end_i] {
+            if d.contains_key("delete") {
+                deletes += 1;
+            } else if d.contains_key("update") {
+                updates += 1;
+            }
+        }
+        let what = "writing a batch";
+        expect_count(target, what, &reply, "nDeleted", deletes)?;
+        // The checkpoint's upsert matches or inserts; every replacement matches.
+        let upserted = match reply.get("nUpserted") {
+            Some(Bson::Int32(n)) => *n as usize,
+            Some(Bson::Int64(n)) => *n as usize,
+            _ => 0,
+        };
+        expect_count(
+            target,
+            what,
+            &reply,
+            "nMatched",
+            updates - upserted.min(updates),
+        )?;
         start = end_i;
     }
     Ok(())

@@ -239,7 +239,7 @@ impl Applier {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
                     crate::metrics::sink_retry();
-                    tracing::debug!("retrying a batch: {e}");
+                    tracing::info!("retrying a batch: {e}");
                     tokio::time::sleep(Duration::from_millis((20 * attempt as u64).min(1000)))
                         .await;
                 }
@@ -554,7 +554,9 @@ impl Applier {
         }
         for chunk in deletes.chunks(CHUNK_DOCS) {
             let cmd = doc! {"delete": &ns.coll, "deletes": [{"q": {"_id": {"$in": chunk.to_vec()}}, "limit": 0}]};
-            command(&self.target, s, &ns.db, cmd, &format!("deleting from {ns}")).await?;
+            let what = format!("deleting from {ns}");
+            let reply = command(&self.target, s, &ns.db, cmd, &what).await?;
+            expect_count(&self.target, &what, &reply, "n", chunk.len())?;
         }
         for chunk in chunks(&replaces) {
             let updates: Vec<Bson> = chunk
@@ -562,7 +564,9 @@ impl Applier {
                 .map(|(d, _)| Bson::Document(doc! {"q": {"_id": d.get("_id").cloned().unwrap_or(Bson::Null)}, "u": (*d).clone()}))
                 .collect();
             let cmd = doc! {"update": &ns.coll, "updates": updates, "ordered": true};
-            command(&self.target, s, &ns.db, cmd, &format!("replacing in {ns}")).await?;
+            let what = format!("replacing in {ns}");
+            let reply = command(&self.target, s, &ns.db, cmd, &what).await?;
+            expect_count(&self.target, &what, &reply, "n", chunk.len())?;
         }
         for chunk in chunks(&inserts) {
             let documents: Vec<Bson> = chunk
@@ -581,6 +585,32 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// The end states were computed on documents read in this transaction, so every
+/// delete and replacement finds its document. One that does not means the read did not
+/// show what the target holds: the batch is retried from a new read rather than
+/// committed with a write that changed nothing.
+pub(crate) fn expect_count(
+    target: &MongoEndpoint,
+    what: &str,
+    reply: &Document,
+    field: &str,
+    want: usize,
+) -> Result<()> {
+    let got = match reply.get(field) {
+        Some(Bson::Int32(n)) => *n as i64,
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        _ => -1,
+    };
+    if got != want as i64 {
+        return Err(MongoError::retryable(
+            format!("{}: {what}", target.name()),
+            format!("{field} is {got} where the documents read in the transaction make it {want}"),
+        ));
+    }
+    Ok(())
 }
 
 /// What one document's end state takes on the target.
