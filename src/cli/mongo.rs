@@ -11,6 +11,7 @@ use crate::core::OpTime;
 use crate::mongo::apply::fold::OnConflict;
 use crate::mongo::endpoint::MongoEndpoint;
 use crate::mongo::ns::NsFilter;
+use crate::mongo::shards::{self, Shard};
 use crate::mongo::sync::{Fetch, Mode, OnHistoryLost, SyncConfig};
 use crate::ops::Status;
 
@@ -81,6 +82,13 @@ pub struct SyncArgs {
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// A shard of a sharded source, read through its own oplog (with --fetch oplog;
+    /// repeat for each shard): `[NAME=]mongodb://…` of the shard's replica set. NAME
+    /// (default: its replica set's name) keys the shard's checkpoint `<id>@NAME`.
+    /// Without it, a mongos --source in oplog mode has its shards found by `listShards`
+    /// and reached with the --source URI's credentials and options.
+    #[arg(long = "source-shard", value_name = "[NAME=]URI")]
+    source_shard: Vec<String>,
 }
 
 #[derive(Args)]
@@ -145,6 +153,14 @@ async fn sync(a: SyncArgs) -> CliResult {
         crate::ops::http::serve(addr, status.clone()).await?;
     }
     let link = status.link_addrs(&a.id, source.addr().to_string(), target.addr().to_string());
+    let shards = shards_of(&a, &source).await?;
+    if !shards.is_empty() && a.on_history_lost == OnHistoryLost::Resync {
+        return Err(
+            "--on-history-lost resync: not for a source read shard by shard (each \
+                    shard's history is its own; a new full sync is a new --id)"
+                .into(),
+        );
+    }
     let cfg = SyncConfig {
         source,
         target,
@@ -158,9 +174,37 @@ async fn sync(a: SyncArgs) -> CliResult {
         batch_ops: a.batch_ops.max(1),
         on_history_lost: a.on_history_lost,
         status: link,
+        shards,
     };
     crate::mongo::sync::run(cfg, super::shutdown_on_signal()).await?;
     Ok(())
+}
+
+/// The shards to read one by one: as listed, or a mongos's own in oplog mode.
+async fn shards_of(
+    a: &SyncArgs,
+    source: &MongoEndpoint,
+) -> Result<Vec<Shard>, Box<dyn std::error::Error + Send + Sync>> {
+    if a.source_shard.is_empty() {
+        if a.fetch == Fetch::Oplog && crate::mongo::source::probe(source).await?.sharded {
+            return Ok(shards::discover(&a.source, source).await?);
+        }
+        return Ok(Vec::new());
+    }
+    if a.fetch != Fetch::Oplog {
+        return Err(
+            "--source-shard: shards are read through their oplogs, which needs --fetch oplog \
+             (a change stream through the mongos covers every shard by itself)"
+                .into(),
+        );
+    }
+    let mut listed = Vec::new();
+    for arg in &a.source_shard {
+        let (name, uri) = shards::parse_flag(arg);
+        let ep = MongoEndpoint::connect("--source-shard", uri).await?;
+        listed.push((name.map(str::to_string), ep));
+    }
+    Ok(shards::name_shards(listed).await?)
 }
 
 fn parse_ts(s: &str) -> Result<OpTime, String> {

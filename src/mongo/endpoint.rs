@@ -40,9 +40,17 @@ impl MongoEndpoint {
                 "expected a MongoDB connection string (mongodb://… or mongodb+srv://…)",
             ));
         }
-        let mut opts = ClientOptions::parse(uri).await.map_err(|e| {
+        let opts = ClientOptions::parse(uri).await.map_err(|e| {
             MongoError::fatal(flag, scrub(format!("invalid connection string: {e}")))
         })?;
+        Self::from_options(flag, opts).map_err(|mut e| {
+            e.message = scrub(e.message);
+            e
+        })
+    }
+
+    /// A client of parsed options (a shard reached with its mongos's credentials).
+    pub fn from_options(flag: &str, mut opts: ClientOptions) -> Result<MongoEndpoint> {
         let display = opts
             .hosts
             .iter()
@@ -55,7 +63,7 @@ impl MongoEndpoint {
         opts.connect_timeout
             .get_or_insert(std::time::Duration::from_secs(10));
         let client = Client::with_options(opts)
-            .map_err(|e| MongoError::fatal(flag, scrub(format!("cannot build a client: {e}"))))?;
+            .map_err(|e| MongoError::fatal(flag, format!("cannot build a client: {e}")))?;
         Ok(MongoEndpoint { display, client })
     }
 

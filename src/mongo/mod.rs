@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod ns;
 pub mod replay;
+pub mod shards;
 pub mod source;
 pub mod sync;
 pub mod verify;

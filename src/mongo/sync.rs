@@ -48,6 +48,7 @@ pub enum Fetch {
     Oplog,
 }
 
+#[derive(Clone)]
 pub struct SyncConfig {
     pub source: MongoEndpoint,
     pub target: MongoEndpoint,
@@ -62,6 +63,8 @@ pub struct SyncConfig {
     pub batch_ops: usize,
     pub on_history_lost: OnHistoryLost,
     pub status: Arc<LinkStatus>,
+    /// A sharded source read shard by shard (`--fetch oplog`): each shard's replica set.
+    pub shards: Vec<super::shards::Shard>,
 }
 
 pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
@@ -73,7 +76,8 @@ pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
             Err(e)
                 if e.code == Some(crate::mongo::error::HISTORY_LOST)
                     && cfg.on_history_lost == OnHistoryLost::Resync
-                    && cfg.mode != Mode::Incr =>
+                    && cfg.mode != Mode::Incr
+                    && cfg.shards.is_empty() =>
             {
                 tracing::warn!("{e}");
                 if let Err(e) = reset(&cfg).await {
@@ -92,6 +96,9 @@ pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
 async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
     let info = source::probe(&cfg.source).await?;
     check_target(&cfg.target).await?;
+    if !cfg.shards.is_empty() {
+        return super::shards::run(cfg, &cfg.shards, shutdown).await;
+    }
     if info.sharded && cfg.fetch == Fetch::Oplog {
         return Err(MongoError::fatal(
             cfg.source.name(),
@@ -322,7 +329,11 @@ async fn worker_start(
     Ok((resume, window))
 }
 
-async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown) -> Result<()> {
+pub(super) async fn incremental(
+    cfg: &SyncConfig,
+    ckpt: Checkpoint,
+    mut shutdown: Shutdown,
+) -> Result<()> {
     let st = cfg.status.clone();
     let ids: Vec<String> = if cfg.workers <= 1 {
         vec![cfg.id.clone()]
