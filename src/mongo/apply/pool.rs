@@ -46,6 +46,15 @@ impl Pool {
         out
     }
 
+    fn applied(&self, k: usize, pos: &MongoPosition) -> bool {
+        self.appliers[k].last().is_some_and(|l| {
+            matches!(
+                pos.try_cmp(l),
+                Ok(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+            )
+        })
+    }
+
     /// Same contract as [`Applier::apply`], per worker: on `Ok` every unit is on the
     /// target and every worker's checkpoint is at the last unit's position.
     pub async fn apply(&mut self, units: Vec<Unit>) -> Result<()> {
@@ -58,6 +67,11 @@ impl Pool {
         for u in units {
             match worker_of(&u, n) {
                 Route::Skip => upto = Some(u.pos.clone()),
+                // After a failed batch the reader resumes at the lowest worker's position,
+                // so a worker that got further sees again what it already committed
+                // (with its checkpoint): it skips that, and only that.
+                Route::To(k) if self.applied(k, &u.pos) => upto = Some(u.pos.clone()),
+                Route::Barrier if self.applied(0, &u.pos) => upto = Some(u.pos.clone()),
                 Route::To(k) => {
                     upto = Some(u.pos.clone());
                     parts[k].push(u);
@@ -82,8 +96,15 @@ impl Pool {
 
     async fn run_parts(&mut self, parts: Vec<Vec<Unit>>, end: &MongoPosition) -> Result<()> {
         let runs = self.appliers.iter_mut().zip(parts).map(|(a, mut part)| {
-            // Each worker's checkpoint moves to the end, with or without work.
-            if part.last().is_none_or(|u| u.pos != *end) {
+            // Each worker's checkpoint moves to the end, with or without work (unless
+            // it is there or beyond already).
+            let ahead = a.last().is_some_and(|l| {
+                matches!(
+                    end.try_cmp(l),
+                    Ok(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+                )
+            });
+            if !ahead && part.last().is_none_or(|u| u.pos != *end) {
                 part.push(Unit {
                     pos: end.clone(),
                     wall_ms: 0,
@@ -124,4 +145,72 @@ fn worker_of(u: &Unit, n: usize) -> Route {
         }
     }
     worker.map_or(Route::Skip, Route::To)
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+
+    use super::*;
+    use crate::core::OpTime;
+    use crate::mongo::apply::ApplyConfig;
+    use crate::mongo::apply::fold::OnConflict;
+    use crate::mongo::endpoint::MongoEndpoint;
+    use crate::mongo::event::Op;
+    use crate::mongo::ns::{Namespace, NsFilter};
+
+    fn unit(ts: u64, id: i32) -> Unit {
+        Unit {
+            pos: MongoPosition::oplog("rs", OpTime(ts)),
+            wall_ms: 0,
+            txn: false,
+            touches_tandem: false,
+            payload: Payload::Ops(vec![Op::Insert {
+                ns: Namespace::new("d", "c"),
+                doc: doc! {"_id": id},
+            }]),
+        }
+    }
+
+    /// Workers at different positions, as after a batch that failed in one of them:
+    /// what each already holds is skipped without a word to the target (here a port
+    /// nobody listens on, so any write would fail), and what one lacks is sent.
+    #[tokio::test]
+    async fn a_worker_skips_what_it_committed_and_only_that() {
+        let target = MongoEndpoint::connect(
+            "--target",
+            "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300",
+        )
+        .await
+        .unwrap();
+        let at = |ts| {
+            let cfg = ApplyConfig {
+                id: format!("w{ts}"),
+                filter: NsFilter::new(&[], &[], &[]).unwrap(),
+                on_conflict: OnConflict::Fail,
+                copy_end: None,
+            };
+            Applier::new(
+                target.clone(),
+                cfg,
+                Some(MongoPosition::oplog("rs", OpTime(ts))),
+                None,
+            )
+        };
+        let mut pool = Pool::new(vec![at(10), at(20)]);
+        let all: Vec<Unit> = (1..=10).map(|i| unit(i, i as i32)).collect();
+        pool.apply(all).await.unwrap();
+        assert_eq!(pool.last().unwrap().ts, OpTime(10));
+        // Units 11..=20: worker 1 holds them, worker 0 does not.
+        let mut sent_to_0 = false;
+        let batch: Vec<Unit> = (11..=20)
+            .map(|i| {
+                let u = unit(i, i as i32);
+                sent_to_0 |= matches!(worker_of(&u, 2), Route::To(0));
+                u
+            })
+            .collect();
+        assert!(sent_to_0, "the test needs a document of worker 0");
+        assert!(pool.apply(batch).await.is_err());
+    }
 }
