@@ -1,12 +1,19 @@
 //! Tailing `local.oplog.rs` of one replica set: a tailable, awaitData cursor on
 //! `ts > checkpoint`, after checking that the checkpoint's entry is still there.
+//!
+//! The cursor is driven with `find` / `getMore` commands rather than the driver's
+//! cursor, because the reader needs to see batch boundaries. A server may answer the
+//! `find` from one snapshot and begin tailing from a slightly later point (secantus does:
+//! ../shared/research/secantus.md). The entries committed in between would then be
+//! skipped silently. So, where the opening snapshot ends (the first batch shorter than
+//! asked for), the reader checks once that no entry lies between that batch's last entry
+//! and the next batch's first. If one does, it reopens after the last entry it handed
+//! out. On mongod the check finds nothing and costs one indexed query per open.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use bson::{Document, doc};
-use mongodb::options::CursorType;
-use mongodb::{Collection, Cursor};
+use mongodb::Collection;
 
 use super::assemble::{Assembler, Ready, chain_link};
 use super::entry::{self, Header};
@@ -20,10 +27,59 @@ pub struct OplogReader {
     name: String,
     history: String,
     oplog: Collection<Document>,
-    cursor: Option<Cursor<Document>>,
+    client: mongodb::Client,
+    cursor: Option<Tail>,
     last: OpTime,
     asm: Assembler,
     ready: VecDeque<Unit>,
+}
+
+/// Entries per `find` / `getMore` batch.
+const BATCH: usize = 1000;
+
+/// An open tailable cursor and the entries of its last batch not yet handed out.
+struct Tail {
+    id: i64,
+    /// The session the cursor was opened in: a server refuses a `getMore` from another.
+    session: mongodb::ClientSession,
+    buf: VecDeque<Document>,
+    /// Looking for the end of the opening snapshot (the first short batch).
+    seeking: bool,
+    /// That end was found at this entry: no entry may lie between it and the next
+    /// batch's first.
+    check_after: Option<OpTime>,
+}
+
+impl Tail {
+    async fn kill(&mut self) {
+        if self.id != 0 {
+            let cmd = doc! {"killCursors": "oplog.rs", "cursors": [self.id]};
+            let client = self.session.client();
+            let _ = client
+                .database("local")
+                .run_command(cmd)
+                .session(&mut self.session)
+                .await;
+            self.id = 0;
+        }
+    }
+}
+
+impl Drop for Tail {
+    /// A reader dropped (its link stopping or reconnecting) closes its cursor, which
+    /// `noCursorTimeout` would otherwise keep on the server.
+    fn drop(&mut self) {
+        if self.id == 0 {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (client, id) = (self.session.client(), self.id);
+            rt.spawn(async move {
+                let cmd = doc! {"killCursors": "oplog.rs", "cursors": [id]};
+                let _ = client.database("local").run_command(cmd).await;
+            });
+        }
+    }
 }
 
 impl OplogReader {
@@ -52,6 +108,7 @@ impl OplogReader {
             name,
             history: history.to_string(),
             oplog,
+            client: ep.client.clone(),
             cursor: None,
             last: after,
             asm: Assembler::default(),
@@ -63,46 +120,138 @@ impl OplogReader {
         if let Some(u) = self.ready.pop_front() {
             return Ok(Some(u));
         }
-        if self.cursor.is_none() {
-            let filter = if self.last.0 == 0 {
-                doc! {}
-            } else {
-                doc! {"ts": {"$gt": ts(self.last)}}
-            };
-            let c = self
+        if let Some(e) = self.cursor.as_mut().and_then(|c| c.buf.pop_front()) {
+            return self.read_entry(&e).await;
+        }
+        match self.cursor.take() {
+            None => self.open_cursor().await?,
+            Some(tail) => self.get_more(tail).await?,
+        }
+        Ok(None)
+    }
+
+    async fn open_cursor(&mut self) -> Result<()> {
+        let filter = if self.last.0 == 0 {
+            doc! {}
+        } else {
+            doc! {"ts": {"$gt": ts(self.last)}}
+        };
+        let cmd = doc! {
+            "find": "oplog.rs", "filter": filter, "tailable": true, "awaitData": true,
+            "noCursorTimeout": true, "batchSize": BATCH as i32,
+        };
+        let mut session = self
+            .client
+            .start_session()
+            .await
+            .map_err(|e| self.err("starting a session", &e))?;
+        let reply = self
+            .client
+            .database("local")
+            .run_command(cmd)
+            .session(&mut session)
+            .await
+            .map_err(|e| self.cursor_err("opening a tailable cursor", &e))?;
+        let (id, batch) = self.batch_of(&reply, "firstBatch")?;
+        let mut tail = Tail {
+            id,
+            session,
+            buf: VecDeque::new(),
+            seeking: true,
+            check_after: None,
+        };
+        self.take_batch(&mut tail, batch).await?;
+        self.cursor = Some(tail);
+        Ok(())
+    }
+
+    async fn get_more(&mut self, mut tail: Tail) -> Result<()> {
+        if tail.id == 0 {
+            // The server closed the cursor (the oplog rolled over under it, or it was
+            // killed): reopen after the last entry read.
+            return Ok(());
+        }
+        let cmd = doc! {
+            "getMore": tail.id, "collection": "oplog.rs", "batchSize": BATCH as i32,
+            "maxTimeMS": 500,
+        };
+        let sent = self
+            .client
+            .database("local")
+            .run_command(cmd)
+            .session(&mut tail.session)
+            .await;
+        let reply = match sent {
+            Ok(r) => r,
+            Err(e) if crate::mongo::error::driver_code(&e) == Some(43) => return Ok(()),
+            Err(e) => return Err(self.cursor_err("reading the oplog", &e)),
+        };
+        let (id, batch) = self.batch_of(&reply, "nextBatch")?;
+        tail.id = id;
+        if let (Some(after), Some(first)) = (tail.check_after, batch.first()) {
+            let first = entry::header(first)?.ts;
+            let skipped = self
                 .oplog
-                .find(filter)
-                .cursor_type(CursorType::TailableAwait)
-                .max_await_time(Duration::from_millis(500))
-                .no_cursor_timeout(true)
-                .batch_size(1000)
+                .find_one(doc! {"ts": {"$gt": ts(after), "$lt": ts(first)}})
                 .await
-                .map_err(|e| self.err("opening a tailable cursor", &e))?;
-            self.cursor = Some(c);
-        }
-        let cursor = self.cursor.as_mut().expect("opened above");
-        match cursor.advance().await {
-            Ok(true) => {}
-            Ok(false) => {
-                // The cursor died (the oplog rolled over under it, or the server
-                // closed it): reopen after the last entry read.
-                self.cursor = None;
-                return Ok(None);
+                .map_err(|e| self.err("checking the oplog for skipped entries", &e))?;
+            if skipped.is_some() {
+                tracing::info!(
+                    "{}: the tailable cursor skipped entries after {after}: reopening",
+                    self.name
+                );
+                tail.kill().await;
+                return Ok(());
             }
-            Err(e) => {
-                self.cursor = None;
-                if crate::mongo::error::driver_code(&e) == Some(136) {
-                    return Err(history_lost(&self.name, self.last));
-                }
-                return Err(self.err("reading the oplog", &e));
-            }
+            tail.check_after = None;
         }
-        let raw = cursor.current();
-        let e: Document = raw.try_into().map_err(|e| {
-            MongoError::fatal(&self.name, format!("oplog entry is not valid BSON: {e}"))
-        })?;
-        let unit = self.read_entry(&e).await?;
-        Ok(unit)
+        self.take_batch(&mut tail, batch).await?;
+        self.cursor = Some(tail);
+        Ok(())
+    }
+
+    /// Queues a batch; the first short one ends the opening snapshot.
+    async fn take_batch(&mut self, tail: &mut Tail, batch: Vec<Document>) -> Result<()> {
+        if tail.seeking && batch.len() < BATCH {
+            tail.seeking = false;
+            let end = match batch.last() {
+                Some(e) => entry::header(e)?.ts,
+                None => self.last,
+            };
+            tail.check_after = Some(end);
+        }
+        tail.buf.extend(batch);
+        Ok(())
+    }
+
+    fn batch_of(&self, reply: &Document, field: &str) -> Result<(i64, Vec<Document>)> {
+        let bad = || MongoError::fatal(&self.name, format!("a cursor reply without {field}"));
+        let c = reply.get_document("cursor").map_err(|_| bad())?;
+        let id = match c.get("id") {
+            Some(bson::Bson::Int64(n)) => *n,
+            Some(bson::Bson::Int32(n)) => *n as i64,
+            _ => return Err(bad()),
+        };
+        let batch = c
+            .get_array(field)
+            .map_err(|_| bad())?
+            .iter()
+            .map(|b| match b {
+                bson::Bson::Document(d) => Ok(d.clone()),
+                _ => Err(MongoError::fatal(
+                    &self.name,
+                    "an oplog entry is not a document",
+                )),
+            })
+            .collect::<Result<_>>()?;
+        Ok((id, batch))
+    }
+
+    fn cursor_err(&self, what: &str, e: &mongodb::error::Error) -> MongoError {
+        if crate::mongo::error::driver_code(e) == Some(136) {
+            return history_lost(&self.name, self.last);
+        }
+        self.err(what, e)
     }
 
     async fn read_entry(&mut self, e: &Document) -> Result<Option<Unit>> {
