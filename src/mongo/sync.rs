@@ -273,14 +273,15 @@ async fn start_position(
 }
 
 async fn open_reader(cfg: &SyncConfig, pos: &MongoPosition) -> Result<Reader> {
+    let (src, h) = (&cfg.source, &pos.history);
     Ok(match &pos.token {
-        Some(t) if t.is_empty() => {
-            Reader::Stream(StreamReader::open(&cfg.source, &pos.history, Start::At(pos.ts)).await?)
-        }
-        Some(t) => Reader::Stream(
-            StreamReader::open(&cfg.source, &pos.history, Start::After(t.clone())).await?,
-        ),
-        None => Reader::Oplog(OplogReader::open(&cfg.source, &pos.history, pos.ts).await?),
+        Some(t) if t.is_empty() => Reader::Stream(Box::new(
+            StreamReader::open(src, h, Start::At(pos.ts)).await?,
+        )),
+        Some(t) => Reader::Stream(Box::new(
+            StreamReader::open(src, h, Start::After(t.clone())).await?,
+        )),
+        None => Reader::Oplog(Box::new(OplogReader::open(src, h, pos.ts).await?)),
     })
 }
 

@@ -305,8 +305,8 @@ pub async fn wait_marker(source: &Client, target: &Client, id: &str, limit: Dura
         },
     )
     .await;
-    // A new marker every 2 s until one arrives: secantus's tailable oplog cursor can
-    // miss an entry written while it opens (a server quirk, ../shared/research).
+    // A new marker every 2 s until one arrives: a marker written while the reader opens
+    // is only found once a later entry shows the gap (source/oplog.rs).
     let m: Collection<Document> = source.database("tandem_marker").collection("m");
     let t: Collection<Document> = target.database("tandem_marker").collection("m");
     let start = Instant::now();

@@ -23,8 +23,8 @@ use crate::core::OpTime;
 /// error is retryable or fatal as [`MongoError`] classifies it; after one the reader is
 /// reopened from the last applied position, never reused.
 pub enum Reader {
-    Stream(stream::StreamReader),
-    Oplog(oplog::OplogReader),
+    Stream(Box<stream::StreamReader>),
+    Oplog(Box<oplog::OplogReader>),
     File(file::FileReader),
 }
 
