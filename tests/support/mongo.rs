@@ -294,7 +294,34 @@ pub async fn last_op(c: &Client) -> mongodb::bson::Timestamp {
 /// Waits for link `id` to finish its copy, then writes a marker document on the source
 /// (database `tandem_marker`) and waits until it is on the target: everything written
 /// on the source before it has been applied.
+/// With parallel appliers the marker lands in one worker's transaction while the
+/// others may still be committing their parts of the same batch. Each worker's
+/// checkpoint moves to the batch's end, so the batch is whole once they all agree.
+async fn batch_landed(target: &Client, link: &str, limit: Duration) {
+    let ckpts: Collection<Document> = target.database("__tandem").collection("checkpoints");
+    let filter = doc! {"$or": [{"_id": link}, {"_id": {"$gte": format!("{link}/"), "$lt": format!("{link}0")}}]};
+    wait_for(
+        &format!("the checkpoints of link {link} at one position"),
+        limit,
+        || async {
+            let mut cur = ckpts.find(filter.clone()).await.unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            let mut workers = 0;
+            while cur.advance().await.unwrap() {
+                let d = cur.deserialize_current().unwrap();
+                if d.get_str("_id").unwrap().contains('/') {
+                    workers += 1;
+                    seen.insert(format!("{:?}", d.get("ts")));
+                }
+            }
+            workers == 0 || seen.len() == 1
+        },
+    )
+    .await;
+}
+
 pub async fn wait_marker(source: &Client, target: &Client, id: &str, limit: Duration) {
+    let link = id;
     wait_for(
         &format!("link {id} in the incremental phase"),
         limit,
@@ -320,7 +347,7 @@ pub async fn wait_marker(source: &Client, target: &Client, id: &str, limit: Dura
         let round = Instant::now();
         while round.elapsed() < Duration::from_secs(2) {
             if t.find_one(doc! {"_id": &id}).await.unwrap().is_some() {
-                return;
+                return batch_landed(target, link, limit).await;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

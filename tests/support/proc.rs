@@ -32,7 +32,10 @@ impl Tandem {
         }
         let child = Command::new(tandem_bin())
             .args(&all)
-            .env("TANDEM_LOG", "info")
+            .env(
+                "TANDEM_LOG",
+                std::env::var("TANDEM_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -126,7 +129,7 @@ impl Drop for Tandem {
             let lines: Vec<&str> = text.lines().collect();
             eprintln!(
                 "--- tandem log tail ---\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n")
+                lines[lines.len().saturating_sub(200)..].join("\n")
             );
         }
         let _ = self.child.kill();

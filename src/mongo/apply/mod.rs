@@ -232,6 +232,16 @@ impl Applier {
                 .await
                 .map_err(|e| e.at(&end))?;
         }
+        tracing::trace!(
+            "{}: {} ops to {end}, window {:?}: {:?}",
+            self.cfg.id,
+            plain.len(),
+            window,
+            plain
+                .iter()
+                .map(|(o, w)| format!("{}:{:?}:{w}", o.kind(), o.id()))
+                .collect::<Vec<_>>()
+        );
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -65,6 +65,15 @@ impl Pool {
         let mut parts: Vec<Vec<Unit>> = (0..n).map(|_| Vec::new()).collect();
         let mut upto: Option<MongoPosition> = None;
         for u in units {
+            tracing::trace!(
+                "unit at {} to {:?}",
+                u.pos,
+                match worker_of(&u, n) {
+                    Route::To(k) => format!("{k} applied={}", self.applied(k, &u.pos)),
+                    Route::Barrier => "barrier".into(),
+                    Route::Skip => "skip".into(),
+                }
+            );
             match worker_of(&u, n) {
                 Route::Skip => upto = Some(u.pos.clone()),
                 // After a failed batch the reader resumes at the lowest worker's position,

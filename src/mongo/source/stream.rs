@@ -97,6 +97,12 @@ impl StreamReader {
             };
             let parsed = self.event(&ev).await?;
             let (token, ts, wall_ms) = meta(&ev);
+            tracing::trace!(
+                "{}: event {} {:?} at {ts}",
+                self.name,
+                ev.get_str("operationType").unwrap_or("?"),
+                ev.get_document("documentKey").ok()
+            );
             let txn = txn_key(&ev);
             match (txn, self.group.as_mut()) {
                 (Some(k), Some(g)) if g.key == k => {
