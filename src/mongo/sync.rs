@@ -1,7 +1,9 @@
 //! `tandem mongo sync`: the checkpoint decides where to begin (a new copy, a copy to
 //! resume, or changes after a position), then one reader feeds one applier until a
-//! signal stops it.
+//! signal stops it. The checkpoint is on the target, or in `--checkpoint-file`
+//! (`checkpoint_file.rs`: no transactions, at least once).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use super::apply::fold::OnConflict;
 use super::apply::pool::Pool;
 use super::apply::{Applier, ApplyConfig};
 use super::checkpoint::{self, Checkpoint, Phase};
+use super::checkpoint_file::CheckpointFile;
 use super::copy::{self, CopyConfig};
 use super::endpoint::MongoEndpoint;
 use super::error::{MongoError, Result};
@@ -61,6 +64,8 @@ pub struct SyncConfig {
     /// Operations per target transaction, at most (a source transaction is never split).
     pub batch_ops: usize,
     pub on_history_lost: OnHistoryLost,
+    /// The checkpoint in this file, batches without transactions.
+    pub checkpoint_file: Option<PathBuf>,
     pub status: Arc<LinkStatus>,
 }
 
@@ -91,7 +96,17 @@ pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
 
 async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
     let info = source::probe(&cfg.source).await?;
-    check_target(&cfg.target).await?;
+    let file = match &cfg.checkpoint_file {
+        Some(p) => Some(Arc::new(CheckpointFile::open(p, &cfg.id).await?)),
+        None => None,
+    };
+    match &file {
+        None => check_target(&cfg.target).await?,
+        Some(f) => tracing::info!(
+            "checkpoint in {}: batches are applied without transactions, at least once",
+            f.name()
+        ),
+    }
     if info.sharded && cfg.fetch == Fetch::Oplog {
         return Err(MongoError::fatal(
             cfg.source.name(),
@@ -100,12 +115,22 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
     }
     cfg.status.set_replid(&info.history);
     super::apply::end_previous_sessions(&cfg.target, &cfg.id).await?;
-    let mut ckpt = checkpoint::load(&cfg.target, &cfg.id).await?;
+    let mut ckpt = match &file {
+        Some(f) => f.load().await.map(|s| s.ckpt),
+        None => checkpoint::load(&cfg.target, &cfg.id).await?,
+    };
+    if ckpt.is_none() {
+        refuse_leftovers(cfg, file.as_deref()).await?;
+    }
+    let ckpt_name = match &file {
+        Some(f) => f.name(),
+        None => format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
+    };
     if let Some(c) = &ckpt
         && c.pos.history != info.history
     {
         return Err(MongoError::fatal(
-            format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
+            ckpt_name.clone(),
             format!(
                 "belongs to history {:?}, the source is {:?}: use another --id for another source",
                 c.pos.history, info.history
@@ -116,7 +141,7 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
         && (c.pos.token.is_some()) != (cfg.fetch == Fetch::ChangeStream)
     {
         return Err(MongoError::fatal(
-            format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
+            ckpt_name,
             "was written in the other --fetch mode; positions of the two do not translate: use the same --fetch or a new --id",
         ));
     }
@@ -132,7 +157,7 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
             phase,
             copy_end: None,
         };
-        checkpoint::save(&cfg.target, &cfg.id, &c).await?;
+        save(cfg, file.as_deref(), &c).await?;
         ckpt = Some(c);
     }
     let mut ckpt = ckpt.expect("set above");
@@ -160,17 +185,83 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
         let end = source::probe(&cfg.source).await?.last_write;
         ckpt.phase = Phase::Incr;
         ckpt.copy_end = Some(end);
-        checkpoint::save(&cfg.target, &cfg.id, &ckpt).await?;
+        save(cfg, file.as_deref(), &ckpt).await?;
     }
     if cfg.mode == Mode::Full {
         return Ok(());
     }
-    incremental(cfg, ckpt, shutdown).await
+    incremental(cfg, ckpt, file, shutdown).await
+}
+
+async fn save(cfg: &SyncConfig, file: Option<&CheckpointFile>, c: &Checkpoint) -> Result<()> {
+    match file {
+        Some(f) => f.save(c).await,
+        None => checkpoint::save(&cfg.target, &cfg.id, c).await,
+    }
+}
+
+/// A link without a checkpoint is new only if the target holds no trace of it: copy
+/// progress, or a checkpoint in the other place (the target when a file is given),
+/// would otherwise be taken for work done by this history (a finished copy skipped,
+/// the changes since then lost). Switching between `--checkpoint-file` and none, or
+/// losing the file, lands here.
+async fn refuse_leftovers(cfg: &SyncConfig, file: Option<&CheckpointFile>) -> Result<()> {
+    let (name, other) = match file {
+        Some(f) => (
+            format!("{} does not exist, but", f.name()),
+            "a run without --checkpoint-file: run without it",
+        ),
+        None => (
+            format!(
+                "link {:?} has no checkpoint on {}, but",
+                cfg.id,
+                cfg.target.name()
+            ),
+            "a run with --checkpoint-file: give that file",
+        ),
+    };
+    let here = if file.is_some() {
+        checkpoint::load(&cfg.target, &cfg.id).await?.is_some()
+    } else {
+        false
+    };
+    let progress = cfg
+        .target
+        .client
+        .database(super::ns::TANDEM_DB)
+        .collection::<bson::Document>(checkpoint::COPY)
+        .count_documents(bson::doc! {"link": &cfg.id})
+        .await
+        .map_err(|e| cfg.target.err("reading copy progress", &e))?;
+    if here || progress > 0 {
+        let what = if here {
+            format!(
+                "a checkpoint of it in {}.{}",
+                super::ns::TANDEM_DB,
+                checkpoint::CHECKPOINTS
+            )
+        } else {
+            format!(
+                "its copy progress in {}.{}",
+                super::ns::TANDEM_DB,
+                checkpoint::COPY
+            )
+        };
+        return Err(MongoError::fatal(
+            format!("{name} the target holds {what}"),
+            format!("left by {other}, or use another --id with empty target collections"),
+        ));
+    }
+    Ok(())
 }
 
 /// `--on-history-lost resync`: the target's replicated namespaces, the copy progress
 /// and the checkpoint are removed, so the next run copies everything again.
 async fn reset(cfg: &SyncConfig) -> Result<()> {
+    let file = match &cfg.checkpoint_file {
+        Some(p) => Some(CheckpointFile::open(p, &cfg.id).await?),
+        None => None,
+    };
     let drv = |what: String, e: &mongodb::error::Error| {
         MongoError::from_driver(format!("{}: {what}", cfg.target.name()), e)
     };
@@ -222,6 +313,9 @@ async fn reset(cfg: &SyncConfig) -> Result<()> {
         .delete_many(bson::doc! {"link": &cfg.id})
         .await
         .map_err(|e| drv("clearing copy progress".into(), &e))?;
+    if let Some(f) = file {
+        return f.remove().await;
+    }
     t.collection::<bson::Document>(checkpoint::CHECKPOINTS)
         .delete_one(bson::doc! {"_id": &cfg.id})
         .await
@@ -239,7 +333,9 @@ async fn check_target(target: &MongoEndpoint) -> Result<()> {
         return Err(MongoError::fatal(
             target.name(),
             "the target is a standalone server, which cannot run transactions: tandem writes each \
-             batch and its checkpoint in one transaction. Run the target as a replica set",
+             batch and its checkpoint in one transaction. Run the target as a replica set, or \
+             give --checkpoint-file PATH to keep the checkpoint in a local file and apply batches \
+             without transactions (at least once, see docs/MONGO.md)",
         ));
     }
     Ok(())
@@ -322,16 +418,39 @@ async fn worker_start(
     Ok((resume, window))
 }
 
-async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown) -> Result<()> {
+/// With a checkpoint file, how far the restart replays like the copy window: to the
+/// copy's end, and past it to the end of the batch the file names as in flight (the
+/// last process may have written part of it).
+async fn replay_window(f: &CheckpointFile, copy_end: Option<OpTime>) -> Option<OpTime> {
+    let in_flight = f.load().await.and_then(|s| s.in_flight);
+    if let Some(t) = in_flight {
+        tracing::info!(
+            "{}: the batch up to {t} may be partly applied; it is replayed like the copy window",
+            f.name()
+        );
+    }
+    copy_end.max(in_flight)
+}
+
+async fn incremental(
+    cfg: &SyncConfig,
+    ckpt: Checkpoint,
+    file: Option<Arc<CheckpointFile>>,
+    mut shutdown: Shutdown,
+) -> Result<()> {
     let st = cfg.status.clone();
-    let ids: Vec<String> = if cfg.workers <= 1 {
+    // One file holds one position: with it, one applier.
+    let ids: Vec<String> = if cfg.workers <= 1 || file.is_some() {
         vec![cfg.id.clone()]
     } else {
         (0..cfg.workers)
             .map(|k| format!("{}/{k}", cfg.id))
             .collect()
     };
-    let (resume, window) = worker_start(cfg, &ckpt, &ids).await?;
+    let (resume, window) = match &file {
+        Some(f) => (ckpt.pos.clone(), replay_window(f, ckpt.copy_end).await),
+        None => worker_start(cfg, &ckpt, &ids).await?,
+    };
     let ckpt = Checkpoint {
         pos: resume,
         copy_end: window,
@@ -358,12 +477,16 @@ async fn incremental(cfg: &SyncConfig, ckpt: Checkpoint, mut shutdown: Shutdown)
                 on_conflict: cfg.on_conflict,
                 copy_end: ckpt.copy_end,
             };
-            Applier::new(
+            let a = Applier::new(
                 cfg.target.clone(),
                 apply_cfg,
                 Some(ckpt.pos.clone()),
                 Some(st.clone()),
-            )
+            );
+            match &file {
+                Some(f) => a.with_checkpoint_file(f.clone()),
+                None => a,
+            }
         })
         .collect();
     let mut applier = Pool::new(appliers);

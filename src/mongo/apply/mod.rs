@@ -8,6 +8,11 @@
 //! after what landed: nothing applied twice, nothing skipped. DDL units are the one
 //! exception to one-transaction-per-batch (the server does not run DDL in a
 //! transaction): each is applied alone, then checkpointed; see `ddl.rs`.
+//!
+//! With a checkpoint file (`--checkpoint-file`, a target without transactions) the
+//! contract is weaker: a failing batch may be partly on the target, and the file names
+//! it as in flight, so whoever applies it again does so inside the replay window
+//! (`checkpoint_file.rs`). At least once, converging to the same end states.
 
 pub mod bulk;
 pub mod ddl;
@@ -32,6 +37,7 @@ use mongodb::options::{ReadConcern, TransactionOptions, WriteConcern};
 
 use self::fold::{DocKey, Folded, OnConflict, doc_key};
 use super::checkpoint::{self, CHECKPOINTS};
+use super::checkpoint_file::CheckpointFile;
 use super::endpoint::MongoEndpoint;
 use super::error::{MongoError, Result};
 use super::event::{Ddl, Op, Payload, Unit};
@@ -72,6 +78,9 @@ pub struct Applier {
     /// Conflicts of the attempt in flight, counted once it commits (an attempt that
     /// is retried must not count them twice).
     pending: std::sync::Mutex<Vec<fold::Conflict>>,
+    /// Where the checkpoint lives when not on the target: batches are then written
+    /// without a transaction.
+    file: Option<Arc<CheckpointFile>>,
 }
 
 /// Where the applier records its session, so the next process can end it.
@@ -134,7 +143,14 @@ impl Applier {
                 },
             ),
             pending: std::sync::Mutex::new(Vec::new()),
+            file: None,
         }
+    }
+
+    /// Checkpoints in `file`, batches without transactions (see the module's contract).
+    pub fn with_checkpoint_file(mut self, file: Arc<CheckpointFile>) -> Self {
+        self.file = Some(file);
+        self
     }
 
     pub fn last(&self) -> Option<&MongoPosition> {
@@ -161,7 +177,10 @@ impl Applier {
                     .await
                     .map_err(|e| e.at(&u.pos))?;
                 self.capped.clear();
-                checkpoint::save_position(&self.target, &self.cfg.id, &u.pos).await?;
+                match &self.file {
+                    Some(f) => f.commit(&u.pos).await?,
+                    None => checkpoint::save_position(&self.target, &self.cfg.id, &u.pos).await?,
+                }
                 crate::metrics::mongo_applied(d.kind(), 1);
                 if let Some(st) = &self.status {
                     st.mongo(|m| {
@@ -215,38 +234,19 @@ impl Applier {
                 }
             })
             .collect();
-        // No server writes a capped collection inside a transaction. Their end states
-        // are written just before the transaction instead: writing an end state again
-        // changes nothing, so a crash in between re-applies them harmlessly.
-        let mut plain = Vec::with_capacity(ops.len());
-        let mut capped = Vec::new();
-        for (op, w) in &ops {
-            if self.is_capped(op.ns()).await? {
-                capped.push((*op, true));
-            } else {
-                plain.push((*op, *w));
-            }
-        }
-        if !capped.is_empty() {
-            self.outside_transaction(&capped)
-                .await
-                .map_err(|e| e.at(&end))?;
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.transaction(&plain, &end).await {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
-                    crate::metrics::sink_retry();
-                    tracing::debug!("retrying a batch: {e}");
-                    tokio::time::sleep(Duration::from_millis((20 * attempt as u64).min(1000)))
-                        .await;
+        let conflicts = match self.file.clone() {
+            Some(file) => match self.without_transaction(&file, &ops, &end).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Maybe partly written: applied again by this process (after a
+                    // retryable error), the batch is a replay like the one after a crash.
+                    self.cfg.copy_end = Some(window.map_or(end.ts, |w| w.max(end.ts)));
+                    return Err(e.at(&end));
                 }
-                Err(e) => return Err(e.at(&end)),
-            }
-        }
-        self.count_conflicts();
+            },
+            None => self.in_transaction(&ops, &end).await?,
+        };
+        self.count_conflicts(conflicts);
         let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
         for (op, _) in &ops {
             *kinds.entry(op.kind()).or_default() += 1;
@@ -271,6 +271,67 @@ impl Applier {
         Ok(())
     }
 
+    /// A batch as one transaction with its checkpoint; returns its conflicts.
+    async fn in_transaction(
+        &mut self,
+        ops: &[(&Op, bool)],
+        end: &MongoPosition,
+    ) -> Result<Vec<fold::Conflict>> {
+        // No server writes a capped collection inside a transaction. Their end states
+        // are written just before the transaction instead: writing an end state again
+        // changes nothing, so a crash in between re-applies them harmlessly.
+        let mut plain = Vec::with_capacity(ops.len());
+        let mut capped = Vec::new();
+        for (op, w) in ops {
+            if self.is_capped(op.ns()).await? {
+                capped.push((*op, true));
+            } else {
+                plain.push((*op, *w));
+            }
+        }
+        if !capped.is_empty() {
+            self.outside_transaction(&capped)
+                .await
+                .map_err(|e| e.at(end))?;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.transaction(&plain, end).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
+                    crate::metrics::sink_retry();
+                    tracing::debug!("retrying a batch: {e}");
+                    tokio::time::sleep(Duration::from_millis((20 * attempt as u64).min(1000)))
+                        .await;
+                }
+                Err(e) => return Err(e.at(end)),
+            }
+        }
+        Ok(std::mem::take(
+            &mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+
+    /// A batch with a checkpoint file: the file names the batch in flight, the end
+    /// states are written (capped collections like the rest), then the file moves to
+    /// the batch's end. Returns the batch's conflicts.
+    async fn without_transaction(
+        &self,
+        file: &CheckpointFile,
+        ops: &[(&Op, bool)],
+        end: &MongoPosition,
+    ) -> Result<Vec<fold::Conflict>> {
+        if ops.is_empty() {
+            file.commit(end).await?;
+            return Ok(Vec::new());
+        }
+        file.begin(end).await?;
+        let conflicts = self.outside_transaction(ops).await?;
+        file.commit(end).await?;
+        Ok(conflicts)
+    }
+
     async fn is_capped(&mut self, ns: &Namespace) -> Result<bool> {
         if let Some(c) = self.capped.get(ns) {
             return Ok(*c);
@@ -287,10 +348,14 @@ impl Applier {
         Ok(capped)
     }
 
-    /// End states written without a transaction (capped collections), retried.
-    async fn outside_transaction(&self, ops: &[(&Op, bool)]) -> Result<()> {
+    /// End states written without a transaction (capped collections, and every batch
+    /// with a checkpoint file), retried; returns the conflicts. A retry may find some
+    /// of them written by the failed attempt, so it folds the batch as a replay.
+    async fn outside_transaction(&self, ops: &[(&Op, bool)]) -> Result<Vec<fold::Conflict>> {
         let name = self.target.name();
+        let replay: Vec<(&Op, bool)> = ops.iter().map(|(op, _)| (*op, true)).collect();
         for attempt in 1..=TXN_ATTEMPTS {
+            let ops = if attempt == 1 { ops } else { &replay[..] };
             let mut s =
                 self.target.client.start_session().await.map_err(|e| {
                     MongoError::from_driver(format!("{name}: starting a session"), &e)
@@ -300,7 +365,7 @@ impl Applier {
                 for (ns, docs) in &folded.docs {
                     self.write(&mut s, ns, docs).await?;
                 }
-                Ok::<(), MongoError>(())
+                Ok::<_, MongoError>(folded.conflicts)
             }
             .await;
             match result {
@@ -477,10 +542,8 @@ impl Applier {
         Ok(yes)
     }
 
-    /// Counts (and logs) the conflicts of the attempt that just committed.
-    fn count_conflicts(&self) {
-        let conflicts =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    /// Counts (and logs) the conflicts of a batch that landed.
+    fn count_conflicts(&self, conflicts: Vec<fold::Conflict>) {
         if let Some(st) = &self.status
             && !conflicts.is_empty()
         {
