@@ -7,7 +7,7 @@
 //! mongod writes then flow through tandem. Each test uses its own database names.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -305,6 +305,29 @@ pub async fn wait_marker(source: &Client, target: &Client, id: &str, limit: Dura
         },
     )
     .await;
+    marker_round_trip(source, target, limit).await;
+}
+
+/// A `--checkpoint-file`, as JSON (`None` while it does not exist).
+pub fn checkpoint_file(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read(path).ok()?;
+    Some(serde_json::from_slice(&text).expect("the checkpoint file is JSON"))
+}
+
+/// [`wait_marker`] for a link whose checkpoint is the file `path`.
+pub async fn wait_marker_file(source: &Client, target: &Client, path: &Path, limit: Duration) {
+    wait_for(
+        &format!("{} in the incremental phase", path.display()),
+        limit,
+        || async { checkpoint_file(path).is_some_and(|v| v["phase"] == "incr") },
+    )
+    .await;
+    marker_round_trip(source, target, limit).await;
+}
+
+/// Writes a marker document on the source (database `tandem_marker`) and waits until
+/// it is on the target: everything written on the source before it has been applied.
+async fn marker_round_trip(source: &Client, target: &Client, limit: Duration) {
     // A new marker every 2 s until one arrives: secantus's tailable oplog cursor can
     // miss an entry written while it opens (a server quirk, ../shared/research).
     let m: Collection<Document> = source.database("tandem_marker").collection("m");

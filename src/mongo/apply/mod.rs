@@ -238,9 +238,11 @@ impl Applier {
             Some(file) => match self.without_transaction(&file, &ops, &end).await {
                 Ok(c) => c,
                 Err(e) => {
-                    // Maybe partly written: applied again by this process (after a
-                    // retryable error), the batch is a replay like the one after a crash.
-                    self.cfg.copy_end = Some(window.map_or(end.ts, |w| w.max(end.ts)));
+                    // Maybe partly written (the file names it in flight): applied again
+                    // by this process after a retryable error, the batch is a replay
+                    // like the one after a crash.
+                    let in_flight = file.load().await.and_then(|s| s.in_flight);
+                    self.cfg.copy_end = window.max(in_flight);
                     return Err(e.at(&end));
                 }
             },
@@ -290,7 +292,7 @@ impl Applier {
             }
         }
         if !capped.is_empty() {
-            self.outside_transaction(&capped)
+            self.outside_transaction(&capped, None)
                 .await
                 .map_err(|e| e.at(end))?;
         }
@@ -313,21 +315,16 @@ impl Applier {
         ))
     }
 
-    /// A batch with a checkpoint file: the file names the batch in flight, the end
-    /// states are written (capped collections like the rest), then the file moves to
-    /// the batch's end. Returns the batch's conflicts.
+    /// A batch with a checkpoint file: read and folded, the file names the batch in
+    /// flight, the end states are written (capped collections like the rest), then the
+    /// file moves to the batch's end. Returns the batch's conflicts.
     async fn without_transaction(
         &self,
         file: &CheckpointFile,
         ops: &[(&Op, bool)],
         end: &MongoPosition,
     ) -> Result<Vec<fold::Conflict>> {
-        if ops.is_empty() {
-            file.commit(end).await?;
-            return Ok(Vec::new());
-        }
-        file.begin(end).await?;
-        let conflicts = self.outside_transaction(ops).await?;
+        let conflicts = self.outside_transaction(ops, Some((file, end))).await?;
         file.commit(end).await?;
         Ok(conflicts)
     }
@@ -351,7 +348,15 @@ impl Applier {
     /// End states written without a transaction (capped collections, and every batch
     /// with a checkpoint file), retried; returns the conflicts. A retry may find some
     /// of them written by the failed attempt, so it folds the batch as a replay.
-    async fn outside_transaction(&self, ops: &[(&Op, bool)]) -> Result<Vec<fold::Conflict>> {
+    ///
+    /// `in_flight`: the file to mark the batch in flight in, once it folded: a conflict
+    /// that stops the link has written nothing, and must stop the next run too rather
+    /// than pass as a replay.
+    async fn outside_transaction(
+        &self,
+        ops: &[(&Op, bool)],
+        in_flight: Option<(&CheckpointFile, &MongoPosition)>,
+    ) -> Result<Vec<fold::Conflict>> {
         let name = self.target.name();
         let replay: Vec<(&Op, bool)> = ops.iter().map(|(op, _)| (*op, true)).collect();
         for attempt in 1..=TXN_ATTEMPTS {
@@ -362,6 +367,11 @@ impl Applier {
                 })?;
             let result = async {
                 let folded = self.read_and_fold(&mut s, ops).await?;
+                if let Some((file, end)) = in_flight
+                    && !ops.is_empty()
+                {
+                    file.begin(end).await?;
+                }
                 for (ns, docs) in &folded.docs {
                     self.write(&mut s, ns, docs).await?;
                 }
