@@ -93,6 +93,17 @@ async fn copy_then_changes_into_a_standalone() {
 /// with a conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_loop_converges_exactly() {
+    kill9_loop("change-stream").await;
+}
+
+/// The same through the oplog, with replacements for updates: secantus logs updates
+/// in a shape of its own, not mongod's `$v:2` diffs (tests/mongo_oplog.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_loop_converges_exactly_oplog() {
+    kill9_loop("oplog").await;
+}
+
+async fn kill9_loop(fetch: &str) {
     let (src, dst) = (MongoServer::source(), standalone());
     let (a, b) = (src.client().await, dst.client().await);
     let dir = tempfile::tempdir().unwrap();
@@ -101,21 +112,28 @@ async fn kill9_loop_converges_exactly() {
     coll.insert_many((0..30).map(|i| doc! {"_id": i, "v": 0, "n": 0, "arr": []}))
         .await
         .unwrap();
-    let args = ["--batch-ops", "20"];
+    let args = ["--batch-ops", "20", "--fetch", fetch];
     let mut t = with_file(&src, &dst, &file, &args);
     wait_marker_file(&a, &b, &file, CATCH_UP).await;
+    let oplog = fetch == "oplog";
     let load = {
         let coll = coll.clone();
         tokio::spawn(async move {
             for k in 0..1500i32 {
                 let id = k % 30;
                 let field = format!("f{}", k % 7);
-                coll.update_one(
-                    doc! {"_id": id},
-                    doc! {"$set": {"v": k, field: k}, "$inc": {"n": 1}, "$push": {"arr": k}},
-                )
-                .await
-                .unwrap();
+                if oplog {
+                    coll.replace_one(doc! {"_id": id}, doc! {"v": k, field: k, "n": k / 30})
+                        .await
+                        .unwrap();
+                } else {
+                    coll.update_one(
+                        doc! {"_id": id},
+                        doc! {"$set": {"v": k, field: k}, "$inc": {"n": 1}, "$push": {"arr": k}},
+                    )
+                    .await
+                    .unwrap();
+                }
                 if k % 5 == 0 {
                     coll.insert_one(doc! {"_id": 1000 + k, "k": k})
                         .await
