@@ -260,3 +260,54 @@ async fn bad_checkpoint_file_is_one_error_naming_it() {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), content);
     }
 }
+
+/// `--on-history-lost resync` with a file: the file is removed with the copy progress,
+/// and the copy starts again from a new position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lost_resync_starts_the_file_over() {
+    let src = MongoServer::start_with(MongoOpts {
+        extra: vec!["--oplog-max-entries".into(), "100".into()],
+        ..Default::default()
+    });
+    let dst = standalone();
+    let (a, b) = (src.client().await, dst.client().await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("link.ckpt");
+    let oplog = ["--fetch", "oplog"];
+    let mut t = with_file(&src, &dst, &file, &["--fetch", "oplog", "--mode", "incr"]);
+    wait_marker_file(&a, &b, &file, CATCH_UP).await;
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+    let old = checkpoint_file(&file).unwrap();
+    // Pruning runs every 1000 writes: 3000 push the checkpoint's entry out.
+    let c = a.database("mflost").collection::<Document>("c");
+    for k in 0..30 {
+        c.insert_many((0..100).map(|i| doc! {"_id": k * 100 + i}))
+            .await
+            .unwrap();
+    }
+    let mut t = with_file(&src, &dst, &file, &oplog);
+    let (line, log) = t.one_error_line(CATCH_UP);
+    assert!(line.contains("new full sync"), "{log}");
+    let mut t = with_file(
+        &src,
+        &dst,
+        &file,
+        &["--fetch", "oplog", "--on-history-lost", "resync"],
+    );
+    // The old file says "incremental" until the resync replaces it.
+    wait_for("the copy again", CATCH_UP, || async {
+        t.log_text().contains("copy done")
+    })
+    .await;
+    wait_marker_file(&a, &b, &file, CATCH_UP).await;
+    assert_same_coll(&a, &b, "mflost", "c").await;
+    let new = checkpoint_file(&file).unwrap();
+    let at = |v: &serde_json::Value| (v["ts"]["t"].as_u64(), v["ts"]["i"].as_u64());
+    assert!(at(&new) > at(&old), "{old} -> {new}");
+    assert!(
+        t.log_text().contains("resync: dropping"),
+        "{}",
+        t.log_text()
+    );
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+}
