@@ -85,6 +85,13 @@ async fn copy_then_changes_into_a_standalone() {
     assert_eq!(saved["in_flight"], serde_json::Value::Null, "{saved}");
     assert!(t.is_running(), "{}", t.log_text());
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+    // A lost file is not a new link: the target's copy progress says otherwise.
+    std::fs::remove_file(&file).unwrap();
+    let mut t = with_file(&src, &dst, &file, &[]);
+    let (line, log) = t.one_error_line(CATCH_UP);
+    assert!(line.contains(&file.display().to_string()), "{log}");
+    assert!(line.contains("does not exist"), "{log}");
+    assert!(line.contains("copy progress"), "{log}");
 }
 
 /// `$set` load with inserts and deletes (and `$inc`, `$push`: logged as their results)

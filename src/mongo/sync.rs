@@ -201,58 +201,54 @@ async fn save(cfg: &SyncConfig, file: Option<&CheckpointFile>, c: &Checkpoint) -
 }
 
 /// A link without a checkpoint is new only if the target holds no trace of it: copy
-/// progress, or a checkpoint in the other place (the target when a file is given),
-/// would otherwise be taken for work done by this history (a finished copy skipped,
-/// the changes since then lost). Switching between `--checkpoint-file` and none, or
-/// losing the file, lands here.
+/// progress, or (with a file) a checkpoint on the target, would otherwise be taken for
+/// work done (a finished copy skipped, the changes since then lost). Losing the file,
+/// or switching between `--checkpoint-file` and none, lands here.
 async fn refuse_leftovers(cfg: &SyncConfig, file: Option<&CheckpointFile>) -> Result<()> {
-    let (name, other) = match file {
-        Some(f) => (
-            format!("{} does not exist, but", f.name()),
-            "a run without --checkpoint-file: run without it",
-        ),
-        None => (
+    let t = cfg.target.client.database(super::ns::TANDEM_DB);
+    let on = cfg.target.name();
+    let id = &cfg.id;
+    let start_over = "or start over with another --id and empty target collections";
+    if let Some(f) = file
+        && checkpoint::load(&cfg.target, id).await?.is_some()
+    {
+        return Err(MongoError::fatal(
             format!(
-                "link {:?} has no checkpoint on {}, but",
-                cfg.id,
-                cfg.target.name()
-            ),
-            "a run with --checkpoint-file: give that file",
-        ),
-    };
-    let here = if file.is_some() {
-        checkpoint::load(&cfg.target, &cfg.id).await?.is_some()
-    } else {
-        false
-    };
-    let progress = cfg
-        .target
-        .client
-        .database(super::ns::TANDEM_DB)
-        .collection::<bson::Document>(checkpoint::COPY)
-        .count_documents(bson::doc! {"link": &cfg.id})
-        .await
-        .map_err(|e| cfg.target.err("reading copy progress", &e))?;
-    if here || progress > 0 {
-        let what = if here {
-            format!(
-                "a checkpoint of it in {}.{}",
+                "{} does not exist, but {on} holds link {id:?}'s checkpoint in {}.{}",
+                f.name(),
                 super::ns::TANDEM_DB,
                 checkpoint::CHECKPOINTS
-            )
-        } else {
-            format!(
-                "its copy progress in {}.{}",
-                super::ns::TANDEM_DB,
-                checkpoint::COPY
-            )
-        };
-        return Err(MongoError::fatal(
-            format!("{name} the target holds {what}"),
-            format!("left by {other}, or use another --id with empty target collections"),
+            ),
+            "left by a run without --checkpoint-file: go on without the flag, or use another --id",
         ));
     }
-    Ok(())
+    let progress = t
+        .collection::<bson::Document>(checkpoint::COPY)
+        .count_documents(bson::doc! {"link": id})
+        .await
+        .map_err(|e| cfg.target.err("reading copy progress", &e))?;
+    if progress == 0 {
+        return Ok(());
+    }
+    let (what, why) = match file {
+        Some(f) => (
+            format!("{} does not exist", f.name()),
+            "left by a run with another checkpoint file, or without one: give that file, or \
+             run as that run did,",
+        ),
+        None => (
+            format!("link {id:?} has no checkpoint on {on}"),
+            "left by a run with --checkpoint-file: give that file,",
+        ),
+    };
+    Err(MongoError::fatal(
+        format!(
+            "{what}, but {on} holds its copy progress in {}.{}",
+            super::ns::TANDEM_DB,
+            checkpoint::COPY
+        ),
+        format!("{why} {start_over}"),
+    ))
 }
 
 /// `--on-history-lost resync`: the target's replicated namespaces, the copy progress

@@ -324,6 +324,10 @@ impl Applier {
         ops: &[(&Op, bool)],
         end: &MongoPosition,
     ) -> Result<Vec<fold::Conflict>> {
+        if ops.is_empty() {
+            file.commit(end).await?;
+            return Ok(Vec::new());
+        }
         let conflicts = self.outside_transaction(ops, Some((file, end))).await?;
         file.commit(end).await?;
         Ok(conflicts)
@@ -367,9 +371,7 @@ impl Applier {
                 })?;
             let result = async {
                 let folded = self.read_and_fold(&mut s, ops).await?;
-                if let Some((file, end)) = in_flight
-                    && !ops.is_empty()
-                {
+                if let Some((file, end)) = in_flight {
                     file.begin(end).await?;
                 }
                 for (ns, docs) in &folded.docs {
