@@ -60,7 +60,9 @@ pub struct ApplyConfig {
     pub id: String,
     pub filter: NsFilter,
     pub on_conflict: OnConflict,
-    /// Changes at or before this time are replayed over copied documents.
+    /// Changes at or before this time are replayed over documents that may already
+    /// hold them: copied ones, or a batch another worker's checkpoint or a checkpoint
+    /// file's `in_flight` says may have landed.
     pub copy_end: Option<OpTime>,
 }
 
