@@ -49,7 +49,8 @@ pub struct SyncArgs {
     /// Source connection string: mongodb://[user:pass@]host:port[,…]/?replicaSet=…
     #[arg(long)]
     source: String,
-    /// Target connection string (a replica set or a mongos: batches are transactions).
+    /// Target connection string (a replica set or a mongos: batches are transactions; a
+    /// standalone server with --checkpoint-file).
     #[arg(long)]
     target: String,
     #[arg(long, value_enum, default_value = "all")]
@@ -79,6 +80,13 @@ pub struct SyncArgs {
     /// Link name: the target's checkpoint is `__tandem.checkpoints` {_id: <id>}.
     #[arg(long, default_value = "default")]
     id: String,
+    /// Keep the checkpoint in this local file instead of on the target, and apply
+    /// batches without transactions: for a target that cannot run them (a standalone
+    /// mongod). At least once: a crash replays the last batch, which converges to the
+    /// source's state; source transactions are not atomic on the target (docs/MONGO.md).
+    /// Changes are applied by one applier (--workers sets the copy's).
+    #[arg(long, value_name = "PATH")]
+    checkpoint_file: Option<PathBuf>,
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -173,6 +181,7 @@ async fn sync(a: SyncArgs) -> CliResult {
         partition_docs: a.partition_docs.max(1),
         batch_ops: a.batch_ops.max(1),
         on_history_lost: a.on_history_lost,
+        checkpoint_file: a.checkpoint_file,
         status: link,
         shards,
     };

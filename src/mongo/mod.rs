@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+pub mod checkpoint_file;
 pub mod copy;
 pub mod endpoint;
 pub mod error;

@@ -219,10 +219,12 @@ pub async fn run(cfg: &SyncConfig, shards: &[Shard], shutdown: Shutdown) -> Resu
         let c = ckpts.remove(&s.name).expect("loaded above");
         let (stop, name) = (stop.clone(), s.name.clone());
         runs.spawn(async move {
-            incremental(&shard_cfg, c, stop).await.map_err(|mut e| {
-                e.context = format!("shard {name}: {}", e.context);
-                e
-            })
+            incremental(&shard_cfg, c, None, stop)
+                .await
+                .map_err(|mut e| {
+                    e.context = format!("shard {name}: {}", e.context);
+                    e
+                })
         });
     }
     let mut first_err = None;

@@ -1,7 +1,9 @@
 //! `tandem mongo sync`: the checkpoint decides where to begin (a new copy, a copy to
 //! resume, or changes after a position), then one reader feeds one applier until a
-//! signal stops it.
+//! signal stops it. The checkpoint is on the target, or in `--checkpoint-file`
+//! (`checkpoint_file.rs`: no transactions, at least once).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use super::apply::fold::OnConflict;
 use super::apply::pool::Pool;
 use super::apply::{Applier, ApplyConfig};
 use super::checkpoint::{self, Checkpoint, Phase};
+use super::checkpoint_file::CheckpointFile;
 use super::copy::{self, CopyConfig};
 use super::endpoint::MongoEndpoint;
 use super::error::{MongoError, Result};
@@ -62,6 +65,8 @@ pub struct SyncConfig {
     /// Operations per target transaction, at most (a source transaction is never split).
     pub batch_ops: usize,
     pub on_history_lost: OnHistoryLost,
+    /// The checkpoint in this file, batches without transactions.
+    pub checkpoint_file: Option<PathBuf>,
     pub status: Arc<LinkStatus>,
     /// A sharded source read shard by shard (`--fetch oplog`): each shard's replica set.
     pub shards: Vec<super::shards::Shard>,
@@ -95,8 +100,24 @@ pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
 
 async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
     let info = source::probe(&cfg.source).await?;
-    check_target(&cfg.target).await?;
+    let file = match &cfg.checkpoint_file {
+        Some(p) => Some(Arc::new(CheckpointFile::open(p, &cfg.id).await?)),
+        None => None,
+    };
+    match &file {
+        None => check_target(&cfg.target).await?,
+        Some(f) => tracing::info!(
+            "checkpoint in {}: batches are applied without transactions, at least once",
+            f.name()
+        ),
+    }
     if !cfg.shards.is_empty() {
+        if file.is_some() {
+            return Err(MongoError::fatal(
+                "--checkpoint-file",
+                "not for a source read shard by shard: each shard needs a checkpoint of its own",
+            ));
+        }
         return super::shards::run(cfg, &cfg.shards, shutdown).await;
     }
     if info.sharded && cfg.fetch == Fetch::Oplog {
@@ -107,12 +128,22 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
     }
     cfg.status.set_replid(&info.history);
     super::apply::end_previous_sessions(&cfg.target, &cfg.id).await?;
-    let mut ckpt = checkpoint::load(&cfg.target, &cfg.id).await?;
+    let mut ckpt = match &file {
+        Some(f) => f.load().await.map(|s| s.ckpt),
+        None => checkpoint::load(&cfg.target, &cfg.id).await?,
+    };
+    if ckpt.is_none() {
+        refuse_leftovers(cfg, file.as_deref()).await?;
+    }
+    let ckpt_name = match &file {
+        Some(f) => f.name(),
+        None => format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
+    };
     if let Some(c) = &ckpt
         && c.pos.history != info.history
     {
         return Err(MongoError::fatal(
-            format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
+            ckpt_name.clone(),
             format!(
                 "belongs to history {:?}, the source is {:?}: use another --id for another source",
                 c.pos.history, info.history
@@ -123,7 +154,7 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
         && (c.pos.token.is_some()) != (cfg.fetch == Fetch::ChangeStream)
     {
         return Err(MongoError::fatal(
-            format!("checkpoint {:?} on {}", cfg.id, cfg.target.name()),
+            ckpt_name,
             "was written in the other --fetch mode; positions of the two do not translate: use the same --fetch or a new --id",
         ));
     }
@@ -139,7 +170,7 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
             phase,
             copy_end: None,
         };
-        checkpoint::save(&cfg.target, &cfg.id, &c).await?;
+        save(cfg, file.as_deref(), &c).await?;
         ckpt = Some(c);
     }
     let mut ckpt = ckpt.expect("set above");
@@ -167,17 +198,79 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
         let end = source::probe(&cfg.source).await?.last_write;
         ckpt.phase = Phase::Incr;
         ckpt.copy_end = Some(end);
-        checkpoint::save(&cfg.target, &cfg.id, &ckpt).await?;
+        save(cfg, file.as_deref(), &ckpt).await?;
     }
     if cfg.mode == Mode::Full {
         return Ok(());
     }
-    incremental(cfg, ckpt, shutdown).await
+    incremental(cfg, ckpt, file, shutdown).await
+}
+
+async fn save(cfg: &SyncConfig, file: Option<&CheckpointFile>, c: &Checkpoint) -> Result<()> {
+    match file {
+        Some(f) => f.save(c).await,
+        None => checkpoint::save(&cfg.target, &cfg.id, c).await,
+    }
+}
+
+/// A link without a checkpoint is new only if the target holds no trace of it: copy
+/// progress, or (with a file) a checkpoint on the target, would otherwise be taken for
+/// work done (a finished copy skipped, the changes since then lost). Losing the file,
+/// or switching between `--checkpoint-file` and none, lands here.
+async fn refuse_leftovers(cfg: &SyncConfig, file: Option<&CheckpointFile>) -> Result<()> {
+    let t = cfg.target.client.database(super::ns::TANDEM_DB);
+    let on = cfg.target.name();
+    let id = &cfg.id;
+    let start_over = "or start over with another --id and empty target collections";
+    if let Some(f) = file
+        && checkpoint::load(&cfg.target, id).await?.is_some()
+    {
+        return Err(MongoError::fatal(
+            format!(
+                "{} does not exist, but {on} holds link {id:?}'s checkpoint in {}.{}",
+                f.name(),
+                super::ns::TANDEM_DB,
+                checkpoint::CHECKPOINTS
+            ),
+            "left by a run without --checkpoint-file: go on without the flag, or use another --id",
+        ));
+    }
+    let progress = t
+        .collection::<bson::Document>(checkpoint::COPY)
+        .count_documents(bson::doc! {"link": id})
+        .await
+        .map_err(|e| cfg.target.err("reading copy progress", &e))?;
+    if progress == 0 {
+        return Ok(());
+    }
+    let (what, why) = match file {
+        Some(f) => (
+            format!("{} does not exist", f.name()),
+            "left by a run with another checkpoint file, or without one: give that file, or \
+             run as that run did,",
+        ),
+        None => (
+            format!("link {id:?} has no checkpoint on {on}"),
+            "left by a run with --checkpoint-file: give that file,",
+        ),
+    };
+    Err(MongoError::fatal(
+        format!(
+            "{what}, but {on} holds its copy progress in {}.{}",
+            super::ns::TANDEM_DB,
+            checkpoint::COPY
+        ),
+        format!("{why} {start_over}"),
+    ))
 }
 
 /// `--on-history-lost resync`: the target's replicated namespaces, the copy progress
 /// and the checkpoint are removed, so the next run copies everything again.
 async fn reset(cfg: &SyncConfig) -> Result<()> {
+    let file = match &cfg.checkpoint_file {
+        Some(p) => Some(CheckpointFile::open(p, &cfg.id).await?),
+        None => None,
+    };
     let drv = |what: String, e: &mongodb::error::Error| {
         MongoError::from_driver(format!("{}: {what}", cfg.target.name()), e)
     };
@@ -229,6 +322,9 @@ async fn reset(cfg: &SyncConfig) -> Result<()> {
         .delete_many(bson::doc! {"link": &cfg.id})
         .await
         .map_err(|e| drv("clearing copy progress".into(), &e))?;
+    if let Some(f) = file {
+        return f.remove().await;
+    }
     t.collection::<bson::Document>(checkpoint::CHECKPOINTS)
         .delete_one(bson::doc! {"_id": &cfg.id})
         .await
@@ -246,7 +342,9 @@ async fn check_target(target: &MongoEndpoint) -> Result<()> {
         return Err(MongoError::fatal(
             target.name(),
             "the target is a standalone server, which cannot run transactions: tandem writes each \
-             batch and its checkpoint in one transaction. Run the target as a replica set",
+             batch and its checkpoint in one transaction. Run the target as a replica set, or \
+             give --checkpoint-file PATH to keep the checkpoint in a local file and apply batches \
+             without transactions (at least once, see docs/MONGO.md)",
         ));
     }
     Ok(())
@@ -330,20 +428,39 @@ async fn worker_start(
     Ok((resume, window))
 }
 
+/// With a checkpoint file, how far the restart replays like the copy window: to the
+/// copy's end, and past it to the end of the batch the file names as in flight (the
+/// last process may have written part of it).
+async fn replay_window(f: &CheckpointFile, copy_end: Option<OpTime>) -> Option<OpTime> {
+    let in_flight = f.load().await.and_then(|s| s.in_flight);
+    if let Some(t) = in_flight {
+        tracing::info!(
+            "{}: the batch up to {t} may be partly applied; it is replayed like the copy window",
+            f.name()
+        );
+    }
+    copy_end.max(in_flight)
+}
+
 pub(super) async fn incremental(
     cfg: &SyncConfig,
     ckpt: Checkpoint,
+    file: Option<Arc<CheckpointFile>>,
     mut shutdown: Shutdown,
 ) -> Result<()> {
     let st = cfg.status.clone();
-    let ids: Vec<String> = if cfg.workers <= 1 {
+    // One file holds one position: with it, one applier.
+    let ids: Vec<String> = if cfg.workers <= 1 || file.is_some() {
         vec![cfg.id.clone()]
     } else {
         (0..cfg.workers)
             .map(|k| format!("{}/{k}", cfg.id))
             .collect()
     };
-    let (resume, window) = worker_start(cfg, &ckpt, &ids).await?;
+    let (resume, window) = match &file {
+        Some(f) => (ckpt.pos.clone(), replay_window(f, ckpt.copy_end).await),
+        None => worker_start(cfg, &ckpt, &ids).await?,
+    };
     let ckpt = Checkpoint {
         pos: resume,
         copy_end: window,
@@ -370,12 +487,16 @@ pub(super) async fn incremental(
                 on_conflict: cfg.on_conflict,
                 copy_end: ckpt.copy_end,
             };
-            Applier::new(
+            let a = Applier::new(
                 cfg.target.clone(),
                 apply_cfg,
                 Some(ckpt.pos.clone()),
                 Some(st.clone()),
-            )
+            );
+            match &file {
+                Some(f) => a.with_checkpoint_file(f.clone()),
+                None => a,
+            }
         })
         .collect();
     let mut applier = Pool::new(appliers);

@@ -7,7 +7,7 @@
 //! mongod writes then flow through tandem. Each test uses its own database names.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -332,6 +332,29 @@ pub async fn wait_marker(source: &Client, target: &Client, id: &str, limit: Dura
         },
     )
     .await;
+    marker_round_trip(source, target, Some(link), limit).await;
+}
+
+/// A `--checkpoint-file`, as JSON (`None` while it does not exist).
+pub fn checkpoint_file(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read(path).ok()?;
+    Some(serde_json::from_slice(&text).expect("the checkpoint file is JSON"))
+}
+
+/// [`wait_marker`] for a link whose checkpoint is the file `path`.
+pub async fn wait_marker_file(source: &Client, target: &Client, path: &Path, limit: Duration) {
+    wait_for(
+        &format!("{} in the incremental phase", path.display()),
+        limit,
+        || async { checkpoint_file(path).is_some_and(|v| v["phase"] == "incr") },
+    )
+    .await;
+    marker_round_trip(source, target, None, limit).await;
+}
+
+/// Writes a marker document on the source (database `tandem_marker`) and waits until
+/// it is on the target: everything written on the source before it has been applied.
+async fn marker_round_trip(source: &Client, target: &Client, link: Option<&str>, limit: Duration) {
     // A new marker every 2 s until one arrives: a marker written while the reader opens
     // is only found once a later entry shows the gap (source/oplog.rs).
     let m: Collection<Document> = source.database("tandem_marker").collection("m");
@@ -347,7 +370,10 @@ pub async fn wait_marker(source: &Client, target: &Client, id: &str, limit: Dura
         let round = Instant::now();
         while round.elapsed() < Duration::from_secs(2) {
             if t.find_one(doc! {"_id": &id}).await.unwrap().is_some() {
-                return batch_landed(target, link, limit).await;
+                if let Some(link) = link {
+                    batch_landed(target, link, limit).await;
+                }
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

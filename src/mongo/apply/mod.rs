@@ -8,6 +8,11 @@
 //! after what landed: nothing applied twice, nothing skipped. DDL units are the one
 //! exception to one-transaction-per-batch (the server does not run DDL in a
 //! transaction): each is applied alone, then checkpointed; see `ddl.rs`.
+//!
+//! With a checkpoint file (`--checkpoint-file`, a target without transactions) the
+//! contract is weaker: a failing batch may be partly on the target, and the file names
+//! it as in flight, so whoever applies it again does so inside the replay window
+//! (`checkpoint_file.rs`). At least once, converging to the same end states.
 
 pub mod bulk;
 pub mod ddl;
@@ -32,6 +37,7 @@ use mongodb::options::{ReadConcern, TransactionOptions, WriteConcern};
 
 use self::fold::{DocKey, Folded, OnConflict, doc_key};
 use super::checkpoint::{self, CHECKPOINTS};
+use super::checkpoint_file::CheckpointFile;
 use super::endpoint::MongoEndpoint;
 use super::error::{MongoError, Result};
 use super::event::{Ddl, Op, Payload, Unit};
@@ -54,7 +60,9 @@ pub struct ApplyConfig {
     pub id: String,
     pub filter: NsFilter,
     pub on_conflict: OnConflict,
-    /// Changes at or before this time are replayed over copied documents.
+    /// Changes at or before this time are replayed over documents that may already
+    /// hold them: copied ones, or a batch another worker's checkpoint or a checkpoint
+    /// file's `in_flight` says may have landed.
     pub copy_end: Option<OpTime>,
 }
 
@@ -72,6 +80,9 @@ pub struct Applier {
     /// Conflicts of the attempt in flight, counted once it commits (an attempt that
     /// is retried must not count them twice).
     pending: std::sync::Mutex<Vec<fold::Conflict>>,
+    /// Where the checkpoint lives when not on the target: batches are then written
+    /// without a transaction.
+    file: Option<Arc<CheckpointFile>>,
 }
 
 /// Where the applier records its session, so the next process can end it.
@@ -134,7 +145,14 @@ impl Applier {
                 },
             ),
             pending: std::sync::Mutex::new(Vec::new()),
+            file: None,
         }
+    }
+
+    /// Checkpoints in `file`, batches without transactions (see the module's contract).
+    pub fn with_checkpoint_file(mut self, file: Arc<CheckpointFile>) -> Self {
+        self.file = Some(file);
+        self
     }
 
     pub fn last(&self) -> Option<&MongoPosition> {
@@ -161,7 +179,10 @@ impl Applier {
                     .await
                     .map_err(|e| e.at(&u.pos))?;
                 self.capped.clear();
-                checkpoint::save_position(&self.target, &self.cfg.id, &u.pos).await?;
+                match &self.file {
+                    Some(f) => f.commit(&u.pos).await?,
+                    None => checkpoint::save_position(&self.target, &self.cfg.id, &u.pos).await?,
+                }
                 crate::metrics::mongo_applied(d.kind(), 1);
                 if let Some(st) = &self.status {
                     st.mongo(|m| {
@@ -215,48 +236,21 @@ impl Applier {
                 }
             })
             .collect();
-        // No server writes a capped collection inside a transaction. Their end states
-        // are written just before the transaction instead: writing an end state again
-        // changes nothing, so a crash in between re-applies them harmlessly.
-        let mut plain = Vec::with_capacity(ops.len());
-        let mut capped = Vec::new();
-        for (op, w) in &ops {
-            if self.is_capped(op.ns()).await? {
-                capped.push((*op, true));
-            } else {
-                plain.push((*op, *w));
-            }
-        }
-        if !capped.is_empty() {
-            self.outside_transaction(&capped)
-                .await
-                .map_err(|e| e.at(&end))?;
-        }
-        tracing::trace!(
-            "{}: {} ops to {end}, window {:?}: {:?}",
-            self.cfg.id,
-            plain.len(),
-            window,
-            plain
-                .iter()
-                .map(|(o, w)| format!("{}:{:?}:{w}", o.kind(), o.id()))
-                .collect::<Vec<_>>()
-        );
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.transaction(&plain, &end).await {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
-                    crate::metrics::sink_retry();
-                    tracing::info!("retrying a batch: {e}");
-                    tokio::time::sleep(Duration::from_millis((20 * attempt as u64).min(1000)))
-                        .await;
+        let conflicts = match self.file.clone() {
+            Some(file) => match self.without_transaction(&file, &ops, &end).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Maybe partly written (the file names it in flight): applied again
+                    // by this process after a retryable error, the batch is a replay
+                    // like the one after a crash.
+                    let in_flight = file.load().await.and_then(|s| s.in_flight);
+                    self.cfg.copy_end = window.max(in_flight);
+                    return Err(e.at(&end));
                 }
-                Err(e) => return Err(e.at(&end)),
-            }
-        }
-        self.count_conflicts();
+            },
+            None => self.in_transaction(&ops, &end).await?,
+        };
+        self.count_conflicts(conflicts);
         let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
         for (op, _) in &ops {
             *kinds.entry(op.kind()).or_default() += 1;
@@ -281,6 +275,75 @@ impl Applier {
         Ok(())
     }
 
+    /// A batch as one transaction with its checkpoint; returns its conflicts.
+    async fn in_transaction(
+        &mut self,
+        ops: &[(&Op, bool)],
+        end: &MongoPosition,
+    ) -> Result<Vec<fold::Conflict>> {
+        // No server writes a capped collection inside a transaction. Their end states
+        // are written just before the transaction instead: writing an end state again
+        // changes nothing, so a crash in between re-applies them harmlessly.
+        let mut plain = Vec::with_capacity(ops.len());
+        let mut capped = Vec::new();
+        for (op, w) in ops {
+            if self.is_capped(op.ns()).await? {
+                capped.push((*op, true));
+            } else {
+                plain.push((*op, *w));
+            }
+        }
+        if !capped.is_empty() {
+            self.outside_transaction(&capped, None)
+                .await
+                .map_err(|e| e.at(end))?;
+        }
+        tracing::trace!(
+            "{}: {} ops to {end}: {:?}",
+            self.cfg.id,
+            plain.len(),
+            plain
+                .iter()
+                .map(|(o, w)| format!("{}:{:?}:{w}", o.kind(), o.id()))
+                .collect::<Vec<_>>()
+        );
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.transaction(&plain, end).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
+                    crate::metrics::sink_retry();
+                    tracing::info!("retrying a batch: {e}");
+                    tokio::time::sleep(Duration::from_millis((20 * attempt as u64).min(1000)))
+                        .await;
+                }
+                Err(e) => return Err(e.at(end)),
+            }
+        }
+        Ok(std::mem::take(
+            &mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+
+    /// A batch with a checkpoint file: read and folded, the file names the batch in
+    /// flight, the end states are written (capped collections like the rest), then the
+    /// file moves to the batch's end. Returns the batch's conflicts.
+    async fn without_transaction(
+        &self,
+        file: &CheckpointFile,
+        ops: &[(&Op, bool)],
+        end: &MongoPosition,
+    ) -> Result<Vec<fold::Conflict>> {
+        if ops.is_empty() {
+            file.commit(end).await?;
+            return Ok(Vec::new());
+        }
+        let conflicts = self.outside_transaction(ops, Some((file, end))).await?;
+        file.commit(end).await?;
+        Ok(conflicts)
+    }
+
     async fn is_capped(&mut self, ns: &Namespace) -> Result<bool> {
         if let Some(c) = self.capped.get(ns) {
             return Ok(*c);
@@ -297,20 +360,35 @@ impl Applier {
         Ok(capped)
     }
 
-    /// End states written without a transaction (capped collections), retried.
-    async fn outside_transaction(&self, ops: &[(&Op, bool)]) -> Result<()> {
+    /// End states written without a transaction (capped collections, and every batch
+    /// with a checkpoint file), retried; returns the conflicts. A retry may find some
+    /// of them written by the failed attempt, so it folds the batch as a replay.
+    ///
+    /// `in_flight`: the file to mark the batch in flight in, once it folded: a conflict
+    /// that stops the link has written nothing, and must stop the next run too rather
+    /// than pass as a replay.
+    async fn outside_transaction(
+        &self,
+        ops: &[(&Op, bool)],
+        in_flight: Option<(&CheckpointFile, &MongoPosition)>,
+    ) -> Result<Vec<fold::Conflict>> {
         let name = self.target.name();
+        let replay: Vec<(&Op, bool)> = ops.iter().map(|(op, _)| (*op, true)).collect();
         for attempt in 1..=TXN_ATTEMPTS {
+            let ops = if attempt == 1 { ops } else { &replay[..] };
             let mut s =
                 self.target.client.start_session().await.map_err(|e| {
                     MongoError::from_driver(format!("{name}: starting a session"), &e)
                 })?;
             let result = async {
                 let folded = self.read_and_fold(&mut s, ops).await?;
+                if let Some((file, end)) = in_flight {
+                    file.begin(end).await?;
+                }
                 for (ns, docs) in &folded.docs {
                     self.write(&mut s, ns, docs).await?;
                 }
-                Ok::<(), MongoError>(())
+                Ok::<_, MongoError>(folded.conflicts)
             }
             .await;
             match result {
@@ -487,10 +565,8 @@ impl Applier {
         Ok(yes)
     }
 
-    /// Counts (and logs) the conflicts of the attempt that just committed.
-    fn count_conflicts(&self) {
-        let conflicts =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    /// Counts (and logs) the conflicts of a batch that landed.
+    fn count_conflicts(&self, conflicts: Vec<fold::Conflict>) {
         if let Some(st) = &self.status
             && !conflicts.is_empty()
         {
