@@ -18,11 +18,10 @@ use bson::doc;
 use mongodb::options::ClientOptions;
 
 use super::checkpoint::{self, Checkpoint, Phase};
-use super::copy::{self, CopyConfig};
 use super::endpoint::MongoEndpoint;
 use super::error::{MongoError, Result};
 use super::source;
-use super::sync::{Mode, SyncConfig, incremental};
+use super::sync::{Mode, SyncConfig, incremental, run_copy};
 use crate::core::MongoPosition;
 use crate::core::shutdown::{Shutdown, shutdown_pair};
 
@@ -166,24 +165,7 @@ pub async fn run(cfg: &SyncConfig, shards: &[Shard], shutdown: Shutdown) -> Resu
     }
     cfg.status.set_replid(&histories.join(","));
     if ckpts.values().any(|c| c.phase == Phase::Copy) {
-        if cfg.mode == Mode::Incr {
-            return Err(MongoError::fatal(
-                format!("checkpoint {:?}", cfg.id),
-                "a copy of this link is unfinished: run with --mode all or full to finish it",
-            ));
-        }
-        cfg.status.full_sync_started();
-        let cc = CopyConfig {
-            id: cfg.id.clone(),
-            filter: cfg.filter.clone(),
-            workers: cfg.workers,
-            partition_docs: cfg.partition_docs,
-            batch_docs: 1000,
-        };
-        if copy::copy(&cfg.source, &cfg.target, &cc, &cfg.status, &shutdown)
-            .await?
-            .is_none()
-        {
+        if !run_copy(cfg, &shutdown).await? {
             return Ok(());
         }
         for s in shards {

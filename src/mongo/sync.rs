@@ -175,24 +175,7 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
     }
     let mut ckpt = ckpt.expect("set above");
     if ckpt.phase == Phase::Copy {
-        if cfg.mode == Mode::Incr {
-            return Err(MongoError::fatal(
-                format!("checkpoint {:?}", cfg.id),
-                "a copy of this link is unfinished: run with --mode all or full to finish it",
-            ));
-        }
-        cfg.status.full_sync_started();
-        let cc = CopyConfig {
-            id: cfg.id.clone(),
-            filter: cfg.filter.clone(),
-            workers: cfg.workers,
-            partition_docs: cfg.partition_docs,
-            batch_docs: 1000,
-        };
-        if copy::copy(&cfg.source, &cfg.target, &cc, &cfg.status, &shutdown)
-            .await?
-            .is_none()
-        {
+        if !run_copy(cfg, &shutdown).await? {
             return Ok(());
         }
         let end = source::probe(&cfg.source).await?.last_write;
@@ -262,6 +245,30 @@ async fn refuse_leftovers(cfg: &SyncConfig, file: Option<&CheckpointFile>) -> Re
         ),
         format!("{why} {start_over}"),
     ))
+}
+
+/// The full copy of a link whose checkpoint says it is unfinished; `false` when
+/// shutdown stopped it.
+pub(super) async fn run_copy(cfg: &SyncConfig, shutdown: &Shutdown) -> Result<bool> {
+    if cfg.mode == Mode::Incr {
+        return Err(MongoError::fatal(
+            format!("checkpoint {:?}", cfg.id),
+            "a copy of this link is unfinished: run with --mode all or full to finish it",
+        ));
+    }
+    cfg.status.full_sync_started();
+    let cc = CopyConfig {
+        id: cfg.id.clone(),
+        filter: cfg.filter.clone(),
+        workers: cfg.workers,
+        partition_docs: cfg.partition_docs,
+        batch_docs: 1000,
+    };
+    Ok(
+        copy::copy(&cfg.source, &cfg.target, &cc, &cfg.status, shutdown)
+            .await?
+            .is_some(),
+    )
 }
 
 /// `--on-history-lost resync`: the target's replicated namespaces, the copy progress
