@@ -36,19 +36,13 @@ fn sync(a: &MongoServer, b: &MongoServer, dst: &MongoServer) -> Tandem {
     ])
 }
 
-/// Every document of `db.coll` on either shard, by `_id`.
+/// Every document of `db.coll` on either shard, by `_id` (as `dump` names it).
 async fn union(shards: &[&Client], db: &str, coll: &str) -> BTreeMap<String, Document> {
     let mut out = BTreeMap::new();
     for c in shards {
-        let mut cur = c
-            .database(db)
-            .collection::<Document>(coll)
-            .find(doc! {})
-            .await
-            .unwrap();
-        while cur.advance().await.unwrap() {
-            let d = cur.deserialize_current().unwrap();
-            let id = format!("{:?}", d.get("_id").unwrap());
+        for (id, raw) in dump(c, db, coll).await {
+            let id = String::from_utf8(id).unwrap();
+            let d = Document::from_reader(&mut raw.as_slice()).unwrap();
             assert!(out.insert(id.clone(), d).is_none(), "{id} on both shards");
         }
     }
