@@ -47,12 +47,7 @@ impl Pool {
     }
 
     fn applied(&self, k: usize, pos: &MongoPosition) -> bool {
-        self.appliers[k].last().is_some_and(|l| {
-            matches!(
-                pos.try_cmp(l),
-                Ok(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-            )
-        })
+        holds(&self.appliers[k], pos)
     }
 
     /// Same contract as [`Applier::apply`], per worker: on `Ok` every unit is on the
@@ -65,16 +60,9 @@ impl Pool {
         let mut parts: Vec<Vec<Unit>> = (0..n).map(|_| Vec::new()).collect();
         let mut upto: Option<MongoPosition> = None;
         for u in units {
-            tracing::trace!(
-                "unit at {} to {:?}",
-                u.pos,
-                match worker_of(&u, n) {
-                    Route::To(k) => format!("{k} applied={}", self.applied(k, &u.pos)),
-                    Route::Barrier => "barrier".into(),
-                    Route::Skip => "skip".into(),
-                }
-            );
-            match worker_of(&u, n) {
+            let route = worker_of(&u, n);
+            tracing::trace!("unit at {} to {route:?}", u.pos);
+            match route {
                 Route::Skip => upto = Some(u.pos.clone()),
                 // After a failed batch the reader resumes at the lowest worker's position,
                 // so a worker that got further sees again what it already committed
@@ -107,13 +95,7 @@ impl Pool {
         let runs = self.appliers.iter_mut().zip(parts).map(|(a, mut part)| {
             // Each worker's checkpoint moves to the end, with or without work (unless
             // it is there or beyond already).
-            let ahead = a.last().is_some_and(|l| {
-                matches!(
-                    end.try_cmp(l),
-                    Ok(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-                )
-            });
-            if !ahead && part.last().is_none_or(|u| u.pos != *end) {
+            if !holds(a, end) && part.last().is_none_or(|u| u.pos != *end) {
                 part.push(Unit {
                     pos: end.clone(),
                     wall_ms: 0,
@@ -129,6 +111,17 @@ impl Pool {
     }
 }
 
+/// Whether the worker's checkpoint is at `pos` or past it: it committed `pos` already.
+fn holds(a: &Applier, pos: &MongoPosition) -> bool {
+    a.last().is_some_and(|l| {
+        matches!(
+            pos.try_cmp(l),
+            Ok(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+        )
+    })
+}
+
+#[derive(Debug)]
 enum Route {
     To(usize),
     Barrier,
