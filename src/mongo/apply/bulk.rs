@@ -6,7 +6,7 @@ use bson::{Bson, Document, doc};
 use mongodb::ClientSession;
 
 use super::fold::Folded;
-use super::{EndState, end_states, expect_count};
+use super::{EndState, count_field, end_states, expect_count};
 use crate::core::MongoPosition;
 use crate::mongo::checkpoint::{self, CHECKPOINTS};
 use crate::mongo::endpoint::MongoEndpoint;
@@ -84,11 +84,7 @@ pub async fn write(
         let what = "writing a batch";
         expect_count(target, what, &reply, "nDeleted", deletes)?;
         // The checkpoint's upsert matches or inserts; every replacement matches.
-        let upserted = match reply.get("nUpserted") {
-            Some(Bson::Int32(n)) => *n as usize,
-            Some(Bson::Int64(n)) => *n as usize,
-            _ => 0,
-        };
+        let upserted = count_field(&reply, "nUpserted").unwrap_or(0).max(0) as usize;
         expect_count(
             target,
             what,
@@ -103,11 +99,7 @@ pub async fn write(
 
 /// A reply that reports an error, or a write concern error, is an error.
 fn check(target: &MongoEndpoint, reply: &Document) -> Result<()> {
-    let n = match reply.get("nErrors") {
-        Some(Bson::Int32(n)) => *n as i64,
-        Some(Bson::Int64(n)) => *n,
-        _ => 0,
-    };
+    let n = count_field(reply, "nErrors").unwrap_or(0);
     if n > 0 {
         let first = reply
             .get_document("cursor")

@@ -684,12 +684,7 @@ pub(crate) fn expect_count(
     field: &str,
     want: usize,
 ) -> Result<()> {
-    let got = match reply.get(field) {
-        Some(Bson::Int32(n)) => *n as i64,
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Double(n)) => *n as i64,
-        _ => -1,
-    };
+    let got = count_field(reply, field).unwrap_or(-1);
     if got != want as i64 {
         return Err(MongoError::retryable(
             format!("{}: {what}", target.name()),
@@ -697,6 +692,16 @@ pub(crate) fn expect_count(
         ));
     }
     Ok(())
+}
+
+/// A count in a server's reply, whichever number type it came as.
+pub(crate) fn count_field(reply: &Document, field: &str) -> Option<i64> {
+    match reply.get(field)? {
+        Bson::Int32(n) => Some(*n as i64),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(n) => Some(*n as i64),
+        _ => None,
+    }
 }
 
 /// What one document's end state takes on the target.
