@@ -184,6 +184,8 @@ pub const MONGO_APPLIED: &str = "tandem_mongo_applied_total";
 pub const MONGO_CONFLICTS: &str = "tandem_mongo_conflicts_total";
 pub const MONGO_COPY_DOCS: &str = "tandem_mongo_copy_documents_total";
 pub const MONGO_COPY_BYTES: &str = "tandem_mongo_copy_bytes_total";
+pub const MONGO_ECHOES_DROPPED: &str = "tandem_mongo_echoes_dropped_total";
+pub const MONGO_RESOLVED: &str = "tandem_mongo_conflicts_resolved_total";
 
 pub fn describe_mongo() {
     metrics::describe_counter!(
@@ -202,6 +204,22 @@ pub fn describe_mongo() {
         MONGO_COPY_BYTES,
         "BSON bytes written by the full copy, by target namespace"
     );
+    metrics::describe_counter!(
+        MONGO_ECHOES_DROPPED,
+        "Two-way: source units (transactions or writes) that touch __tandem, tandem's own writes, dropped instead of sent back"
+    );
+    metrics::describe_counter!(
+        MONGO_RESOLVED,
+        "Two-way converge: documents copied from the conflict's winner to the other side, by outcome (copied, rechecked)"
+    );
+}
+
+pub fn mongo_echo_dropped() {
+    metrics::counter!(MONGO_ECHOES_DROPPED).increment(1);
+}
+
+pub fn mongo_resolved(outcome: &'static str) {
+    metrics::counter!(MONGO_RESOLVED, "outcome" => outcome).increment(1);
 }
 
 pub fn mongo_applied(kind: &str, n: u64) {

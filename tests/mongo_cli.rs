@@ -45,12 +45,22 @@ async fn verify_finds_exactly_the_differences() {
             "50",
             "--exclude-ns",
             "tandem_marker.*",
+            "--partition-docs",
+            "300",
         ];
         args.extend_from_slice(extra);
         run(&args)
     };
     let (code, out, err) = verify(&[]);
     assert_eq!((code, out.trim()), (0, "identical"), "{err}");
+    if !src.is_real() {
+        // 2,955 documents: types 50, mixed 605 (3 ranges across _id types), orders 2,000
+        // (7), people 300 (1), three empty collections (1 each).
+        assert!(
+            err.contains("compared 2955 source documents in 15 _id ranges; 0 ranges matched by hash (the servers cannot hash documents: every range read)"),
+            "{err}"
+        );
+    }
     // One of each kind of difference, made on the target.
     let orders = b.database("mshop").collection::<Document>("orders");
     orders
@@ -60,6 +70,14 @@ async fn verify_finds_exactly_the_differences() {
     orders.delete_one(doc! {"_id": 8}).await.unwrap();
     orders.insert_one(doc! {"_id": "extra"}).await.unwrap();
     orders.drop_index("qty_1_sku_-1").await.unwrap();
+    // In three ranges of a collection whose ranges span _id types.
+    let mixed = b.database("mshop").collection::<Document>("mixed");
+    mixed
+        .update_one(doc! {"_id": "s0301"}, doc! {"$set": {"v": -1}})
+        .await
+        .unwrap();
+    mixed.delete_one(doc! {"_id": 100}).await.unwrap();
+    mixed.insert_one(doc! {"_id": 5000}).await.unwrap();
     b.database("mhr")
         .collection::<Document>("people")
         .drop()
@@ -86,8 +104,11 @@ async fn verify_finds_exactly_the_differences() {
         .collect();
     got.sort();
     let want: Vec<(String, String, String)> = vec![
+        ("document-differs", "mshop.mixed", "_id \"s0301\""),
         ("document-differs", "mshop.orders", "_id 7"),
+        ("extra-document", "mshop.mixed", "_id 5000"),
         ("extra-document", "mshop.orders", "_id \"extra\""),
+        ("missing-document", "mshop.mixed", "_id 100"),
         ("missing-document", "mshop.orders", "_id 8"),
         (
             "missing-index",
@@ -104,7 +125,7 @@ async fn verify_finds_exactly_the_differences() {
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
     .collect();
     assert_eq!(got, want, "{out}");
-    assert!(out.trim_end().ends_with("5 differences"), "{out}");
+    assert!(out.trim_end().ends_with("8 differences"), "{out}");
     let (code, _, _) = run(&[
         "mongo",
         "verify",

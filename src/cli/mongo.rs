@@ -1,4 +1,4 @@
-//! `tandem mongo sync | replay | verify`.
+//! `tandem mongo sync | replay | verify | twoway`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,12 +7,14 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::CliResult;
+use super::twoway::{ConflictArg, SideArg};
 use crate::core::OpTime;
 use crate::mongo::apply::fold::OnConflict;
 use crate::mongo::endpoint::MongoEndpoint;
 use crate::mongo::ns::NsFilter;
 use crate::mongo::shards::{self, Shard};
 use crate::mongo::sync::{Fetch, Mode, OnHistoryLost, SyncConfig};
+use crate::mongo::twoway::{DdlFlow, FullSync, TwoWayConfig};
 use crate::ops::Status;
 
 #[derive(Subcommand)]
@@ -23,6 +25,8 @@ pub enum MongoCmd {
     Replay(ReplayArgs),
     /// Compare namespaces, options, indexes and every document of two deployments.
     Verify(VerifyArgs),
+    /// Two-way (active-active) between two deployments: no echoes, conflicts that converge.
+    Twoway(TwowayArgs),
 }
 
 #[derive(Args)]
@@ -100,6 +104,57 @@ pub struct SyncArgs {
 }
 
 #[derive(Args)]
+pub struct TwowayArgs {
+    /// Side A: mongodb://… (a replica set or a mongos).
+    #[arg(long)]
+    a: String,
+    /// Side B: mongodb://…
+    #[arg(long)]
+    b: String,
+    /// What happens to a document written on both sides at once.
+    #[arg(long, value_enum, default_value = "converge")]
+    conflict: ConflictArg,
+    /// The winner when two conflicting writes were observed at the same millisecond.
+    #[arg(long, value_enum, default_value = "a")]
+    prefer: SideArg,
+    /// Copy one side into the other first (the other side's local writes still flow).
+    #[arg(long, value_enum, default_value = "a-to-b")]
+    full_sync: FullSync,
+    /// Whose DDL is applied on the other side (never both: docs/TWO-WAY.md).
+    #[arg(long, value_enum, default_value = "a-to-b")]
+    ddl: DdlFlow,
+    /// How changes are read on both sides.
+    #[arg(long, value_enum, default_value = "change-stream")]
+    fetch: Fetch,
+    /// Replicate only these namespaces: db.coll, with * wildcards (repeatable).
+    #[arg(long = "include-ns")]
+    include_ns: Vec<String>,
+    /// Never replicate these namespaces (repeatable).
+    #[arg(long = "exclude-ns")]
+    exclude_ns: Vec<String>,
+    /// Link name: checkpoints are `__tandem.checkpoints` {_id: "<id>:a2b"} on B and
+    /// {_id: "<id>:b2a"} on A.
+    #[arg(long, default_value = "default")]
+    id: String,
+    /// One JSON line per conflict.
+    #[arg(long)]
+    conflict_log: Option<PathBuf>,
+    /// How long writes are remembered for conflict detection (seconds); conflicts of
+    /// writes further apart (a link lagging more) are not detected.
+    #[arg(long, default_value_t = 300)]
+    conflict_window_secs: u64,
+    /// Documents per copy partition, about.
+    #[arg(long, default_value_t = 100_000)]
+    partition_docs: u64,
+    /// Operations per target transaction, at most (a source transaction is never split).
+    #[arg(long, default_value_t = 1000)]
+    batch_ops: usize,
+    /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
 pub struct ReplayArgs {
     /// The recorded oplog: BSON documents back to back, or JSON lines of Extended JSON.
     #[arg(long)]
@@ -136,12 +191,24 @@ pub struct VerifyArgs {
     /// Every difference as JSON lines to this file (stdout lists the first 20).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// About this many documents per compared `_id` range.
+    #[arg(long, default_value_t = 10_000)]
+    partition_docs: u64,
+    /// Ranges compared at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Read every range's documents, even where both servers could compare ranges by
+    /// hash first (`$toHashedIndexKey` folds numeric types, so a difference in a
+    /// number's type alone is seen only this way).
+    #[arg(long)]
+    no_hash: bool,
 }
 
 pub async fn run(cmd: MongoCmd) -> CliResult {
     match cmd {
         MongoCmd::Sync(a) => sync(a).await,
         MongoCmd::Replay(a) => replay(a).await,
+        MongoCmd::Twoway(a) => twoway(a).await,
         MongoCmd::Verify(a) => {
             let code = verify(a).await?;
             if code != 0 {
@@ -184,6 +251,7 @@ async fn sync(a: SyncArgs) -> CliResult {
         checkpoint_file: a.checkpoint_file,
         status: link,
         shards,
+        judge: None,
     };
     crate::mongo::sync::run(cfg, super::shutdown_on_signal()).await?;
     Ok(())
@@ -225,6 +293,39 @@ fn parse_ts(s: &str) -> Result<OpTime, String> {
     ))
 }
 
+async fn twoway(a: TwowayArgs) -> CliResult {
+    let ep_a = MongoEndpoint::connect("--a", &a.a).await?;
+    let ep_b = MongoEndpoint::connect("--b", &a.b).await?;
+    let filter = NsFilter::new(&a.include_ns, &a.exclude_ns, &[])?;
+    let status = Arc::new(Status::new("mongo-twoway", &a.id));
+    if let Some(addr) = a.metrics_addr {
+        crate::ops::http::serve(addr, status.clone()).await?;
+    }
+    let (sa, sb) = (ep_a.addr().to_string(), ep_b.addr().to_string());
+    let links = [
+        status.link_addrs(&format!("{}:a2b", a.id), sa.clone(), sb.clone()),
+        status.link_addrs(&format!("{}:b2a", a.id), sb, sa),
+    ];
+    let cfg = TwoWayConfig {
+        a: ep_a,
+        b: ep_b,
+        id: a.id,
+        fetch: a.fetch,
+        filter,
+        policy: a.conflict.into(),
+        prefer: a.prefer.into(),
+        full_sync: a.full_sync,
+        ddl: a.ddl,
+        conflict_log: a.conflict_log,
+        retention: Duration::from_secs(a.conflict_window_secs),
+        partition_docs: a.partition_docs.max(1),
+        batch_ops: a.batch_ops.max(1),
+        status: links,
+    };
+    crate::mongo::twoway::run(cfg, super::shutdown_on_signal()).await?;
+    Ok(())
+}
+
 async fn replay(a: ReplayArgs) -> CliResult {
     let target = MongoEndpoint::connect("--target", &a.target).await?;
     let until = a.until.as_deref().map(parse_ts).transpose()?;
@@ -255,17 +356,32 @@ async fn verify(a: VerifyArgs) -> Result<i32, Box<dyn std::error::Error + Send +
             rounds: a.rounds,
             round_delay: Duration::from_millis(a.round_delay_ms),
             batch: 1000,
+            partition_docs: a.partition_docs,
+            parallel: a.parallel,
+            hash: !a.no_hash,
         };
-        let diffs = crate::mongo::verify::verify(&source, &target, &cfg).await?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(diffs)
+        let report = crate::mongo::verify::verify(&source, &target, &cfg).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(report)
     };
-    let diffs = match run.await {
+    let report = match run.await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("tandem: error: {e}");
             return Ok(2);
         }
     };
+    eprintln!(
+        "tandem: compared {} source documents in {} _id ranges; {} ranges matched by hash{}",
+        report.read,
+        report.partitions,
+        report.hashed_equal,
+        if report.hashed {
+            ""
+        } else {
+            " (the servers cannot hash documents: every range read)"
+        }
+    );
+    let diffs = report.diffs;
     if let Some(path) = &a.out {
         let mut text = String::new();
         for d in &diffs {

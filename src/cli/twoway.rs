@@ -57,17 +57,38 @@ pub struct TwoWayArgs {
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// `--conflict`, for both modules' two-way.
 #[derive(Clone, Copy, ValueEnum)]
-enum ConflictArg {
+pub(crate) enum ConflictArg {
     Converge,
     Ignore,
     Overwrite,
 }
 
+impl From<ConflictArg> for Policy {
+    fn from(c: ConflictArg) -> Policy {
+        match c {
+            ConflictArg::Converge => Policy::Converge,
+            ConflictArg::Ignore => Policy::Ignore,
+            ConflictArg::Overwrite => Policy::Overwrite,
+        }
+    }
+}
+
+/// `--prefer`, for both modules' two-way.
 #[derive(Clone, Copy, ValueEnum)]
-enum SideArg {
+pub(crate) enum SideArg {
     A,
     B,
+}
+
+impl From<SideArg> for Side {
+    fn from(s: SideArg) -> Side {
+        match s {
+            SideArg::A => Side::A,
+            SideArg::B => Side::B,
+        }
+    }
 }
 
 pub async fn run(args: TwoWayArgs) -> CliResult {
@@ -105,15 +126,8 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         base,
         a,
         b,
-        policy: match args.conflict {
-            ConflictArg::Converge => Policy::Converge,
-            ConflictArg::Ignore => Policy::Ignore,
-            ConflictArg::Overwrite => Policy::Overwrite,
-        },
-        prefer: match args.prefer {
-            SideArg::A => Side::A,
-            SideArg::B => Side::B,
-        },
+        policy: args.conflict.into(),
+        prefer: args.prefer.into(),
         full_sync: args.full_sync,
         retention: Duration::from_secs(args.conflict_window_secs),
         conflict_log: args.conflict_log.clone(),

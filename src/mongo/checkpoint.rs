@@ -12,6 +12,9 @@ use crate::core::{MongoPosition, OpTime};
 pub const CHECKPOINTS: &str = "checkpoints";
 /// Copy progress: one document per finished partition.
 pub const COPY: &str = "copy";
+/// Two-way: what tandem writes first in a transaction that has no checkpoint of its
+/// own (a tagged copy batch, a conflict's resolution), so the other link knows it.
+pub const TAGS: &str = "tags";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {

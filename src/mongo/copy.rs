@@ -19,10 +19,12 @@ use mongodb::Collection;
 use tokio::sync::Mutex;
 
 use super::apply::ddl::{clean_index, clean_options};
-use super::checkpoint::COPY;
+use super::apply::fold::{id_bytes, raw_id};
+use super::checkpoint::{COPY, TAGS};
 use super::endpoint::MongoEndpoint;
 use super::error::{MongoError, Result};
 use super::ns::{Namespace, NsFilter, TANDEM_DB};
+use super::partition;
 use crate::core::shutdown::Shutdown;
 use crate::ops::status::LinkStatus;
 
@@ -33,6 +35,9 @@ pub struct CopyConfig {
     /// Documents per partition, about.
     pub partition_docs: u64,
     pub batch_docs: usize,
+    /// Two-way: each batch is a transaction that writes `__tandem` first, so the
+    /// target's own link sees the copy as tandem's writes (echoes), not local ones.
+    pub tagged: bool,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +111,7 @@ pub async fn copy(
             id: cfg.id.clone(),
             batch: cfg.batch_docs,
             status: progress.clone(),
+            tagged: cfg.tagged,
         };
         let shutdown = shutdown.clone();
         tasks.spawn(async move { w.run(shutdown).await });
@@ -196,6 +202,7 @@ struct Worker {
     id: String,
     batch: usize,
     status: Arc<LinkStatus>,
+    tagged: bool,
 }
 
 impl Worker {
@@ -365,31 +372,7 @@ async fn plan(
     } else {
         count.div_ceil(cfg.partition_docs.max(1)).max(1)
     };
-    let mut bounds = vec![Bson::MinKey];
-    if buckets > 1 {
-        let pipeline = vec![doc! {"$bucketAuto": {"groupBy": "$_id", "buckets": buckets as i32}}];
-        let mut cur = src
-            .aggregate(pipeline)
-            .await
-            .map_err(|e| source.err(format!("partitioning {}", c.src), &e))?;
-        let mut mins = Vec::new();
-        while cur
-            .advance()
-            .await
-            .map_err(|e| source.err("partitioning", &e))?
-        {
-            let d: Document = cur
-                .deserialize_current()
-                .map_err(|e| source.err("partitioning", &e))?;
-            if let Ok(id) = d.get_document("_id")
-                && let Some(m) = id.get("min")
-            {
-                mins.push(m.clone());
-            }
-        }
-        bounds.extend(mins.into_iter().skip(1));
-    }
-    bounds.push(Bson::MaxKey);
+    let bounds = partition::bounds(source, &c.src, buckets).await?;
     let mut parts = Vec::new();
     let mut docs = Vec::new();
     for (n, w) in bounds.windows(2).enumerate() {
@@ -430,24 +413,12 @@ impl Worker {
             .client
             .database(&c.dst.db)
             .collection(&c.dst.coll);
-        let filter = if p.whole {
-            doc! {}
+        let (min, max) = if p.whole {
+            (Bson::MinKey, Bson::MaxKey)
         } else {
-            let mut f = Document::new();
-            if p.min != Bson::MinKey {
-                f.insert("$gte", p.min.clone());
-            }
-            if p.max != Bson::MaxKey {
-                f.insert("$lt", p.max.clone());
-            }
-            if f.is_empty() {
-                doc! {}
-            } else {
-                doc! {"_id": f}
-            }
+            (p.min.clone(), p.max.clone())
         };
-        let mut cur = src
-            .find(filter)
+        let mut cur = partition::find_range(&src, doc! {}, &min, &max)
             .batch_size(self.batch as u32)
             .await
             .map_err(|e| self.source.err(format!("reading {}", c.src), &e))?;
@@ -476,7 +447,13 @@ impl Worker {
                 let (target, dst, ns) = (self.target.clone(), dst.clone(), c.dst.clone());
                 let batch = std::mem::take(&mut buf);
                 let len = batch.len() as u64;
-                let h = tokio::spawn(async move { insert_batch(&target, &dst, &ns, batch).await });
+                let tag = self.tagged.then(|| self.id.clone());
+                let h = tokio::spawn(async move {
+                    match tag {
+                        Some(id) => insert_tagged(&target, &dst, &ns, batch, &id).await,
+                        None => insert_batch(&target, &dst, &ns, batch).await,
+                    }
+                });
                 inflight = Some((h, len, buf_bytes as u64));
                 buf_bytes = 0;
             }
@@ -549,6 +526,82 @@ async fn insert_batch(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// One transaction: tandem's tag (`__tandem.tags`) first, then the batch's documents
+/// the target does not hold yet (a transaction stops at a duplicate key, so they are
+/// looked up instead of refused).
+async fn insert_tagged(
+    target: &MongoEndpoint,
+    dst: &Collection<RawDocumentBuf>,
+    ns: &Namespace,
+    batch: Vec<RawDocumentBuf>,
+    link: &str,
+) -> Result<()> {
+    use mongodb::options::{ReadConcern, TransactionOptions, WriteConcern};
+    let tags = target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(TAGS);
+    let what = format!("inserting into {ns}");
+    let mut last = None;
+    for attempt in 0..10u64 {
+        let mut s = target
+            .client
+            .start_session()
+            .await
+            .map_err(|e| target.err("starting a session", &e))?;
+        let opts = TransactionOptions::builder()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(WriteConcern::majority())
+            .build();
+        s.start_transaction()
+            .with_options(opts)
+            .await
+            .map_err(|e| target.err("starting a transaction", &e))?;
+        let body = async {
+            tags.update_one(doc! {"_id": link}, doc! {"$inc": {"copy": 1i64}})
+                .upsert(true)
+                .session(&mut s)
+                .await?;
+            let mut have = std::collections::HashSet::new();
+            // secantus's `$in` costs the square of its list: 100 at a time.
+            for chunk in batch.chunks(100) {
+                let ids: Vec<Bson> = chunk.iter().filter_map(|d| raw_id(d)).collect();
+                let mut cur = dst
+                    .find(doc! {"_id": {"$in": ids}})
+                    .projection(doc! {"_id": 1})
+                    .session(&mut s)
+                    .await?;
+                while cur.advance(&mut s).await? {
+                    if let Some(id) = raw_id(cur.current()) {
+                        have.insert(id_bytes(&id));
+                    }
+                }
+            }
+            let fresh: Vec<&RawDocumentBuf> = batch
+                .iter()
+                .filter(|d| raw_id(d).is_none_or(|id| !have.contains(&id_bytes(&id))))
+                .collect();
+            if !fresh.is_empty() {
+                dst.insert_many(fresh).session(&mut s).await?;
+            }
+            s.commit_transaction().await
+        };
+        match body.await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let _ = s.abort_transaction().await;
+                let err = target.err(&what, &e);
+                if !err.is_retryable() || attempt == 9 {
+                    return Err(err);
+                }
+                last = Some(err);
+                tokio::time::sleep(std::time::Duration::from_millis(100 * (attempt + 1))).await;
+            }
+        }
+    }
+    Err(last.expect("set by the last attempt"))
 }
 
 async fn mark_done(target: &MongoEndpoint, id: &str, c: &Coll, p: &Part) -> Result<()> {

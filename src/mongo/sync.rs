@@ -70,6 +70,19 @@ pub struct SyncConfig {
     pub status: Arc<LinkStatus>,
     /// A sharded source read shard by shard (`--fetch oplog`): each shard's replica set.
     pub shards: Vec<super::shards::Shard>,
+    /// Two-way's stage between the reader and the applier (`twoway/`).
+    pub judge: Option<Arc<dyn Judge>>,
+}
+
+/// A stage between the source reader and the applier: two-way drops its echoes and
+/// decides each write's conflicts there.
+///
+/// Called once for every unit read, in source order, before it is batched; the unit it
+/// returns is applied instead (a unit with nothing left is `Payload::Noop`, so the
+/// position still advances). After a reconnection the units after the last applied
+/// position are read, and judged, again.
+pub trait Judge: Send + Sync {
+    fn judge(&self, u: Unit) -> Unit;
 }
 
 pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
@@ -263,6 +276,7 @@ pub(super) async fn run_copy(cfg: &SyncConfig, shutdown: &Shutdown) -> Result<bo
         workers: cfg.workers,
         partition_docs: cfg.partition_docs,
         batch_docs: 1000,
+        tagged: cfg.judge.is_some(),
     };
     Ok(
         copy::copy(&cfg.source, &cfg.target, &cc, &cfg.status, shutdown)
@@ -526,11 +540,16 @@ pub(super) async fn incremental(
         let (tx, mut rx) = mpsc::channel::<Result<Unit>>(4096);
         let lag = st.lag_clock();
         let st2 = st.clone();
+        let judge = cfg.judge.clone();
         let read = tokio::spawn(async move {
             let mut reader = reader;
             loop {
                 match reader.next().await {
                     Ok(Some(u)) => {
+                        let u = match &judge {
+                            Some(j) => j.judge(u),
+                            None => u,
+                        };
                         lag.received(u.pos.ts.0);
                         st2.received(u.pos.ts.0);
                         if tx.send(Ok(u)).await.is_err() {

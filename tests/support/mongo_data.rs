@@ -82,6 +82,17 @@ pub async fn seed(c: &Client) {
         ])
         .await
         .unwrap();
+    // Enough of them that the copy's partitions span types (numbers, then strings).
+    mixed
+        .insert_many((0..600).map(|i| {
+            if i % 2 == 0 {
+                doc! {"_id": i, "v": i}
+            } else {
+                doc! {"_id": format!("s{i:04}"), "v": i}
+            }
+        }))
+        .await
+        .unwrap();
     let orders = shop.collection::<Document>("orders");
     orders
         .insert_many((0..2000).map(|i| doc! {"_id": i, "qty": i % 7, "sku": format!("sku{}", i % 100), "at": DateTime::from_millis(1_700_000_000_000 + i as i64), "loc": {"type": "Point", "coordinates": [i as f64 / 100.0, 1.0]}, "tags": ["a", "b"]}))

@@ -31,10 +31,20 @@ pub enum OnConflict {
 pub type DocKey = (Namespace, Vec<u8>);
 
 pub fn doc_key(ns: &Namespace, id: &Bson) -> DocKey {
-    (
-        ns.clone(),
-        bson::to_vec(&doc! {"_id": id.clone()}).unwrap_or_default(),
-    )
+    (ns.clone(), id_bytes(id))
+}
+
+/// An `_id` as bytes: equal exactly when the `_id`s are (type included).
+pub fn id_bytes(id: &Bson) -> Vec<u8> {
+    bson::to_vec(&doc! {"_id": id.clone()}).unwrap_or_default()
+}
+
+/// A raw document's `_id`, decoded.
+pub fn raw_id(d: &bson::RawDocument) -> Option<Bson> {
+    d.get("_id")
+        .ok()
+        .flatten()
+        .and_then(|v| v.to_raw_bson().try_into().ok())
 }
 
 /// The end state of one document.

@@ -1,11 +1,16 @@
 //! `tandem mongo verify`: namespaces, collection options, indexes, counts and every
-//! document compared byte for byte. Differences are checked again over several
+//! document compared byte for byte (`docs.rs`: by `_id` range partitions, hashes
+//! first where the servers can). Differences are checked again over several
 //! rounds, so documents still in flight on a live link are not reported.
+
+mod docs;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bson::{Bson, Document, RawDocumentBuf, doc};
+
+use docs::DocsConfig;
 
 use super::apply::ddl::{clean_index, clean_options};
 use super::endpoint::MongoEndpoint;
@@ -17,6 +22,25 @@ pub struct VerifyConfig {
     pub rounds: u32,
     pub round_delay: Duration,
     pub batch: usize,
+    /// About this many documents per compared partition.
+    pub partition_docs: u64,
+    /// Partitions compared at once.
+    pub parallel: usize,
+    /// Compare partitions by hash first where both servers can.
+    pub hash: bool,
+}
+
+/// What a verification found, and how much it read to find it.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub diffs: Vec<Diff>,
+    pub partitions: u64,
+    /// Partitions found equal by their hash, their documents not read.
+    pub hashed_equal: u64,
+    /// Source documents read and compared.
+    pub read: u64,
+    /// Both servers hashed partitions.
+    pub hashed: bool,
 }
 
 /// One difference, as a JSON line.
@@ -31,9 +55,14 @@ pub async fn verify(
     source: &MongoEndpoint,
     target: &MongoEndpoint,
     cfg: &VerifyConfig,
-) -> Result<Vec<Diff>> {
+) -> Result<Report> {
     let src = catalog(source, &cfg.filter, true).await?;
     let dst = catalog(target, &cfg.filter, false).await?;
+    let hashed = cfg.hash && docs::can_hash(source).await && docs::can_hash(target).await;
+    let mut report = Report {
+        hashed,
+        ..Report::default()
+    };
     let mut diffs = Vec::new();
     let mut pending: Vec<(Namespace, Namespace, Bson)> = Vec::new();
     for (dns, (sns, kind, opts)) in &src {
@@ -56,11 +85,24 @@ pub async fn verify(
             continue;
         }
         diffs.extend(compare_indexes(source, target, sns, dns).await?);
-        let (missing, extra) = compare_docs(source, target, sns, dns, cfg.batch).await?;
+        let dcfg = DocsConfig {
+            // A time-series collection is one range: its documents have no `_id` index.
+            partition_docs: if kind == "timeseries" {
+                u64::MAX
+            } else {
+                cfg.partition_docs
+            },
+            parallel: cfg.parallel,
+            hash: hashed,
+            batch: cfg.batch,
+        };
+        let got = docs::compare(source, target, sns, dns, dcfg).await?;
+        report.partitions += got.partitions;
+        report.hashed_equal += got.hashed_equal;
+        report.read += got.read;
         pending.extend(
-            missing
+            got.differ
                 .into_iter()
-                .chain(extra)
                 .map(|id| (sns.clone(), dns.clone(), id)),
         );
     }
@@ -97,7 +139,8 @@ pub async fn verify(
             });
         }
     }
-    Ok(diffs)
+    report.diffs = diffs;
+    Ok(report)
 }
 
 type Catalog = BTreeMap<Namespace, (Namespace, String, Document)>;
@@ -194,108 +237,8 @@ async fn compare_indexes(
 
 /// Every source document looked up on the target (differing or missing `_id`s), then
 /// every target `_id` looked up on the source (extra ones).
-async fn compare_docs(
-    source: &MongoEndpoint,
-    target: &MongoEndpoint,
-    sns: &Namespace,
-    dns: &Namespace,
-    batch: usize,
-) -> Result<(Vec<Bson>, Vec<Bson>)> {
-    let (s, t) = (raw_coll(source, sns), raw_coll(target, dns));
-    let mut differ = Vec::new();
-    let mut cur = s
-        .find(doc! {})
-        .batch_size(batch as u32)
-        .await
-        .map_err(|e| source.err(format!("reading {sns}"), &e))?;
-    let mut chunk: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
-    loop {
-        let more = cur
-            .advance()
-            .await
-            .map_err(|e| source.err(format!("reading {sns}"), &e))?;
-        if more {
-            chunk.push(cur.current().to_raw_document_buf());
-        }
-        if chunk.len() >= batch || (!more && !chunk.is_empty()) {
-            let ids: Vec<Bson> = chunk.iter().filter_map(|d| raw_id(d)).collect();
-            let found = lookup(target, &t, dns, &ids).await?;
-            for d in chunk.drain(..) {
-                let id = raw_id(&d).unwrap_or(Bson::Null);
-                match found.get(&key(&id)) {
-                    Some(other) if other.as_bytes() == d.as_bytes() => {}
-                    _ => differ.push(id),
-                }
-            }
-        }
-        if !more {
-            break;
-        }
-    }
-    let mut extra = Vec::new();
-    let mut cur = t
-        .find(doc! {})
-        .projection(doc! {"_id": 1})
-        .batch_size(batch as u32)
-        .await
-        .map_err(|e| target.err(format!("reading {dns}"), &e))?;
-    let mut ids = Vec::new();
-    loop {
-        let more = cur
-            .advance()
-            .await
-            .map_err(|e| target.err(format!("reading {dns}"), &e))?;
-        if more && let Some(id) = raw_id(cur.current()) {
-            ids.push(id);
-        }
-        if ids.len() >= batch || (!more && !ids.is_empty()) {
-            let found = lookup(source, &s, sns, &ids).await?;
-            extra.extend(ids.drain(..).filter(|id| !found.contains_key(&key(id))));
-        }
-        if !more {
-            break;
-        }
-    }
-    Ok((differ, extra))
-}
-
 fn raw_coll(ep: &MongoEndpoint, ns: &Namespace) -> mongodb::Collection<RawDocumentBuf> {
     ep.client.database(&ns.db).collection(&ns.coll)
-}
-
-/// A raw document's `_id`, decoded.
-fn raw_id(d: &bson::RawDocument) -> Option<Bson> {
-    d.get("_id")
-        .ok()
-        .flatten()
-        .and_then(|v| v.to_raw_bson().try_into().ok())
-}
-
-fn key(id: &Bson) -> Vec<u8> {
-    bson::to_vec(&doc! {"_id": id.clone()}).unwrap_or_default()
-}
-
-async fn lookup(
-    ep: &MongoEndpoint,
-    c: &mongodb::Collection<RawDocumentBuf>,
-    ns: &Namespace,
-    ids: &[Bson],
-) -> Result<BTreeMap<Vec<u8>, RawDocumentBuf>> {
-    let mut out = BTreeMap::new();
-    let mut cur = c
-        .find(doc! {"_id": {"$in": ids.to_vec()}})
-        .await
-        .map_err(|e| ep.err(format!("reading {ns}"), &e))?;
-    while cur
-        .advance()
-        .await
-        .map_err(|e| ep.err(format!("reading {ns}"), &e))?
-    {
-        let d = cur.current().to_raw_document_buf();
-        let id = raw_id(&d).unwrap_or(Bson::Null);
-        out.insert(key(&id), d);
-    }
-    Ok(out)
 }
 
 /// What is different about one document now, if anything.

@@ -1,0 +1,213 @@
+//! `tandem mongo twoway`: two `mongo sync` links in one process, A→B and B→A, each with
+//! a judge between its reader and its applier (`judge.rs`: echoes dropped, local writes
+//! through the shared conflict detector of `core::conflict`), and under `converge` a
+//! resolver (`resolve.rs`) that copies each conflict's winner across.
+//!
+//! The link that copies first attaches second: the other one has its start position
+//! saved before the copy writes anything, so no local write on the copy's target is
+//! missed while the copy lands. Copy batches are transactions tagged like every other
+//! tandem write, so the target's own link drops them as echoes.
+
+pub mod judge;
+pub mod resolve;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use judge::{ConflictLog, Progress, SideJudge, space};
+use resolve::Resolver;
+
+use super::apply::fold::{DocKey, OnConflict};
+use super::checkpoint;
+use super::endpoint::MongoEndpoint;
+use super::error::{MongoError, Result};
+use super::ns::NsFilter;
+use super::sync::{self, Fetch, Mode, OnHistoryLost, SyncConfig};
+use crate::core::conflict::{Detector, Policy, Seen, Side};
+use crate::core::shutdown::{Shutdown, shutdown_pair};
+use crate::ops::status::LinkStatus;
+
+/// What the detector keys documents by: namespace and `_id` bytes.
+pub type Key = DocKey;
+
+/// Which side is copied into the other first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FullSync {
+    AToB,
+    BToA,
+    None,
+}
+
+/// Which side's DDL is applied on the other. Both ways is refused: a DDL command
+/// carries no tag, so its echo could not be told from a local one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DdlFlow {
+    AToB,
+    BToA,
+    None,
+}
+
+pub struct TwoWayConfig {
+    pub a: MongoEndpoint,
+    pub b: MongoEndpoint,
+    pub id: String,
+    pub fetch: Fetch,
+    pub filter: NsFilter,
+    pub policy: Policy,
+    pub prefer: Side,
+    pub full_sync: FullSync,
+    pub ddl: DdlFlow,
+    pub conflict_log: Option<PathBuf>,
+    /// How long writes count for conflict detection.
+    pub retention: Duration,
+    pub partition_docs: u64,
+    pub batch_ops: usize,
+    /// `[a→b, b→a]`.
+    pub status: [Arc<LinkStatus>; 2],
+}
+
+/// The checkpoint `_id` of the link that reads `side` (it lives on the other side).
+pub fn link_id(id: &str, side: Side) -> String {
+    match side {
+        Side::A => format!("{id}:a2b"),
+        Side::B => format!("{id}:b2a"),
+    }
+}
+
+/// Runs both links (and the resolver) until shutdown or the first fatal error.
+pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<()> {
+    let detector = Arc::new(Detector::new(cfg.policy, cfg.prefer, cfg.retention));
+    for side in [Side::A, Side::B] {
+        detector.add_observer(side, space(side));
+    }
+    let log = match &cfg.conflict_log {
+        Some(p) => Some(Arc::new(ConflictLog::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| {
+                    MongoError::fatal(format!("--conflict-log {}", p.display()), e.to_string())
+                })?,
+        ))),
+        None => None,
+    };
+    let progress = Arc::new(Progress::default());
+    let on_conflict = match cfg.policy {
+        Policy::Ignore => OnConflict::Ignore,
+        Policy::Converge | Policy::Overwrite => OnConflict::Overwrite,
+    };
+    let link = |side: Side| {
+        let (source, target) = match side {
+            Side::A => (cfg.a.clone(), cfg.b.clone()),
+            Side::B => (cfg.b.clone(), cfg.a.clone()),
+        };
+        let copies = matches!(
+            (cfg.full_sync, side),
+            (FullSync::AToB, Side::A) | (FullSync::BToA, Side::B)
+        );
+        let ddl = matches!(
+            (cfg.ddl, side),
+            (DdlFlow::AToB, Side::A) | (DdlFlow::BToA, Side::B)
+        );
+        let judge = SideJudge {
+            side,
+            reverse: link_id(&cfg.id, side.other()),
+            detector: detector.clone(),
+            progress: progress.clone(),
+            ddl,
+            log: log.clone(),
+            seen: Mutex::new(Seen::default()),
+        };
+        SyncConfig {
+            source,
+            target,
+            id: link_id(&cfg.id, side),
+            mode: if copies { Mode::All } else { Mode::Incr },
+            fetch: cfg.fetch,
+            filter: cfg.filter.clone(),
+            on_conflict,
+            // One applier per direction: its checkpoint, read back from the echoes,
+            // is how much of the other side this side holds.
+            workers: 1,
+            partition_docs: cfg.partition_docs,
+            batch_ops: cfg.batch_ops,
+            on_history_lost: OnHistoryLost::Fail,
+            checkpoint_file: None,
+            status: cfg.status[side as usize].clone(),
+            shards: Vec::new(),
+            judge: Some(Arc::new(judge)),
+        }
+    };
+    let (first, second) = match cfg.full_sync {
+        FullSync::BToA => (link(Side::A), link(Side::B)),
+        _ => (link(Side::B), link(Side::A)),
+    };
+    let (stop_all, stop) = shutdown_pair();
+    let mut outer = shutdown.clone();
+    let relay = {
+        let stop_all = stop_all.clone();
+        tokio::spawn(async move {
+            outer.wait().await;
+            stop_all.trigger();
+        })
+    };
+    let mut runs = tokio::task::JoinSet::new();
+    let (first_target, first_id) = (first.target.clone(), first.id.clone());
+    runs.spawn(sync::run(first, stop.clone()));
+    attached(&first_target, &first_id, &mut runs).await?;
+    runs.spawn(sync::run(second, stop.clone()));
+    if cfg.policy == Policy::Converge {
+        let r = Resolver {
+            sides: [cfg.a.clone(), cfg.b.clone()],
+            id: cfg.id.clone(),
+            detector: detector.clone(),
+            progress: progress.clone(),
+            log,
+        };
+        runs.spawn(r.run(stop.clone()));
+    }
+    let mut first_err = None;
+    while let Some(done) = runs.join_next().await {
+        let r = done
+            .unwrap_or_else(|e| Err(MongoError::fatal("two-way", format!("a task failed: {e}"))));
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+            stop_all.trigger();
+        }
+    }
+    relay.abort();
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Waits until the first link has saved its start position (its checkpoint exists),
+/// or fails if it stopped first.
+async fn attached(
+    target: &MongoEndpoint,
+    id: &str,
+    runs: &mut tokio::task::JoinSet<Result<()>>,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for _ in 0..2400 {
+        if checkpoint::load(target, id).await?.is_some() {
+            return Ok(());
+        }
+        if let Some(done) = runs.try_join_next() {
+            return Err(match done {
+                Ok(Err(e)) => e,
+                // Stopped by shutdown before it attached: nothing to wait for.
+                Ok(Ok(())) => return Ok(()),
+                Err(e) => MongoError::fatal("two-way", format!("a task failed: {e}")),
+            });
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(MongoError::retryable(
+        target.name(),
+        format!("link {id:?} did not save its start position within 120 s"),
+    ))
+}
