@@ -117,6 +117,17 @@ async fn disjoint_writes_flow_both_ways_once() {
     }
     let arr = dump_docs(&a, "tw", "from_a").await;
     assert_eq!(arr[0].get_array("arr").unwrap().len(), 3, "{:?}", arr[0]);
+    // No ping-pong: once both are quiet, neither oplog grows (an echo that moved a
+    // checkpoint would be echoed back, and so on).
+    let still = (last_op(&a).await, last_op(&b).await);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (na, nb) = (newest_ops(&a, still.0).await, newest_ops(&b, still.1).await);
+        assert!(
+            na.is_empty() && nb.is_empty(),
+            "writes go on while both sides are quiet\nA: {na:?}\nB: {nb:?}"
+        );
+    }
     assert!(t.is_running(), "{}", t.log_text());
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
 }
@@ -281,4 +292,18 @@ async fn applied(c: &Client) -> i64 {
         }
     }
     n
+}
+
+async fn newest_ops(c: &Client, after: mongodb::bson::Timestamp) -> Vec<Document> {
+    let oplog = c.database("local").collection::<Document>("oplog.rs");
+    let mut cur = oplog
+        .find(doc! {"ts": {"$gt": after}})
+        .projection(doc! {"op": 1, "ns": 1, "ts": 1, "o._id": 1, "lsid": 1})
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while cur.advance().await.unwrap() {
+        out.push(cur.deserialize_current().unwrap());
+    }
+    out
 }

@@ -79,10 +79,12 @@ pub struct SyncConfig {
 ///
 /// Called once for every unit read, in source order, before it is batched; the unit it
 /// returns is applied instead (a unit with nothing left is `Payload::Noop`, so the
-/// position still advances). After a reconnection the units after the last applied
+/// position still advances). `None` drops the unit without moving the position: an
+/// echo must not, since the checkpoint written for it would be an echo on the other
+/// side, and so on forever. After a reconnection the units after the last applied
 /// position are read, and judged, again.
 pub trait Judge: Send + Sync {
-    fn judge(&self, u: Unit) -> Unit;
+    fn judge(&self, u: Unit) -> Option<Unit>;
 }
 
 pub async fn run(cfg: SyncConfig, shutdown: Shutdown) -> Result<()> {
@@ -547,7 +549,10 @@ pub(super) async fn incremental(
                 match reader.next().await {
                     Ok(Some(u)) => {
                         let u = match &judge {
-                            Some(j) => j.judge(u),
+                            Some(j) => match j.judge(u) {
+                                Some(u) => u,
+                                None => continue,
+                            },
                             None => u,
                         };
                         lag.received(u.pos.ts.0);

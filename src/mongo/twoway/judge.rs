@@ -126,11 +126,10 @@ impl SideJudge {
 }
 
 impl Judge for SideJudge {
-    fn judge(&self, mut u: Unit) -> Unit {
+    fn judge(&self, mut u: Unit) -> Option<Unit> {
         if u.touches_tandem {
             self.echo(&u);
-            u.payload = Payload::Noop;
-            return u;
+            return None;
         }
         match std::mem::replace(&mut u.payload, Payload::Noop) {
             Payload::Ddl(d) if self.ddl => u.payload = Payload::Ddl(d),
@@ -166,7 +165,7 @@ impl Judge for SideJudge {
                 }
             }
         }
-        u
+        Some(u)
     }
 }
 
