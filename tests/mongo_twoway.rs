@@ -144,7 +144,12 @@ async fn contested_documents_converge() {
     let mut t = start_twoway(
         &sa,
         &sb,
-        &["--full-sync", "none", "--conflict-log", log.to_str().unwrap()],
+        &[
+            "--full-sync",
+            "none",
+            "--conflict-log",
+            log.to_str().unwrap(),
+        ],
     );
     both_ways(&a, &b).await;
     for seed in 1..=3u64 {
