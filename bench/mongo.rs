@@ -20,6 +20,8 @@ mod scrape;
 mod server;
 #[path = "mongo/tandem.rs"]
 mod tandem;
+#[path = "mongo/twoway.rs"]
+mod twoway;
 #[path = "mongo/util.rs"]
 mod util;
 
@@ -32,7 +34,7 @@ use report::{Header, RunResult};
 use util::{Ctx, Result};
 
 const USAGE: &str = "usage: cargo bench --bench mongo -- [--docs N (100000)] [--ops N (50000)] \
-                     [--runs R (1)] [--workers N (4)] [--tandem PATH (target/release/tandem)] [--no-oplog]";
+                     [--runs R (1)] [--workers N (4)] [--tandem PATH (target/release/tandem)] [--no-oplog] [--no-twoway]";
 
 struct Config {
     docs: u64,
@@ -40,6 +42,7 @@ struct Config {
     runs: usize,
     workers: usize,
     oplog: bool,
+    twoway: bool,
     tandem: PathBuf,
     root: PathBuf,
 }
@@ -59,6 +62,7 @@ fn parse_args() -> Result<Config> {
         runs: 1,
         workers: 4,
         oplog: true,
+        twoway: true,
         tandem: root.join("target/release/tandem"),
         root,
     };
@@ -71,6 +75,7 @@ fn parse_args() -> Result<Config> {
             "--workers" => c.workers = positive(args.next(), "--workers")? as usize,
             "--tandem" => c.tandem = args.next().ok_or(USAGE)?.into(),
             "--no-oplog" => c.oplog = false,
+            "--no-twoway" => c.twoway = false,
             // `cargo bench` passes `--bench` to every bench target.
             "--bench" => {}
             _ => return Err(format!("unknown argument {a:?}\n{USAGE}")),
@@ -88,7 +93,7 @@ fn check(c: &Config) -> Result<()> {
         ));
     }
     // A quarter of the changes delete a loaded document; they must not run out.
-    let phases = if c.oplog { 2 } else { 1 };
+    let phases = 1 + u64::from(c.oplog) + 2 * u64::from(c.twoway);
     if !Plan::new(c.docs).room(c.ops * phases) {
         return Err(format!(
             "--ops {} deletes more documents than --docs {} holds: use at most {} ops",
@@ -135,17 +140,29 @@ async fn run_once(
     } else {
         None
     };
+    let tw = if c.twoway {
+        eprintln!("run {k}: two-way against one-way, {} changes each", c.ops);
+        let one = plan.changes(c.ops, Mix::Updates);
+        let two = plan.changes(c.ops, Mix::Updates);
+        Some(twoway::compare(&rig, &one, &two).await?)
+    } else {
+        None
+    };
     eprintln!("run {k}: comparing the targets with the source");
     let mut notes = vec![format!("copy: {}", copy.note), count];
     notes.push(format!("apply, change stream: {}", cs.note));
     if let Some(o) = &oplog {
         notes.push(format!("apply, oplog: {}", o.note));
     }
+    if let Some(t) = &tw {
+        notes.push(format!("two-way: {}", t.note));
+    }
     notes.extend(phases::verify(&rig).await?);
     Ok(RunResult {
         copy,
         change_stream: cs,
         oplog,
+        twoway: tw,
         notes,
     })
 }

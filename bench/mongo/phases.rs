@@ -23,7 +23,7 @@ use super::util::{Ctx, Result};
 /// Documents per insert and operations per transaction: tandem's defaults, so the
 /// ceiling writes in the same units.
 const BATCH: usize = 1000;
-const LINK: &str = "bench";
+pub(crate) const LINK: &str = "bench";
 
 /// One phase's numbers.
 #[derive(Clone, Debug)]
@@ -66,15 +66,15 @@ impl Fetch {
 }
 
 pub struct Rig {
-    source: Secantus,
-    ceiling: Secantus,
-    target: Secantus,
-    src: Client,
-    ceil: Client,
-    tgt: Client,
-    bin: PathBuf,
-    logs: PathBuf,
-    hz: u64,
+    pub(crate) source: Secantus,
+    pub(crate) ceiling: Secantus,
+    pub(crate) target: Secantus,
+    pub(crate) src: Client,
+    pub(crate) ceil: Client,
+    pub(crate) tgt: Client,
+    pub(crate) bin: PathBuf,
+    pub(crate) logs: PathBuf,
+    pub(crate) hz: u64,
 }
 
 impl Rig {
@@ -101,7 +101,7 @@ impl Rig {
         })
     }
 
-    fn tandem(&self, args: &[&str], log: &str) -> Result<Tandem> {
+    pub(crate) fn tandem(&self, args: &[&str], log: &str) -> Result<Tandem> {
         let mut all: Vec<String> = vec![
             "--source".into(),
             self.source.uri.clone(),
@@ -113,7 +113,7 @@ impl Rig {
     }
 
     /// CPU time so far of each server: (source, ceiling target, tandem target).
-    fn server_cpu(&self) -> [Duration; 3] {
+    pub(crate) fn server_cpu(&self) -> [Duration; 3] {
         [&self.source, &self.ceiling, &self.target].map(|s| {
             procfs::stat(s.pid(), self.hz)
                 .map(|st| st.cpu)
@@ -123,7 +123,7 @@ impl Rig {
 }
 
 /// CPU seconds per server between two readings, as a note.
-fn cpu_note(
+pub(crate) fn cpu_note(
     what: &str,
     a: [Duration; 3],
     b: [Duration; 3],
@@ -272,7 +272,7 @@ pub async fn apply(
 
 /// Starts the link with no checkpoint, so it begins at "now"; stops it (exit 0) once
 /// its checkpoint is written. A restart then resumes exactly there.
-async fn place_link(rig: &Rig, args: &[&str], id: &str, fetch: Fetch) -> Result<()> {
+pub(crate) async fn place_link(rig: &Rig, args: &[&str], id: &str, fetch: Fetch) -> Result<()> {
     let mut t = rig.tandem(args, &format!("place-{}.log", fetch.arg()))?;
     let tgt = &rig.tgt;
     t.wait_until("the link's checkpoint", Duration::from_secs(60), || {
@@ -282,7 +282,7 @@ async fn place_link(rig: &Rig, args: &[&str], id: &str, fetch: Fetch) -> Result<
     t.stop(Duration::from_secs(60)).await
 }
 
-async fn checkpoint_is_incr(c: &Client, id: &str) -> Result<bool> {
+pub(crate) async fn checkpoint_is_incr(c: &Client, id: &str) -> Result<bool> {
     let d = c
         .database("__tandem")
         .collection::<Document>("checkpoints")
@@ -292,7 +292,7 @@ async fn checkpoint_is_incr(c: &Client, id: &str) -> Result<bool> {
     Ok(d.is_some_and(|d| d.get_str("phase") == Ok("incr")))
 }
 
-async fn insert_marker(c: &Client, id: &str) -> Result<()> {
+pub(crate) async fn insert_marker(c: &Client, id: &str) -> Result<()> {
     let m: Collection<Document> = c.database(DB).collection(MARKERS);
     m.insert_one(doc! {"_id": id})
         .await
@@ -300,7 +300,7 @@ async fn insert_marker(c: &Client, id: &str) -> Result<()> {
     Ok(())
 }
 
-async fn has_marker(c: &Client, id: &str) -> Result<bool> {
+pub(crate) async fn has_marker(c: &Client, id: &str) -> Result<bool> {
     let m: Collection<Document> = c.database(DB).collection(MARKERS);
     let d = m
         .find_one(doc! {"_id": id})
@@ -310,7 +310,7 @@ async fn has_marker(c: &Client, id: &str) -> Result<bool> {
 }
 
 /// The changes on the source, as ordered `bulkWrite`s of [`BATCH`] (untimed).
-async fn write_changes(c: &Client, changes: &[Change]) -> Result<()> {
+pub(crate) async fn write_changes(c: &Client, changes: &[Change]) -> Result<()> {
     for chunk in changes.chunks(BATCH) {
         let r = c
             .bulk_write(chunk.iter().map(data::model))
@@ -330,7 +330,7 @@ async fn write_changes(c: &Client, changes: &[Change]) -> Result<()> {
 
 /// What tandem's applier amounts to, done by a plain client: per transaction, a
 /// checkpoint upsert and [`BATCH`] operations, snapshot / majority as tandem does.
-async fn ceiling_apply(c: &Client, changes: &[Change]) -> Result<Duration> {
+pub(crate) async fn ceiling_apply(c: &Client, changes: &[Change]) -> Result<Duration> {
     let batches: Vec<Vec<WriteModel>> = changes
         .chunks(BATCH)
         .map(|b| b.iter().map(data::model).collect())

@@ -19,6 +19,8 @@ pub struct RunResult {
     pub copy: Measured,
     pub change_stream: Measured,
     pub oplog: Option<Measured>,
+    /// Its "ceiling" is one-way's rate for the same catch-up.
+    pub twoway: Option<Measured>,
     pub notes: Vec<String>,
 }
 
@@ -91,6 +93,15 @@ pub fn markdown(h: &Header, runs: &[RunResult]) -> String {
             unit: "ops/s",
             goal: 0.80,
             runs: oplog,
+        });
+    }
+    let tw: Vec<&Measured> = runs.iter().filter_map(|r| r.twoway.as_ref()).collect();
+    if !tw.is_empty() {
+        rows.push(Row {
+            phase: "two-way, one direction loaded (change stream); ceiling: one-way, one applier",
+            unit: "ops/s",
+            goal: 0.90,
+            runs: tw,
         });
     }
     for r in &rows {

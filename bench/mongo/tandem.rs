@@ -35,9 +35,14 @@ pub struct Tandem {
 impl Tandem {
     /// `tandem mongo sync ARGS…`, its stderr (the log) in `log`.
     pub fn spawn(bin: &Path, args: &[String], log: PathBuf) -> Result<Tandem> {
+        Self::spawn_cmd(bin, "sync", args, log)
+    }
+
+    /// `tandem mongo CMD ARGS…`.
+    pub fn spawn_cmd(bin: &Path, cmd: &str, args: &[String], log: PathBuf) -> Result<Tandem> {
         let file = File::create(&log).ctx(format!("creating {}", log.display()))?;
         let child = Command::new(bin)
-            .args(["mongo", "sync"])
+            .args(["mongo", cmd])
             .args(args)
             .stdout(Stdio::null())
             .stderr(file)
