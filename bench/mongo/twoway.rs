@@ -61,9 +61,11 @@ pub async fn compare(rig: &Rig, oneway: &[Change], twoway: &[Change]) -> Result<
     // Placed at "now" both ways, then stopped: the timed run resumes there.
     let mut p = Tandem::spawn_cmd(&rig.bin, "twoway", &tw_args, rig.logs.join("place-tw.log"))?;
     let (src, a2b, b2a) = (&rig.src, format!("{tw}:a2b"), format!("{tw}:b2a"));
-    p.wait_until("both two-way checkpoints", Duration::from_secs(60), || async {
-        Ok(has_ckpt(tgt, &a2b).await? && has_ckpt(src, &b2a).await?)
-    })
+    p.wait_until(
+        "both two-way checkpoints",
+        Duration::from_secs(60),
+        || async { Ok(has_ckpt(tgt, &a2b).await? && has_ckpt(src, &b2a).await?) },
+    )
     .await?;
     p.stop(Duration::from_secs(60)).await?;
     write_changes(&rig.src, twoway).await?;
@@ -96,8 +98,7 @@ pub async fn compare(rig: &Rig, oneway: &[Change], twoway: &[Change]) -> Result<
 }
 
 async fn has_ckpt(c: &Client, id: &str) -> Result<bool> {
-    Ok(c
-        .database("__tandem")
+    Ok(c.database("__tandem")
         .collection::<Document>("checkpoints")
         .find_one(doc! {"_id": id})
         .await

@@ -166,6 +166,9 @@ pub struct Unit {
     pub txn: bool,
     /// The unit wrote tandem's own database on the source (two-way: an echo).
     pub touches_tandem: bool,
+    /// The `id` of the logical session that wrote it (a transaction's, a retryable
+    /// write's), when the source says: two-way knows tandem's own sessions by it.
+    pub lsid: Option<Vec<u8>>,
     pub payload: Payload,
 }
 

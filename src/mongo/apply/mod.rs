@@ -86,7 +86,9 @@ pub struct Applier {
 }
 
 /// Where the applier records its session, so the next process can end it.
-const SESSIONS: &str = "sessions";
+pub const SESSIONS: &str = "sessions";
+/// Earlier sessions kept in the record: more than a restart loop leaves unapplied.
+const SESSION_HISTORY: usize = 16;
 
 /// Ends the sessions a previous process of link `id` left (its own and its workers',
 /// `<id>/<k>`), aborting any transaction it was killed in: until then such a transaction
@@ -425,17 +427,26 @@ impl Applier {
             .database(TANDEM_DB)
             .collection::<Document>(SESSIONS);
         let key = doc! {"_id": &self.cfg.id};
-        if let Some(old) = rec
+        let old = rec
             .find_one(key.clone())
             .await
-            .map_err(|e| drv("reading the last session", &e))?
-            && let Ok(lsid) = old.get_document("lsid")
-        {
+            .map_err(|e| drv("reading the last session", &e))?;
+        // The last sessions, newest last: two-way's other link knows tandem's own
+        // writes on this side by them (`twoway/judge.rs`), also after a restart.
+        let mut history: Vec<Bson> = old
+            .as_ref()
+            .and_then(|d| d.get_array("history").ok())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(lsid) = old.as_ref().and_then(|d| d.get_document("lsid").ok()) {
+            history.push(Bson::Document(lsid.clone()));
             let kill = doc! {"killSessions": [lsid.clone()]};
             if let Err(e) = self.target.client.database("admin").run_command(kill).await {
                 tracing::debug!("ending the previous process's session: {e}");
             }
         }
+        let keep = history.len().saturating_sub(SESSION_HISTORY);
+        history.drain(..keep);
         let s = self
             .target
             .client
@@ -444,7 +455,7 @@ impl Applier {
             .map_err(|e| drv("starting a session", &e))?;
         rec.replace_one(
             key.clone(),
-            doc! {"_id": &self.cfg.id, "lsid": s.id().clone()},
+            doc! {"_id": &self.cfg.id, "lsid": s.id().clone(), "history": history},
         )
         .upsert(true)
         .await

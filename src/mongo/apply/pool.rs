@@ -101,6 +101,7 @@ impl Pool {
                     wall_ms: 0,
                     txn: false,
                     touches_tandem: false,
+                    lsid: None,
                     payload: Payload::Noop,
                 });
             }
@@ -167,6 +168,7 @@ mod tests {
             wall_ms: 0,
             txn: false,
             touches_tandem: false,
+            lsid: None,
             payload: Payload::Ops(vec![Op::Insert {
                 ns: Namespace::new("d", "c"),
                 doc: doc! {"_id": id},

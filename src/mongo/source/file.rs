@@ -159,6 +159,7 @@ impl FileReader {
                 wall_ms,
                 payload,
                 txn,
+                super::oplog::lsid_of(&e),
             )));
         }
         Ok(None)

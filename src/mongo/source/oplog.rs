@@ -268,7 +268,7 @@ impl OplogReader {
                 (Payload::Ops(chain), true)
             }
         };
-        Ok(Some(unit_of(pos, wall_ms, payload, txn)))
+        Ok(Some(unit_of(pos, wall_ms, payload, txn, lsid_of(e))))
     }
 
     /// The ops of the chain ending just before `before`, read back through `prevOpTime`.
@@ -318,7 +318,21 @@ pub async fn newest_entry(ep: &MongoEndpoint) -> Result<OpTime> {
     Ok(entry::header(&last)?.ts)
 }
 
-pub(crate) fn unit_of(pos: MongoPosition, wall_ms: u64, payload: Payload, txn: bool) -> Unit {
+/// The `id` of an oplog entry's or change event's `lsid`.
+pub(crate) fn lsid_of(d: &Document) -> Option<Vec<u8>> {
+    match d.get_document("lsid").ok()?.get("id")? {
+        bson::Bson::Binary(b) => Some(b.bytes.clone()),
+        _ => None,
+    }
+}
+
+pub(crate) fn unit_of(
+    pos: MongoPosition,
+    wall_ms: u64,
+    payload: Payload,
+    txn: bool,
+    lsid: Option<Vec<u8>>,
+) -> Unit {
     let touches_tandem = match &payload {
         Payload::Ops(ops) => ops.iter().any(|o| o.ns().db == crate::mongo::ns::TANDEM_DB),
         Payload::Ddl(d) => d
@@ -332,6 +346,7 @@ pub(crate) fn unit_of(pos: MongoPosition, wall_ms: u64, payload: Payload, txn: b
         wall_ms,
         txn,
         touches_tandem,
+        lsid,
         payload,
     }
 }

@@ -11,7 +11,7 @@ use bson::{Bson, Document, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::ResumeToken;
 
-use super::oplog::{history_lost, unit_of};
+use super::oplog::{history_lost, lsid_of, unit_of};
 use crate::core::{MongoPosition, OpTime};
 use crate::mongo::endpoint::MongoEndpoint;
 use crate::mongo::error::{MongoError, Result};
@@ -42,6 +42,7 @@ struct Group {
     last_token: Vec<u8>,
     ts: OpTime,
     wall_ms: u64,
+    lsid: Option<Vec<u8>>,
 }
 
 impl StreamReader {
@@ -120,12 +121,13 @@ impl StreamReader {
                                 last_token: token,
                                 ts,
                                 wall_ms,
+                                lsid: lsid_of(&ev),
                             });
                             None
                         }
                         None => {
                             let pos = MongoPosition::stream(&self.history, ts, token);
-                            Some(unit_of(pos, wall_ms, parsed.payload(), false))
+                            Some(unit_of(pos, wall_ms, parsed.payload(), false, lsid_of(&ev)))
                         }
                     };
                     match (done, unit) {
@@ -144,7 +146,7 @@ impl StreamReader {
 
     fn group_unit(&self, g: Group) -> Unit {
         let pos = MongoPosition::stream(&self.history, g.ts, g.last_token);
-        unit_of(pos, g.wall_ms, Payload::Ops(g.ops), true)
+        unit_of(pos, g.wall_ms, Payload::Ops(g.ops), true, g.lsid)
     }
 
     fn err(&self, what: &str, e: &mongodb::error::Error) -> MongoError {

@@ -2,13 +2,19 @@
 //!
 //! - **Echoes.** Everything tandem writes on a side touches `__tandem` in the same
 //!   transaction (the applier's checkpoint comes first in each batch; a tagged copy
-//!   batch or a resolution writes `__tandem.tags`). A unit that touches `__tandem` is
-//!   dropped whole: it never travels back. When it carries the reverse link's
-//!   checkpoint, its position says how much of the other side this side now holds.
+//!   batch or a resolution writes `__tandem.tags`), and the applier's transactions run
+//!   in sessions it records in `__tandem.sessions`. A unit that touches `__tandem`, or
+//!   was written in one of those sessions, is dropped whole: it never travels back.
+//!   The session rule also holds where the tag is not in the same unit: a server that
+//!   logs a transaction's writes as separate entries, or one shard's part of a
+//!   transaction whose `__tandem` write went to another shard. When an echo carries
+//!   the reverse link's checkpoint, its position says how much of the other side this
+//!   side now holds.
 //! - **Local writes** go through the shared detector (`core::conflict`), keyed by
 //!   (namespace, `_id`): a write is concurrent with the other side's latest write of the
 //!   same document when neither side had applied the other's when it was made.
 
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +23,11 @@ use bson::{Bson, Document};
 
 use super::Key;
 use crate::core::conflict::{Conflict, Detector, Seen, Side, Space, Verdict, Write};
+use crate::mongo::apply::SESSIONS;
 use crate::mongo::apply::fold::doc_key;
 use crate::mongo::checkpoint::CHECKPOINTS;
+use crate::mongo::endpoint::MongoEndpoint;
+use crate::mongo::error::Result;
 use crate::mongo::event::{Change, Op, Payload, Unit};
 use crate::mongo::ns::TANDEM_DB;
 use crate::mongo::sync::Judge;
@@ -88,14 +97,65 @@ pub struct SideJudge {
     pub ddl: bool,
     pub log: Option<Arc<ConflictLog>>,
     pub seen: Mutex<Seen>,
+    /// The `lsid.id`s of the reverse link's sessions on this side.
+    pub sessions: Mutex<HashSet<Vec<u8>>>,
+}
+
+/// The sessions link `link`'s applier used on `ep`, as its record there says (the
+/// current one and its history): what a judge starts knowing after a restart.
+pub async fn known_sessions(ep: &MongoEndpoint, link: &str) -> Result<HashSet<Vec<u8>>> {
+    let rec = ep
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(SESSIONS)
+        .find_one(bson::doc! {"_id": link})
+        .await
+        .map_err(|e| ep.err("reading tandem's sessions", &e))?;
+    Ok(rec.map(|d| session_ids(&d)).unwrap_or_default())
+}
+
+/// The session ids a `__tandem.sessions` record names.
+fn session_ids(d: &Document) -> HashSet<Vec<u8>> {
+    let id = |l: &Bson| match l.as_document().and_then(|l| l.get("id")) {
+        Some(Bson::Binary(b)) => Some(b.bytes.clone()),
+        _ => None,
+    };
+    let mut out: HashSet<Vec<u8>> = d.get("lsid").and_then(id).into_iter().collect();
+    if let Ok(h) = d.get_array("history") {
+        out.extend(h.iter().filter_map(id));
+    }
+    out
 }
 
 impl SideJudge {
+    fn is_echo(&self, u: &Unit) -> bool {
+        u.touches_tandem
+            || u.lsid.as_ref().is_some_and(|l| {
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(l)
+            })
+    }
+
     fn echo(&self, u: &Unit) {
         crate::metrics::mongo_echo_dropped();
         let Payload::Ops(ops) = &u.payload else {
             return;
         };
+        for op in ops {
+            let ns = op.ns();
+            if ns.db == TANDEM_DB
+                && ns.coll == SESSIONS
+                && op.id() == &Bson::String(self.reverse.clone())
+                && let Op::Insert { doc, .. } | Op::Replace { doc, .. } = op
+            {
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(session_ids(doc));
+            }
+        }
         let Some(t) = ops.iter().find_map(|o| reverse_position(o, &self.reverse)) else {
             return;
         };
@@ -127,7 +187,7 @@ impl SideJudge {
 
 impl Judge for SideJudge {
     fn judge(&self, mut u: Unit) -> Option<Unit> {
-        if u.touches_tandem {
+        if self.is_echo(&u) {
             self.echo(&u);
             return None;
         }

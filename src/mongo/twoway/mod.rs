@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use judge::{ConflictLog, Progress, SideJudge, space};
+use judge::{ConflictLog, Progress, SideJudge, known_sessions, space};
 use resolve::Resolver;
 
 use super::apply::fold::{DocKey, OnConflict};
@@ -94,6 +94,11 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<()> {
         None => None,
     };
     let progress = Arc::new(Progress::default());
+    // What each side's judge knows of the sessions tandem writes that side with.
+    let sessions = [
+        known_sessions(&cfg.a, &link_id(&cfg.id, Side::B)).await?,
+        known_sessions(&cfg.b, &link_id(&cfg.id, Side::A)).await?,
+    ];
     let on_conflict = match cfg.policy {
         Policy::Ignore => OnConflict::Ignore,
         Policy::Converge | Policy::Overwrite => OnConflict::Overwrite,
@@ -119,6 +124,7 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<()> {
             ddl,
             log: log.clone(),
             seen: Mutex::new(Seen::default()),
+            sessions: Mutex::new(sessions[side as usize].clone()),
         };
         SyncConfig {
             source,
