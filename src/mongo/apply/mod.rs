@@ -80,6 +80,9 @@ pub struct Applier {
     /// Conflicts of the attempt in flight, counted once it commits (an attempt that
     /// is retried must not count them twice).
     pending: std::sync::Mutex<Vec<fold::Conflict>>,
+    /// The next transaction reads every document it touches: the last one skipped the
+    /// read of its plain inserts and met a document that was there (`fetch`).
+    read_all: std::sync::atomic::AtomicBool,
     /// Where the checkpoint lives when not on the target: batches are then written
     /// without a transaction.
     file: Option<Arc<CheckpointFile>>,
@@ -147,6 +150,7 @@ impl Applier {
                 },
             ),
             pending: std::sync::Mutex::new(Vec::new()),
+            read_all: std::sync::atomic::AtomicBool::new(false),
             file: None,
         }
     }
@@ -314,6 +318,15 @@ impl Applier {
             attempt += 1;
             match self.transaction(&plain, end).await {
                 Ok(()) => break,
+                Err(e)
+                    if e.code == Some(11000)
+                        && !self.read_all.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    tracing::debug!("an insert met its document; reading the batch whole: {e}");
+                    self.read_all
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    attempt -= 1;
+                }
                 Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
                     crate::metrics::sink_retry();
                     tracing::info!("retrying a batch: {e}");
@@ -323,6 +336,8 @@ impl Applier {
                 Err(e) => return Err(e.at(end)),
             }
         }
+        self.read_all
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(std::mem::take(
             &mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()),
         ))
@@ -383,7 +398,7 @@ impl Applier {
                     MongoError::from_driver(format!("{name}: starting a session"), &e)
                 })?;
             let result = async {
-                let folded = self.read_and_fold(&mut s, ops).await?;
+                let folded = self.read_and_fold(&mut s, ops, false).await?;
                 if let Some((file, end)) = in_flight {
                     file.begin(end).await?;
                 }
@@ -525,7 +540,8 @@ impl Applier {
         // whose first is the checkpoint: in the other side's history a transaction
         // whose first write is to __tandem is recognisably tandem's (two-way's origin
         // tag).
-        let folded = self.read_and_fold(s, ops).await?;
+        let skip = !self.read_all.load(std::sync::atomic::Ordering::Relaxed);
+        let folded = self.read_and_fold(s, ops, skip).await?;
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -547,8 +563,13 @@ impl Applier {
     }
 
     /// The touched documents read, and the batch folded over them.
-    async fn read_and_fold(&self, s: &mut ClientSession, ops: &[(&Op, bool)]) -> Result<Folded> {
-        let base = self.fetch(s, ops).await?;
+    async fn read_and_fold(
+        &self,
+        s: &mut ClientSession,
+        ops: &[(&Op, bool)],
+        skip_inserts: bool,
+    ) -> Result<Folded> {
+        let base = self.fetch(s, ops, skip_inserts).await?;
         fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
             MongoError::fatal(
                 format!("{}: {} _id {}", self.target.name(), e.ns, e.id),
@@ -590,19 +611,55 @@ impl Applier {
     }
 
     /// The target's current state of every document the batch touches.
+    ///
+    /// `skip_inserts` (in a transaction): a document the batch only inserts, outside
+    /// the copy window, is not read but taken as absent, as exactly-once means it is.
+    /// Where it is there after all (a conflict), the insert fails with a duplicate key,
+    /// the transaction aborts, and it is run again reading everything, which finds the
+    /// conflict and handles it as `--on-conflict` says. Reads cost the target about as
+    /// much as the writes (docs/BENCHMARKS.md).
     async fn fetch(
         &self,
         s: &mut ClientSession,
         ops: &[(&Op, bool)],
+        skip_inserts: bool,
     ) -> Result<HashMap<DocKey, Document>> {
+        let mut per_doc: HashMap<DocKey, (usize, bool)> = HashMap::new();
+        for (op, w) in ops {
+            let e = per_doc.entry(doc_key(op.ns(), op.id())).or_default();
+            e.0 += 1;
+            e.1 = matches!(op, Op::Insert { .. }) && !w;
+        }
         let mut ids: BTreeMap<&Namespace, Vec<Bson>> = BTreeMap::new();
         let mut seen = std::collections::HashSet::new();
         for (op, _) in ops {
-            if seen.insert(doc_key(op.ns(), op.id())) {
+            let key = doc_key(op.ns(), op.id());
+            let lone_insert = per_doc.get(&key).is_some_and(|&(n, ins)| n == 1 && ins);
+            if skip_inserts && lone_insert {
+                continue;
+            }
+            if seen.insert(key) {
                 ids.entry(op.ns()).or_default().push(op.id().clone());
             }
         }
         let mut out = HashMap::new();
+        if ids.is_empty() && !ops.is_empty() {
+            // A transaction's first command carries its read concern, which `bulkWrite`
+            // refuses: with every read skipped, one small read opens it.
+            self.target
+                .client
+                .database(TANDEM_DB)
+                .collection::<Document>(CHECKPOINTS)
+                .find_one(doc! {"_id": &self.cfg.id})
+                .session(&mut *s)
+                .await
+                .map_err(|e| {
+                    MongoError::from_driver(
+                        format!("{}: reading the checkpoint", self.target.name()),
+                        &e,
+                    )
+                })?;
+        }
         for (ns, ids) in ids {
             let coll = self
                 .target
