@@ -301,8 +301,10 @@ fn http_get(port: u16, path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// An insert of a document the target already has: `fail` stops naming the namespace,
-/// `_id` and source position; `overwrite` makes it the source's and counts it.
+/// An insert of a document the target already has, a replacement or delete of one it
+/// lacks (the applier presumes, without reading, that they fit: the presumption must
+/// fail into the conflict path): `fail` stops naming the namespace, `_id` and source
+/// position; `overwrite` makes the document the source's where it can, and counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_follow_the_policy_and_are_counted() {
     let (src, dst) = (MongoServer::start(), MongoServer::start());
@@ -311,7 +313,9 @@ async fn conflicts_follow_the_policy_and_are_counted() {
         a.database("mconf").collection::<Document>("c"),
         b.database("mconf").collection::<Document>("c"),
     );
-    sc.insert_one(doc! {"_id": 0}).await.unwrap();
+    sc.insert_many(vec![doc! {"_id": 0}, doc! {"_id": 3}, doc! {"_id": 4}])
+        .await
+        .unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut t = start_sync(
@@ -324,6 +328,11 @@ async fn conflicts_follow_the_policy_and_are_counted() {
         .await
         .unwrap();
     tc.delete_one(doc! {"_id": 0}).await.unwrap();
+    tc.delete_many(doc! {"_id": {"$in": [3, 4]}}).await.unwrap();
+    sc.replace_one(doc! {"_id": 3}, doc! {"side": "source"})
+        .await
+        .unwrap();
+    sc.delete_one(doc! {"_id": 4}).await.unwrap();
     sc.insert_one(doc! {"_id": 1, "side": "source"})
         .await
         .unwrap();
@@ -340,9 +349,15 @@ async fn conflicts_follow_the_policy_and_are_counted() {
         None,
         "an update cannot rebuild a missing document"
     );
+    assert_eq!(
+        tc.find_one(doc! {"_id": 3}).await.unwrap(),
+        Some(doc! {"_id": 3, "side": "source"}),
+        "a replacement can"
+    );
+    assert_eq!(tc.count_documents(doc! {}).await.unwrap(), 2, "_id 1 and 3");
     let status: serde_json::Value = serde_json::from_str(&http_get(port, "/status")).unwrap();
     let link = &status["links"][0];
-    assert_eq!(link["mongo"]["conflicts"], 2, "{status}");
+    assert_eq!(link["mongo"]["conflicts"], 4, "{status}");
     assert_eq!(link["state"], "incremental", "{status}");
     assert!(
         link["mongo"]["position"]
@@ -358,12 +373,13 @@ async fn conflicts_follow_the_policy_and_are_counted() {
         ),
         "{metrics}"
     );
-    assert!(
-        metrics.contains(
-            r#"tandem_mongo_conflicts_total{what="update-missing",resolved="skipped"} 1"#
-        ),
-        "{metrics}"
-    );
+    for line in [
+        r#"tandem_mongo_conflicts_total{what="update-missing",resolved="skipped"} 1"#,
+        r#"tandem_mongo_conflicts_total{what="replace-missing",resolved="overwritten"} 1"#,
+        r#"tandem_mongo_conflicts_total{what="delete-missing",resolved="skipped"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
     // The default policy stops at the next one, naming it.
     tc.insert_one(doc! {"_id": 2}).await.unwrap();

@@ -88,6 +88,9 @@ pub struct Applier {
     file: Option<Arc<CheckpointFile>>,
 }
 
+/// The field of `fetch`'s stand-in for a document presumed present.
+const PRESUMED: &str = "\u{1}tandem: presumed present";
+
 /// Where the applier records its session, so the next process can end it.
 pub const SESSIONS: &str = "sessions";
 /// Earlier sessions kept in the record: more than a restart loop leaves unapplied.
@@ -319,13 +322,16 @@ impl Applier {
             match self.transaction(&plain, end).await {
                 Ok(()) => break,
                 Err(e)
-                    if e.code == Some(11000)
+                    if (e.code == Some(11000) || e.is_retryable())
                         && !self.read_all.load(std::sync::atomic::Ordering::Relaxed) =>
                 {
-                    tracing::debug!("an insert met its document; reading the batch whole: {e}");
+                    // Maybe a presumption of `fetch` was wrong: the next attempt reads.
+                    tracing::debug!("reading the whole batch before trying again: {e}");
                     self.read_all
                         .store(true, std::sync::atomic::Ordering::Relaxed);
-                    attempt -= 1;
+                    if e.code == Some(11000) {
+                        attempt -= 1;
+                    }
                 }
                 Err(e) if e.is_retryable() && attempt < TXN_ATTEMPTS => {
                     crate::metrics::sink_retry();
@@ -567,9 +573,9 @@ impl Applier {
         &self,
         s: &mut ClientSession,
         ops: &[(&Op, bool)],
-        skip_inserts: bool,
+        presume: bool,
     ) -> Result<Folded> {
-        let base = self.fetch(s, ops, skip_inserts).await?;
+        let base = self.fetch(s, ops, presume).await?;
         fold::fold(ops, &base, self.cfg.on_conflict).map_err(|e| {
             MongoError::fatal(
                 format!("{}: {} _id {}", self.target.name(), e.ns, e.id),
@@ -612,37 +618,50 @@ impl Applier {
 
     /// The target's current state of every document the batch touches.
     ///
-    /// `skip_inserts` (in a transaction): a document the batch only inserts, outside
-    /// the copy window, is not read but taken as absent, as exactly-once means it is.
-    /// Where it is there after all (a conflict), the insert fails with a duplicate key,
-    /// the transaction aborts, and it is run again reading everything, which finds the
-    /// conflict and handles it as `--on-conflict` says. Reads cost the target about as
-    /// much as the writes (docs/BENCHMARKS.md).
+    /// `presume` (in a transaction): a document the batch writes once, outside the
+    /// copy window, by an insert, a replacement or a delete, is not read. Exactly once
+    /// means an inserted document is absent and a replaced or deleted one is there (a
+    /// stand-in is its base: neither write looks at it). Where that is wrong (a
+    /// conflict), the insert fails with a duplicate key or the write's count is short,
+    /// the transaction aborts, and it runs again reading everything, which finds the
+    /// conflict and handles it as `--on-conflict` says. The reads cost the target about
+    /// as much as the writes (docs/BENCHMARKS.md).
     async fn fetch(
         &self,
         s: &mut ClientSession,
         ops: &[(&Op, bool)],
-        skip_inserts: bool,
+        presume: bool,
     ) -> Result<HashMap<DocKey, Document>> {
-        let mut per_doc: HashMap<DocKey, (usize, bool)> = HashMap::new();
+        // Per document: how many ops, and whether the last (so, for one, the only) is
+        // a write of its whole state outside the copy window.
+        let mut per_doc: HashMap<DocKey, (usize, Option<bool>)> = HashMap::new();
         for (op, w) in ops {
             let e = per_doc.entry(doc_key(op.ns(), op.id())).or_default();
             e.0 += 1;
-            e.1 = matches!(op, Op::Insert { .. }) && !w;
+            e.1 = match op {
+                _ if *w => None,
+                Op::Insert { .. } => Some(false),
+                Op::Replace { .. } | Op::Delete { .. } => Some(true),
+                Op::Update { .. } => None,
+            };
         }
         let mut ids: BTreeMap<&Namespace, Vec<Bson>> = BTreeMap::new();
         let mut seen = std::collections::HashSet::new();
+        let mut out = HashMap::new();
         for (op, _) in ops {
             let key = doc_key(op.ns(), op.id());
-            let lone_insert = per_doc.get(&key).is_some_and(|&(n, ins)| n == 1 && ins);
-            if skip_inserts && lone_insert {
+            if presume && let Some(&(1, Some(exists))) = per_doc.get(&key) {
+                if exists {
+                    // A field no stored document has: the stand-in never equals a
+                    // replacement, which is therefore always written.
+                    out.insert(key, doc! {"_id": op.id().clone(), PRESUMED: true});
+                }
                 continue;
             }
             if seen.insert(key) {
                 ids.entry(op.ns()).or_default().push(op.id().clone());
             }
         }
-        let mut out = HashMap::new();
         if ids.is_empty() && !ops.is_empty() {
             // A transaction's first command carries its read concern, which `bulkWrite`
             // refuses: with every read skipped, one small read opens it.
