@@ -117,17 +117,7 @@ async fn disjoint_writes_flow_both_ways_once() {
     }
     let arr = dump_docs(&a, "tw", "from_a").await;
     assert_eq!(arr[0].get_array("arr").unwrap().len(), 3, "{:?}", arr[0]);
-    // No ping-pong: once both are quiet, neither oplog grows (an echo that moved a
-    // checkpoint would be echoed back, and so on).
-    let still = (last_op(&a).await, last_op(&b).await);
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let (na, nb) = (newest_ops(&a, still.0).await, newest_ops(&b, still.1).await);
-        assert!(
-            na.is_empty() && nb.is_empty(),
-            "writes go on while both sides are quiet\nA: {na:?}\nB: {nb:?}"
-        );
-    }
+    assert_quiet(&a, &b).await;
     assert!(t.is_running(), "{}", t.log_text());
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
 }
@@ -302,6 +292,20 @@ async fn applied(c: &Client) -> i64 {
     n
 }
 
+/// No ping-pong: once both sides are quiet, neither oplog grows for a second (an echo
+/// that moved a checkpoint would be echoed back, and so on).
+async fn assert_quiet(a: &Client, b: &Client) {
+    let still = (last_op(a).await, last_op(b).await);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (na, nb) = (newest_ops(a, still.0).await, newest_ops(b, still.1).await);
+        assert!(
+            na.is_empty() && nb.is_empty(),
+            "writes go on while both sides are quiet\nA: {na:?}\nB: {nb:?}"
+        );
+    }
+}
+
 async fn newest_ops(c: &Client, after: mongodb::bson::Timestamp) -> Vec<Document> {
     let oplog = c.database("local").collection::<Document>("oplog.rs");
     let mut cur = oplog
@@ -360,15 +364,7 @@ async fn oplog_mode_both_ways_without_echoes() {
         ob.iter().filter(|d| d.get_str("side") == Ok("b")).count(),
         25
     );
-    let still = (last_op(&a).await, last_op(&b).await);
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let (na, nb) = (newest_ops(&a, still.0).await, newest_ops(&b, still.1).await);
-        assert!(
-            na.is_empty() && nb.is_empty(),
-            "writes go on while both sides are quiet\nA: {na:?}\nB: {nb:?}"
-        );
-    }
+    assert_quiet(&a, &b).await;
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
 }
 

@@ -538,28 +538,15 @@ async fn insert_tagged(
     batch: Vec<RawDocumentBuf>,
     link: &str,
 ) -> Result<()> {
-    use mongodb::options::{ReadConcern, TransactionOptions, WriteConcern};
     let tags = target
         .client
         .database(TANDEM_DB)
         .collection::<Document>(TAGS);
     let what = format!("inserting into {ns}");
-    let mut last = None;
-    for attempt in 0..10u64 {
-        let mut s = target
-            .client
-            .start_session()
-            .await
-            .map_err(|e| target.err("starting a session", &e))?;
-        let opts = TransactionOptions::builder()
-            .read_concern(ReadConcern::snapshot())
-            .write_concern(WriteConcern::majority())
-            .build();
-        s.start_transaction()
-            .with_options(opts)
-            .await
-            .map_err(|e| target.err("starting a transaction", &e))?;
-        let body = async {
+    let mut tx = target.retrying(&what);
+    loop {
+        let mut s = tx.begin().await?;
+        let r = async {
             tags.update_one(doc! {"_id": link}, doc! {"$inc": {"copy": 1i64}})
                 .upsert(true)
                 .session(&mut s)
@@ -587,21 +574,12 @@ async fn insert_tagged(
                 dst.insert_many(fresh).session(&mut s).await?;
             }
             s.commit_transaction().await
-        };
-        match body.await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                let _ = s.abort_transaction().await;
-                let err = target.err(&what, &e);
-                if !err.is_retryable() || attempt == 9 {
-                    return Err(err);
-                }
-                last = Some(err);
-                tokio::time::sleep(std::time::Duration::from_millis(100 * (attempt + 1))).await;
-            }
+        }
+        .await;
+        if tx.ended(&mut s, r).await? {
+            return Ok(());
         }
     }
-    Err(last.expect("set by the last attempt"))
 }
 
 async fn mark_done(target: &MongoEndpoint, id: &str, c: &Coll, p: &Part) -> Result<()> {

@@ -168,6 +168,76 @@ fn password_of(uri: &str) -> Option<String> {
     Some(pass.to_string())
 }
 
+/// Retries of a transaction of tandem's own outside a link's batches (two-way's tagged
+/// copy batches and resolutions): each attempt a new session and transaction (snapshot
+/// reads, majority writes), again after a retryable error, up to 10 times.
+///
+/// ```ignore
+/// let mut tx = ep.retrying("what it does");
+/// loop {
+///     let mut s = tx.begin().await?;
+///     let r = async { /* writes in &mut s */ s.commit_transaction().await }.await;
+///     if tx.ended(&mut s, r).await? { break; }
+/// }
+/// ```
+pub struct Retrying<'a> {
+    ep: &'a MongoEndpoint,
+    what: &'a str,
+    attempt: u64,
+}
+
+impl MongoEndpoint {
+    pub fn retrying<'a>(&'a self, what: &'a str) -> Retrying<'a> {
+        Retrying {
+            ep: self,
+            what,
+            attempt: 0,
+        }
+    }
+}
+
+impl Retrying<'_> {
+    /// A session with its transaction started.
+    pub async fn begin(&mut self) -> Result<mongodb::ClientSession> {
+        use mongodb::options::{ReadConcern, TransactionOptions, WriteConcern};
+        self.attempt += 1;
+        let mut s = self
+            .ep
+            .client
+            .start_session()
+            .await
+            .map_err(|e| self.ep.err("starting a session", &e))?;
+        let opts = TransactionOptions::builder()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(WriteConcern::majority())
+            .build();
+        s.start_transaction()
+            .with_options(opts)
+            .await
+            .map_err(|e| self.ep.err("starting a transaction", &e))?;
+        Ok(s)
+    }
+
+    /// An attempt's outcome: `true` committed, `false` to try again (aborted, after a
+    /// pause), an error when it is fatal or the attempts are spent.
+    pub async fn ended(
+        &mut self,
+        s: &mut mongodb::ClientSession,
+        r: mongodb::error::Result<()>,
+    ) -> Result<bool> {
+        let Err(e) = r else {
+            return Ok(true);
+        };
+        let _ = s.abort_transaction().await;
+        let err = self.ep.err(self.what, &e);
+        if !err.is_retryable() || self.attempt >= 10 {
+            return Err(err);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50 * self.attempt)).await;
+        Ok(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

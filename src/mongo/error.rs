@@ -134,3 +134,10 @@ fn short_message(e: &mongodb::error::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+/// A task of a group (`core::shutdown::TaskGroup`) that panicked or was cancelled.
+impl From<tokio::task::JoinError> for MongoError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        MongoError::fatal("task", format!("a task failed: {e}"))
+    }
+}

@@ -23,7 +23,7 @@ use super::error::{MongoError, Result};
 use super::source;
 use super::sync::{Mode, SyncConfig, incremental, run_copy};
 use crate::core::MongoPosition;
-use crate::core::shutdown::{Shutdown, shutdown_pair};
+use crate::core::shutdown::{Shutdown, TaskGroup};
 
 /// The shards of a sharded source: as listed with `--source-shard [NAME=]URI`, or else
 /// found through the mongos (`listShards`), reached with the mongos URI's credentials
@@ -181,16 +181,7 @@ pub async fn run(cfg: &SyncConfig, shards: &[Shard], shutdown: Shutdown) -> Resu
         return Ok(());
     }
     // One shard's failure stops the others after their batch in flight, as Ctrl-C does.
-    let (stop_all, stop) = shutdown_pair();
-    let mut outer = shutdown.clone();
-    let relay = {
-        let stop_all = stop_all.clone();
-        tokio::spawn(async move {
-            outer.wait().await;
-            stop_all.trigger();
-        })
-    };
-    let mut runs = tokio::task::JoinSet::new();
+    let mut runs = TaskGroup::new(&shutdown);
     for s in shards {
         let shard_cfg = SyncConfig {
             source: s.ep.clone(),
@@ -199,7 +190,7 @@ pub async fn run(cfg: &SyncConfig, shards: &[Shard], shutdown: Shutdown) -> Resu
             ..cfg.clone()
         };
         let c = ckpts.remove(&s.name).expect("loaded above");
-        let (stop, name) = (stop.clone(), s.name.clone());
+        let (stop, name) = (runs.shutdown(), s.name.clone());
         runs.spawn(async move {
             incremental(&shard_cfg, c, None, stop)
                 .await
@@ -209,19 +200,5 @@ pub async fn run(cfg: &SyncConfig, shards: &[Shard], shutdown: Shutdown) -> Resu
                 })
         });
     }
-    let mut first_err = None;
-    while let Some(done) = runs.join_next().await {
-        let r = done.unwrap_or_else(|e| {
-            Err(MongoError::fatal(
-                "shard reader",
-                format!("a task failed: {e}"),
-            ))
-        });
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
-            stop_all.trigger();
-        }
-    }
-    relay.abort();
-    first_err.map_or(Ok(()), Err)
+    runs.join().await
 }

@@ -25,7 +25,7 @@ use super::error::{MongoError, Result};
 use super::ns::NsFilter;
 use super::sync::{self, Fetch, Mode, OnHistoryLost, SyncConfig};
 use crate::core::conflict::{Detector, Policy, Seen, Side};
-use crate::core::shutdown::{Shutdown, shutdown_pair};
+use crate::core::shutdown::{Shutdown, TaskGroup};
 use crate::ops::status::LinkStatus;
 
 /// What the detector keys documents by: namespace and `_id` bytes.
@@ -150,20 +150,11 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<()> {
         FullSync::BToA => (link(Side::A), link(Side::B)),
         _ => (link(Side::B), link(Side::A)),
     };
-    let (stop_all, stop) = shutdown_pair();
-    let mut outer = shutdown.clone();
-    let relay = {
-        let stop_all = stop_all.clone();
-        tokio::spawn(async move {
-            outer.wait().await;
-            stop_all.trigger();
-        })
-    };
-    let mut runs = tokio::task::JoinSet::new();
+    let mut runs = TaskGroup::new(&shutdown);
     let (first_target, first_id) = (first.target.clone(), first.id.clone());
-    runs.spawn(sync::run(first, stop.clone()));
+    runs.spawn(sync::run(first, runs.shutdown()));
     attached(&first_target, &first_id, &mut runs).await?;
-    runs.spawn(sync::run(second, stop.clone()));
+    runs.spawn(sync::run(second, runs.shutdown()));
     if cfg.policy == Policy::Converge {
         let r = Resolver {
             sides: [cfg.a.clone(), cfg.b.clone()],
@@ -172,19 +163,9 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<()> {
             progress: progress.clone(),
             log,
         };
-        runs.spawn(r.run(stop.clone()));
+        runs.spawn(r.run(runs.shutdown()));
     }
-    let mut first_err = None;
-    while let Some(done) = runs.join_next().await {
-        let r = done
-            .unwrap_or_else(|e| Err(MongoError::fatal("two-way", format!("a task failed: {e}"))));
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
-            stop_all.trigger();
-        }
-    }
-    relay.abort();
-    first_err.map_or(Ok(()), Err)
+    runs.join().await
 }
 
 /// Waits until the first link has saved its start position (its checkpoint exists),
@@ -192,20 +173,18 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<()> {
 async fn attached(
     target: &MongoEndpoint,
     id: &str,
-    runs: &mut tokio::task::JoinSet<Result<()>>,
+    runs: &mut TaskGroup<MongoError>,
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     for _ in 0..2400 {
         if checkpoint::load(target, id).await?.is_some() {
             return Ok(());
         }
-        if let Some(done) = runs.try_join_next() {
-            return Err(match done {
-                Ok(Err(e)) => e,
-                // Stopped by shutdown before it attached: nothing to wait for.
-                Ok(Ok(())) => return Ok(()),
-                Err(e) => MongoError::fatal("two-way", format!("a task failed: {e}")),
-            });
+        match runs.try_ended() {
+            Some(Err(e)) => return Err(e),
+            // Stopped by shutdown before it attached: nothing to wait for.
+            Some(Ok(())) => return Ok(()),
+            None => {}
         }
         if Instant::now() > deadline {
             break;

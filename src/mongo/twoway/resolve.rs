@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{Document, doc};
-use mongodb::options::{ReadConcern, TransactionOptions, WriteConcern};
 
 use super::Key;
 use super::judge::{ConflictLog, Progress, key_id};
@@ -141,19 +140,10 @@ impl Resolver {
             .collection::<Document>(&key.0.coll);
         let tags = ep.client.database(TANDEM_DB).collection::<Document>(TAGS);
         let what = format!("resolving a conflict on {} (_id {id})", key.0);
-        let mut last = None;
-        for attempt in 0..10u64 {
-            let mut s = ep
-                .client
-                .start_session()
-                .await
-                .map_err(|e| ep.err("starting a session", &e))?;
-            let opts = TransactionOptions::builder()
-                .read_concern(ReadConcern::snapshot())
-                .write_concern(WriteConcern::majority())
-                .build();
-            let body = async {
-                s.start_transaction().with_options(opts).await?;
+        let mut tx = ep.retrying(&what);
+        loop {
+            let mut s = tx.begin().await?;
+            let r = async {
                 tags.update_one(doc! {"_id": &self.id}, doc! {"$inc": {"resolved": 1i64}})
                     .upsert(true)
                     .session(&mut s)
@@ -172,20 +162,11 @@ impl Resolver {
                     }
                 }
                 s.commit_transaction().await
-            };
-            match body.await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    let _ = s.abort_transaction().await;
-                    let err = ep.err(&what, &e);
-                    if !err.is_retryable() || attempt == 9 {
-                        return Err(err);
-                    }
-                    last = Some(err);
-                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-                }
+            }
+            .await;
+            if tx.ended(&mut s, r).await? {
+                return Ok(());
             }
         }
-        Err(last.expect("set by the last attempt"))
     }
 }
