@@ -1,4 +1,4 @@
-//! `tandem mongo sync | replay | verify`.
+//! `tandem mongo sync | replay | verify | kafka`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub enum MongoCmd {
     Replay(ReplayArgs),
     /// Compare namespaces, options, indexes and every document of two deployments.
     Verify(VerifyArgs),
+    /// Stream a source into Kafka as Canal JSON: copy, then changes, exactly once.
+    Kafka(Box<super::kafka::KafkaArgs>),
 }
 
 #[derive(Args)]
@@ -142,6 +144,7 @@ pub async fn run(cmd: MongoCmd) -> CliResult {
     match cmd {
         MongoCmd::Sync(a) => sync(a).await,
         MongoCmd::Replay(a) => replay(a).await,
+        MongoCmd::Kafka(a) => super::kafka::run(*a).await,
         MongoCmd::Verify(a) => {
             let code = verify(a).await?;
             if code != 0 {
