@@ -5,7 +5,7 @@
 
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -104,6 +104,37 @@ impl KafkaBroker {
         assert!(r[0].is_ok(), "creating {name}: {:?}", r[0]);
     }
 
+    /// [`KafkaBroker::consumer`] of a topic tandem creates: waits for it to exist.
+    pub async fn consumer_when_created(&self, topic: &str) -> Reader {
+        let start = Instant::now();
+        loop {
+            if self.partitions(topic) > 0 {
+                return self.consumer(topic);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "topic {topic} not created within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn partitions(&self, topic: &str) -> usize {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .unwrap();
+        match c.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(md) => md
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| t.partitions().len())
+                .sum(),
+            Err(_) => 0,
+        }
+    }
+
     /// A `read_committed` consumer of every partition of `topic`, from the beginning.
     pub fn consumer(&self, topic: &str) -> Reader {
         let c: BaseConsumer = ClientConfig::new()
@@ -119,6 +150,7 @@ impl KafkaBroker {
             .unwrap();
         let mut tpl = TopicPartitionList::new();
         let n = md.topics()[0].partitions().len();
+        assert!(n > 0, "topic {topic} has no partitions");
         for p in 0..n as i32 {
             tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
         }

@@ -151,9 +151,11 @@ mod tests {
             ("shop", None, br#"{"$numberInt":"7"}"#.to_vec())
         );
         assert_eq!(r.doc(&Namespace::new("hr", "o"), &Bson::Null).topic, "all");
-        let n = router(PartitionBy::Ns, None).doc(&Namespace::new("hr", "p"), &Bson::Int32(1));
+        let rn = router(PartitionBy::Ns, None);
+        let n = rn.doc(&Namespace::new("hr", "p"), &Bson::Int32(1));
         assert_eq!(n.key, b"hr.p".to_vec());
-        let z = router(PartitionBy::None, None).doc(&Namespace::new("hr", "p"), &Bson::Int32(1));
+        let rz = router(PartitionBy::None, None);
+        let z = rz.doc(&Namespace::new("hr", "p"), &Bson::Int32(1));
         assert_eq!(z.partition, Some(0));
         assert_eq!(r.topics(), vec!["all".to_string(), "shop".to_string()]);
         assert!(Router::parse_map("nocolon").is_err());
@@ -168,9 +170,11 @@ mod tests {
         assert!(d.iter().enumerate().all(|(i, x)| x.partition == Some(i as i32)));
         let db = r.ddl(&Namespace::new("shop", ""), |_| 2);
         assert_eq!((db.len(), db[0].topic, db[0].key.clone()), (2, "shop", b"shop".to_vec()));
-        let t = router(PartitionBy::Id, Some("ddl")).ddl(&Namespace::new("x", "y"), |_| 3);
+        let rt = router(PartitionBy::Id, Some("ddl"));
+        let t = rt.ddl(&Namespace::new("x", "y"), |_| 3);
         assert_eq!((t.len(), t[0].topic, t[0].partition), (1, "ddl", None));
-        let one = router(PartitionBy::None, None).ddl(&Namespace::new("x", "y"), |_| 3);
+        let r1 = router(PartitionBy::None, None);
+        let one = r1.ddl(&Namespace::new("x", "y"), |_| 3);
         assert_eq!(one.len(), 1);
     }
 }

@@ -192,7 +192,7 @@ impl Sink {
             self.cfg.id.clone(),
             state.to_json(),
         );
-        let what = || format!("the position record of link {:?}", self.cfg.id);
+        let what = || format!("the position record of link {key:?}");
         if self.transactional {
             self.send(&topic, Some(0), key.as_bytes(), &value, what)
                 .await?;

@@ -109,7 +109,7 @@ fn update_delta_replace_delete_and_post_image() {
 
 #[test]
 fn oplog_diffs_become_set_and_unset() {
-    let o = doc! {"$v": 2, "diff": {"u": {"a": 5}, "d": {"gone": false}, "i": {"new": "n"}, "ssub": {"u": {"x": 1}}}};
+    let o = doc! {"$v": 2, "diff": {"d": {"gone": false}, "u": {"a": 5}, "i": {"new": "n"}, "ssub": {"u": {"x": 1}}}};
     let d = delta(&Change::Diff(o));
     assert_eq!(d, doc! {"$set": {"a": 5, "new": "n", "sub.x": 1}, "$unset": {"gone": ""}});
 }
