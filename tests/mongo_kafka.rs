@@ -55,7 +55,11 @@ fn envelope(m: &Msg, db: &str) -> (String, Value, Value, Value) {
     let ty = v["type"].as_str().unwrap().to_string();
     assert_eq!(v["isDdl"], json!(ty == "DDL"), "{v}");
     if ty == "DDL" {
-        assert_eq!((v["pkNames"].clone(), v["data"].clone(), v["old"].clone()), (Value::Null, Value::Null, Value::Null), "{v}");
+        assert_eq!(
+            (v["pkNames"].clone(), v["data"].clone(), v["old"].clone()),
+            (Value::Null, Value::Null, Value::Null),
+            "{v}"
+        );
         assert!(v["sql"].is_string(), "{v}");
     } else {
         assert_eq!(v["pkNames"], json!(["_id"]), "{v}");
@@ -63,7 +67,10 @@ fn envelope(m: &Msg, db: &str) -> (String, Value, Value, Value) {
         assert_eq!(v["data"].as_array().map(|a| a.len()), Some(1), "{v}");
     }
     let (es, ts) = (v["es"].as_u64().unwrap(), v["ts"].as_u64().unwrap());
-    assert!(es > 1_600_000_000_000 && ts >= es.saturating_sub(5_000), "{v}");
+    assert!(
+        es > 1_600_000_000_000 && ts >= es.saturating_sub(5_000),
+        "{v}"
+    );
     (ty, v["table"].clone(), row(v, "data"), row(v, "old"))
 }
 
@@ -78,22 +85,48 @@ async fn change_stream_copy_then_every_kind_field_by_field() {
     k.create_topic("cs", 1).await;
     let db = a.database("kcs");
     let o = db.collection::<Document>("o");
-    o.insert_many([doc! {"_id": 1, "a": 1}, doc! {"_id": 2, "a": 2}, doc! {"_id": 3, "s": "x"}])
-        .await
-        .unwrap();
+    o.insert_many([
+        doc! {"_id": 1, "a": 1},
+        doc! {"_id": 2, "a": 2},
+        doc! {"_id": 3, "s": "x"},
+    ])
+    .await
+    .unwrap();
     let mut t = start(&src, &k, &["--topic", "cs", "--id", "cs"]);
     let mut r = k.consumer("cs");
     let copied = read(&mut r, 3);
-    for (m, want) in copied.iter().zip([json!({"_id": 1, "a": 1}), json!({"_id": 2, "a": 2}), json!({"_id": 3, "s": "x"})]) {
-        assert_eq!(envelope(m, "kcs"), ("INSERT".into(), json!("o"), want, Value::Null));
+    for (m, want) in copied.iter().zip([
+        json!({"_id": 1, "a": 1}),
+        json!({"_id": 2, "a": 2}),
+        json!({"_id": 3, "s": "x"}),
+    ]) {
+        assert_eq!(
+            envelope(m, "kcs"),
+            ("INSERT".into(), json!("o"), want, Value::Null)
+        );
         assert_eq!(m.value["id"], 0, "copy messages carry id 0");
-        assert_eq!(m.value["data"][0].as_object().unwrap().keys().collect::<Vec<_>>(), ["doc"]);
+        assert_eq!(
+            m.value["data"][0]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["doc"]
+        );
     }
     o.insert_one(doc! {"_id": 4, "n": 1}).await.unwrap();
-    o.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 10}}).await.unwrap();
-    o.update_one(doc! {"_id": 2}, doc! {"$unset": {"a": ""}}).await.unwrap();
-    o.update_one(doc! {"_id": 4}, doc! {"$inc": {"n": 1}}).await.unwrap();
-    o.replace_one(doc! {"_id": 3}, doc! {"r": true}).await.unwrap();
+    o.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 10}})
+        .await
+        .unwrap();
+    o.update_one(doc! {"_id": 2}, doc! {"$unset": {"a": ""}})
+        .await
+        .unwrap();
+    o.update_one(doc! {"_id": 4}, doc! {"$inc": {"n": 1}})
+        .await
+        .unwrap();
+    o.replace_one(doc! {"_id": 3}, doc! {"r": true})
+        .await
+        .unwrap();
     o.delete_one(doc! {"_id": 2}).await.unwrap();
     db.create_collection("c2").await.unwrap();
     o.create_index(mongodb::IndexModel::builder().keys(doc! {"a": 1}).build())
@@ -109,14 +142,29 @@ async fn change_stream_copy_then_every_kind_field_by_field() {
     let want = [
         ("INSERT", "o", json!({"_id": 4, "n": 1}), Value::Null),
         ("UPDATE", "o", json!({"$set": {"a": 10}}), json!({"_id": 1})),
-        ("UPDATE", "o", json!({"$unset": {"a": ""}}), json!({"_id": 2})),
+        (
+            "UPDATE",
+            "o",
+            json!({"$unset": {"a": ""}}),
+            json!({"_id": 2}),
+        ),
         ("UPDATE", "o", json!({"$set": {"n": 2}}), json!({"_id": 4})),
-        ("UPDATE", "o", json!({"_id": 3, "r": true}), json!({"_id": 3})),
+        (
+            "UPDATE",
+            "o",
+            json!({"_id": 3, "r": true}),
+            json!({"_id": 3}),
+        ),
         ("DELETE", "o", json!({"_id": 2}), Value::Null),
     ];
     let mut last_id = 0;
     for (m, (ty, table, data, old)) in ch.iter().zip(want) {
-        assert_eq!(envelope(m, "kcs"), (ty.to_string(), json!(table), data, old), "{}", m.value);
+        assert_eq!(
+            envelope(m, "kcs"),
+            (ty.to_string(), json!(table), data, old),
+            "{}",
+            m.value
+        );
         let id = m.value["id"].as_u64().unwrap();
         assert!(id > last_id, "ids follow the source order: {}", m.value);
         last_id = id;
@@ -125,15 +173,27 @@ async fn change_stream_copy_then_every_kind_field_by_field() {
         .iter()
         .map(|m| (envelope(m, "kcs").0, m.value["table"].clone(), sql(m)))
         .collect();
-    assert_eq!((ddl[0].0.as_str(), &ddl[0].1, &ddl[0].2["create"]), ("DDL", &json!("c2"), &json!("c2")));
-    assert_eq!((&ddl[1].1, &ddl[1].2["createIndexes"]), (&json!("o"), &json!("o")));
+    assert_eq!(
+        (ddl[0].0.as_str(), &ddl[0].1, &ddl[0].2["create"]),
+        ("DDL", &json!("c2"), &json!("c2"))
+    );
+    assert_eq!(
+        (&ddl[1].1, &ddl[1].2["createIndexes"]),
+        (&json!("o"), &json!("o"))
+    );
     assert_eq!(ddl[1].2["indexes"][0]["key"], json!({"a": 1}));
     assert_eq!(ddl[1].2["indexes"][0]["name"], json!("a_1"));
     assert_eq!(
         (&ddl[2].1, &ddl[2].2),
-        (&json!("c2"), &json!({"renameCollection": "kcs.c2", "to": "kcs.c3", "dropTarget": false}))
+        (
+            &json!("c2"),
+            &json!({"renameCollection": "kcs.c2", "to": "kcs.c3", "dropTarget": false})
+        )
     );
-    assert_eq!((&ddl[3].1, &ddl[3].2), (&json!("c3"), &json!({"drop": "c3"})));
+    assert_eq!(
+        (&ddl[3].1, &ddl[3].2),
+        (&json!("c3"), &json!({"drop": "c3"}))
+    );
     dump_for_docs("change-stream", &all);
     let rest = tokio::task::block_in_place(|| r.drain(Duration::from_millis(500)).len());
     assert_eq!(rest, 13, "nothing more than the changes made");
@@ -152,35 +212,101 @@ async fn oplog_copy_then_inserts_replacements_deletes_and_ddl() {
     o.insert_many([doc! {"_id": "a", "v": 1}, doc! {"_id": "b", "v": 2}])
         .await
         .unwrap();
-    let mut t = start(&src, &k, &["--topic", "op", "--fetch", "oplog", "--id", "op"]);
+    let mut t = start(
+        &src,
+        &k,
+        &["--topic", "op", "--fetch", "oplog", "--id", "op"],
+    );
     let mut r = k.consumer("op");
     let copied = read(&mut r, 2);
-    assert_eq!(envelope(&copied[0], "kop"), ("INSERT".into(), json!("o"), json!({"_id": "a", "v": 1}), Value::Null));
-    assert_eq!(envelope(&copied[1], "kop"), ("INSERT".into(), json!("o"), json!({"_id": "b", "v": 2}), Value::Null));
-    o.insert_one(doc! {"_id": "c", "d": {"x": [1, 2]}}).await.unwrap();
-    o.replace_one(doc! {"_id": "a"}, doc! {"w": "replaced"}).await.unwrap();
+    assert_eq!(
+        envelope(&copied[0], "kop"),
+        (
+            "INSERT".into(),
+            json!("o"),
+            json!({"_id": "a", "v": 1}),
+            Value::Null
+        )
+    );
+    assert_eq!(
+        envelope(&copied[1], "kop"),
+        (
+            "INSERT".into(),
+            json!("o"),
+            json!({"_id": "b", "v": 2}),
+            Value::Null
+        )
+    );
+    o.insert_one(doc! {"_id": "c", "d": {"x": [1, 2]}})
+        .await
+        .unwrap();
+    o.replace_one(doc! {"_id": "a"}, doc! {"w": "replaced"})
+        .await
+        .unwrap();
     o.delete_one(doc! {"_id": "b"}).await.unwrap();
     db.create_collection("made").await.unwrap();
     db.collection::<Document>("made").drop().await.unwrap();
     let gone = a.database("kgone");
-    gone.collection::<Document>("x").insert_one(doc! {"_id": 1}).await.unwrap();
+    gone.collection::<Document>("x")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
     gone.drop().await.unwrap();
     let all = read(&mut r, 2 + 3 + 2 + 1 + 2);
     let ch = &all[2..];
-    assert_eq!(envelope(&ch[0], "kop"), ("INSERT".into(), json!("o"), json!({"_id": "c", "d": {"x": [1, 2]}}), Value::Null));
-    assert_eq!(envelope(&ch[1], "kop"), ("UPDATE".into(), json!("o"), json!({"_id": "a", "w": "replaced"}), json!({"_id": "a"})));
-    assert_eq!(envelope(&ch[2], "kop"), ("DELETE".into(), json!("o"), json!({"_id": "b"}), Value::Null));
+    assert_eq!(
+        envelope(&ch[0], "kop"),
+        (
+            "INSERT".into(),
+            json!("o"),
+            json!({"_id": "c", "d": {"x": [1, 2]}}),
+            Value::Null
+        )
+    );
+    assert_eq!(
+        envelope(&ch[1], "kop"),
+        (
+            "UPDATE".into(),
+            json!("o"),
+            json!({"_id": "a", "w": "replaced"}),
+            json!({"_id": "a"})
+        )
+    );
+    assert_eq!(
+        envelope(&ch[2], "kop"),
+        (
+            "DELETE".into(),
+            json!("o"),
+            json!({"_id": "b"}),
+            Value::Null
+        )
+    );
     assert_eq!(envelope(&ch[3], "kop").0, "DDL");
-    assert_eq!((ch[3].value["table"].clone(), sql(&ch[3])["create"].clone()), (json!("made"), json!("made")));
-    assert_eq!((ch[4].value["table"].clone(), sql(&ch[4])), (json!("made"), json!({"drop": "made"})));
-    // kgone.x is created implicitly by its first insert: a create, then the insert.
-    let tail: Vec<(String, Value)> = ch[5..].iter().map(|m| (envelope(m, "kgone").0, m.value["table"].clone())).collect();
+    assert_eq!(
+        (ch[3].value["table"].clone(), sql(&ch[3])["create"].clone()),
+        (json!("made"), json!("made"))
+    );
+    assert_eq!(
+        (ch[4].value["table"].clone(), sql(&ch[4])),
+        (json!("made"), json!({"drop": "made"}))
+    );
+    // kgone.x is created implicitly by its first insert (secantus logs no create for
+    // it); dropDatabase comes as the collection's drop, then the database's.
+    let tail: Vec<(String, Value)> = ch[5..]
+        .iter()
+        .map(|m| (envelope(m, "kgone").0, m.value["table"].clone()))
+        .collect();
     assert_eq!(
         tail,
-        [("DDL".into(), json!("x")), ("INSERT".into(), json!("x")), ("DDL".into(), Value::Null)],
+        [
+            ("INSERT".into(), json!("x")),
+            ("DDL".into(), json!("x")),
+            ("DDL".into(), Value::Null)
+        ],
         "{:?}",
         ch[5..].iter().map(|m| &m.value).collect::<Vec<_>>()
     );
+    assert_eq!(sql(&ch[6]), json!({"drop": "x"}));
     assert_eq!(sql(&ch[7]), json!({"dropDatabase": 1}));
     assert!(ch[0].value["id"].as_u64().unwrap() > 0);
     dump_for_docs("oplog", &all);
@@ -197,11 +323,23 @@ async fn full_document_updates_canonical_objects() {
     let mut t = start(
         &src,
         &k,
-        &["--topic", "fd", "--create-topics", "--update-format", "full-document", "--json", "canonical", "--data-shape", "object"],
+        &[
+            "--topic",
+            "fd",
+            "--create-topics",
+            "--update-format",
+            "full-document",
+            "--json",
+            "canonical",
+            "--data-shape",
+            "object",
+        ],
     );
     let mut r = k.consumer_when_created("fd").await;
     read(&mut r, 1);
-    o.update_one(doc! {"_id": 1}, doc! {"$set": {"s": "x"}}).await.unwrap();
+    o.update_one(doc! {"_id": 1}, doc! {"$set": {"s": "x"}})
+        .await
+        .unwrap();
     let all = read(&mut r, 2);
     assert_eq!(
         envelope(&all[1], "kfd"),
@@ -212,7 +350,10 @@ async fn full_document_updates_canonical_objects() {
             json!({"_id": {"$numberInt": "1"}})
         )
     );
-    assert_eq!(all[0].value["data"], json!([{"_id": {"$numberInt": "1"}, "n": {"$numberLong": "1"}}]));
+    assert_eq!(
+        all[0].value["data"],
+        json!([{"_id": {"$numberInt": "1"}, "n": {"$numberLong": "1"}}])
+    );
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
 }
 
@@ -229,13 +370,20 @@ async fn per_id_order_on_three_partitions() {
     let mut t = start(&src, &k, &["--topic", "ord", "--batch-ops", "7"]);
     let mut r = k.consumer("ord");
     tokio::task::block_in_place(|| r.drain(Duration::from_millis(300)));
-    o.insert_many((0..30).map(|i| doc! {"_id": i, "n": 0})).await.unwrap();
+    o.insert_many((0..30).map(|i| doc! {"_id": i, "n": 0}))
+        .await
+        .unwrap();
     for round in 1..=6 {
         for i in 0..30 {
-            o.update_one(doc! {"_id": i}, doc! {"$inc": {"n": 1}}).await.unwrap();
+            o.update_one(doc! {"_id": i}, doc! {"$inc": {"n": 1}})
+                .await
+                .unwrap();
         }
         if round == 3 {
-            db.collection::<Document>("o").create_index(mongodb::IndexModel::builder().keys(doc! {"n": 1}).build()).await.unwrap();
+            db.collection::<Document>("o")
+                .create_index(mongodb::IndexModel::builder().keys(doc! {"n": 1}).build())
+                .await
+                .unwrap();
         }
     }
     let all = read(&mut r, 30 + 30 * 6 + 3);
@@ -246,7 +394,10 @@ async fn per_id_order_on_three_partitions() {
             ddl_parts.push(m.partition);
             continue;
         }
-        by_id.entry(String::from_utf8(m.key.clone()).unwrap()).or_default().push(m);
+        by_id
+            .entry(String::from_utf8(m.key.clone()).unwrap())
+            .or_default()
+            .push(m);
     }
     ddl_parts.sort();
     assert_eq!(ddl_parts, [0, 1, 2], "one copy of the DDL per partition");
@@ -255,11 +406,23 @@ async fn per_id_order_on_three_partitions() {
     for (key, ms) in &by_id {
         let p = ms[0].partition;
         parts.insert(p);
-        assert!(ms.iter().all(|m| m.partition == p), "{key} in several partitions");
+        assert!(
+            ms.iter().all(|m| m.partition == p),
+            "{key} in several partitions"
+        );
         assert_eq!(ms[0].value["type"], "INSERT");
-        let ns: Vec<Value> = ms[1..].iter().map(|m| row(&m.value, "data")["$set"]["n"].clone()).collect();
+        let ns: Vec<Value> = ms[1..]
+            .iter()
+            .map(|m| row(&m.value, "data")["$set"]["n"].clone())
+            .collect();
         assert_eq!(ns, (1..=6).map(|n| json!(n)).collect::<Vec<_>>(), "{key}");
-        assert_eq!(key, &format!("{{\"$numberInt\":\"{}\"}}", row(&ms[0].value, "data")["_id"]));
+        assert_eq!(
+            key,
+            &format!(
+                "{{\"$numberInt\":\"{}\"}}",
+                row(&ms[0].value, "data")["_id"]
+            )
+        );
     }
     assert_eq!(parts.len(), 3, "30 keys spread over the 3 partitions");
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
@@ -296,9 +459,13 @@ async fn kill9_loop_exactly_once() {
             tokio::spawn(async move {
                 let mut done = Vec::new();
                 for i in 0..60 {
-                    o.insert_one(doc! {"_id": 10_000 + round * 100 + i, "n": 0}).await.unwrap();
+                    o.insert_one(doc! {"_id": 10_000 + round * 100 + i, "n": 0})
+                        .await
+                        .unwrap();
                     let id = (round * 37 + i * 11) % SEEDED;
-                    o.update_one(doc! {"_id": id}, doc! {"$inc": {"n": 1}}).await.unwrap();
+                    o.update_one(doc! {"_id": id}, doc! {"$inc": {"n": 1}})
+                        .await
+                        .unwrap();
                     done.push(id);
                 }
                 done
@@ -315,24 +482,48 @@ async fn kill9_loop_exactly_once() {
         read(&mut r, expected);
     }
     let all = tokio::task::block_in_place(|| r.drain(Duration::from_secs(1)).to_vec());
-    let ctx = || format!("{}\n--- last ---\n{}", logs.join("\n--- next process ---\n"), t.log_text());
-    assert_eq!(all.len(), expected, "messages: {} expected {expected}\n{}", all.len(), ctx());
+    let ctx = || {
+        format!(
+            "{}\n--- last ---\n{}",
+            logs.join("\n--- next process ---\n"),
+            t.log_text()
+        )
+    };
+    assert_eq!(
+        all.len(),
+        expected,
+        "messages: {} expected {expected}\n{}",
+        all.len(),
+        ctx()
+    );
     let mut inserts: BTreeMap<i64, usize> = BTreeMap::new();
     let mut sets: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for m in &all {
         let (ty, _, data, old) = envelope(m, "kkill");
         match ty.as_str() {
             "INSERT" => *inserts.entry(data["_id"].as_i64().unwrap()).or_default() += 1,
-            "UPDATE" => sets.entry(old["_id"].as_i64().unwrap()).or_default().push(data["$set"]["n"].as_i64().unwrap()),
+            "UPDATE" => sets
+                .entry(old["_id"].as_i64().unwrap())
+                .or_default()
+                .push(data["$set"]["n"].as_i64().unwrap()),
             other => panic!("unexpected {other}: {}", m.value),
         }
     }
     let dup: Vec<_> = inserts.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(dup.is_empty(), "inserts not exactly once: {dup:?}\n{}", ctx());
+    assert!(
+        dup.is_empty(),
+        "inserts not exactly once: {dup:?}\n{}",
+        ctx()
+    );
     assert_eq!(inserts.len(), SEEDED as usize + 5 * 60);
     for (id, n) in &incs {
         let want: Vec<i64> = (1..=*n as i64).collect();
-        assert_eq!(sets.get(&(*id as i64)), Some(&want), "updates of {id}\n{}", ctx());
+        assert_eq!(
+            sets.get(&(*id as i64)),
+            Some(&want),
+            "updates of {id}\n{}",
+            ctx()
+        );
     }
     assert_eq!(sets.len(), incs.len());
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
@@ -351,7 +542,17 @@ async fn every_codec_produces_and_reads_back() {
         let mut t = start(
             &src,
             &k,
-            &["--topic", &topic, "--create-topics", "--mode", "full", "--compression", codec, "--id", codec],
+            &[
+                "--topic",
+                &topic,
+                "--create-topics",
+                "--mode",
+                "full",
+                "--compression",
+                codec,
+                "--id",
+                codec,
+            ],
         );
         assert_eq!(t.wait_exit(LIMIT), Some(0), "{codec}: {}", t.log_text());
         let mut r = k.consumer(&topic);
@@ -359,11 +560,20 @@ async fn every_codec_produces_and_reads_back() {
         for (i, m) in got.iter().enumerate() {
             assert_eq!(
                 envelope(m, "kcodec"),
-                ("INSERT".into(), json!("o"), json!({"_id": i, "text": "compressible ".repeat(50)}), Value::Null),
+                (
+                    "INSERT".into(),
+                    json!("o"),
+                    json!({"_id": i, "text": "compressible ".repeat(50)}),
+                    Value::Null
+                ),
                 "{codec}"
             );
         }
-        assert_eq!(tokio::task::block_in_place(|| r.drain(Duration::from_millis(300)).len()), 20, "{codec}");
+        assert_eq!(
+            tokio::task::block_in_place(|| r.drain(Duration::from_millis(300)).len()),
+            20,
+            "{codec}"
+        );
     }
 }
 
@@ -373,12 +583,24 @@ async fn missing_topic_unreachable_broker_and_oversized_message_are_one_clear_er
     let a = src.client().await;
     let mut t = start(&src, &k, &["--topic", "nosuch"]);
     let (line, _) = t.one_error_line(LIMIT);
-    assert!(line.contains("\"nosuch\"") && line.contains("--create-topics"), "{line}");
+    assert!(
+        line.contains("\"nosuch\"") && line.contains("--create-topics"),
+        "{line}"
+    );
 
     let port = support::free_port();
     let s = src.uri();
     let dead = format!("127.0.0.1:{port}");
-    let mut t = Tandem::start(&["mongo", "kafka", "--source", &s, "--brokers", &dead, "--topic", "t"]);
+    let mut t = Tandem::start(&[
+        "mongo",
+        "kafka",
+        "--source",
+        &s,
+        "--brokers",
+        &dead,
+        "--topic",
+        "t",
+    ]);
     let (line, _) = t.one_error_line(LIMIT);
     assert!(line.contains(&dead) && line.contains("answered"), "{line}");
 
@@ -387,9 +609,26 @@ async fn missing_topic_unreachable_broker_and_oversized_message_are_one_clear_er
         .insert_one(doc! {"_id": "huge", "s": "x".repeat(1_200_000)})
         .await
         .unwrap();
-    let mut t = start(&src, &k, &["--topic", "big", "--create-topics", "--mode", "full", "--include-ns", "kbig.*"]);
+    let mut t = start(
+        &src,
+        &k,
+        &[
+            "--topic",
+            "big",
+            "--create-topics",
+            "--mode",
+            "full",
+            "--include-ns",
+            "kbig.*",
+        ],
+    );
     let (line, log) = t.one_error_line(LIMIT);
-    assert!(line.contains("kbig.o") && line.contains("\"huge\"") && line.contains("larger than the broker accepts"), "{line}");
+    assert!(
+        line.contains("kbig.o")
+            && line.contains("\"huge\"")
+            && line.contains("larger than the broker accepts"),
+        "{line}"
+    );
     assert!(!log.contains("panicked"), "{log}");
 }
 

@@ -101,7 +101,12 @@ pub async fn run(a: KafkaArgs) -> CliResult {
         .map(|s| {
             s.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| format!("-X {:?}: expected KEY=VALUE", s.split('=').next().unwrap_or("")))
+                .ok_or_else(|| {
+                    format!(
+                        "-X {:?}: expected KEY=VALUE",
+                        s.split('=').next().unwrap_or("")
+                    )
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if a.brokers.contains('@') || a.brokers.contains("://") {

@@ -46,6 +46,10 @@ pub type Result<T, E = MongoError> = std::result::Result<T, E>;
 /// tandem's, so `--on-history-lost` can tell it from the rest).
 pub const HISTORY_LOST: i32 = -286;
 
+/// tandem's code of "no Kafka broker answered" (fatal before the first connection,
+/// retried after it).
+pub const KAFKA_UNREACHABLE: i32 = -9092;
+
 /// Server codes after which the same request can succeed: elections, shutdowns,
 /// network trouble, interrupted or conflicting transactions.
 const RETRYABLE_CODES: &[i32] = &[

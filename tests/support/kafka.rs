@@ -152,7 +152,8 @@ impl KafkaBroker {
         let n = md.topics()[0].partitions().len();
         assert!(n > 0, "topic {topic} has no partitions");
         for p in 0..n as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
         }
         c.assign(&tpl).unwrap();
         Reader { c, got: Vec::new() }

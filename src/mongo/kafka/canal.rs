@@ -258,7 +258,9 @@ fn command_of(ddl: &Ddl) -> Document {
             "to": to.to_string(),
             "dropTarget": drop_target,
         },
-        Ddl::CreateIndexes { ns, specs } => doc! {"createIndexes": &ns.coll, "indexes": specs.clone()},
+        Ddl::CreateIndexes { ns, specs } => {
+            doc! {"createIndexes": &ns.coll, "indexes": specs.clone()}
+        }
         Ddl::DropIndexes { ns, names } => doc! {"dropIndexes": &ns.coll, "index": names.clone()},
         Ddl::CollMod { ns, changes } => {
             let mut d = doc! {"collMod": &ns.coll};

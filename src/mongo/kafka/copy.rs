@@ -94,7 +94,9 @@ pub(super) async fn copy(
                     emitter.committed(&st, state);
                     st.full_sync_keys(std::mem::take(&mut pending) as u64);
                     if shutdown.is_triggered() {
-                        tracing::info!("copy stopped by a signal; a restart resumes after _id of the last committed document");
+                        tracing::info!(
+                            "copy stopped by a signal; a restart resumes after _id of the last committed document"
+                        );
                         return Ok(false);
                     }
                 }

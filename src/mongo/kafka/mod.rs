@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bson::{Bson, Document, doc};
 use self::canal::{Encoder, Kind, Meta};
 use self::route::Router;
 use self::sink::{Sink, SinkConfig};
@@ -31,6 +30,7 @@ use super::source;
 use super::sync::{self as msync, Fetch, Mode};
 use crate::core::shutdown::Shutdown;
 use crate::ops::status::{LinkState, LinkStatus};
+use bson::{Bson, Document, doc};
 
 /// What an update message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -63,9 +63,14 @@ pub async fn run(cfg: KafkaConfig, shutdown: Shutdown) -> Result<()> {
     let st = cfg.status.clone();
     st.set_state(LinkState::Connecting);
     let mut failures = 0u32;
+    let mut connected = false;
     let result = loop {
         let began = Instant::now();
-        match session(&cfg, &shutdown).await {
+        match session(&cfg, &shutdown, &mut connected).await {
+            // Brokers that never answered are a wrong --brokers more likely than an outage.
+            Err(e) if !connected && e.code == Some(super::error::KAFKA_UNREACHABLE) => {
+                break Err(e);
+            }
             Err(e) if e.is_retryable() && failures < 60 && !shutdown.is_triggered() => {
                 // A session that ran a while was not failing to start: count afresh.
                 failures = if began.elapsed() > Duration::from_secs(60) {
@@ -84,7 +89,7 @@ pub async fn run(cfg: KafkaConfig, shutdown: Shutdown) -> Result<()> {
     result
 }
 
-async fn session(cfg: &KafkaConfig, shutdown: &Shutdown) -> Result<()> {
+async fn session(cfg: &KafkaConfig, shutdown: &Shutdown, connected: &mut bool) -> Result<()> {
     let info = source::probe(&cfg.source).await?;
     if info.sharded && cfg.fetch == Fetch::Oplog {
         return Err(MongoError::fatal(
@@ -95,6 +100,7 @@ async fn session(cfg: &KafkaConfig, shutdown: &Shutdown) -> Result<()> {
     }
     cfg.status.set_replid(&info.history);
     let (mut sink, committed) = Sink::connect(cfg.sink.clone(), &cfg.router.topics()).await?;
+    *connected = true;
     let what = || {
         format!(
             "{}: position {:?} in {}",
@@ -125,9 +131,8 @@ async fn session(cfg: &KafkaConfig, shutdown: &Shutdown) -> Result<()> {
             s
         }
         None => {
-            let pos =
-                msync::start_position(&cfg.source, cfg.fetch, &info.history, info.last_write)
-                    .await?;
+            let pos = msync::start_position(&cfg.source, cfg.fetch, &info.history, info.last_write)
+                .await?;
             let s = State {
                 pos,
                 copy: (cfg.mode != Mode::Incr).then(CopyProgress::default),
@@ -164,11 +169,7 @@ async fn incremental(
     let _stop_gauge = msync::lag_gauge(&st, &cfg.source);
     let reader = msync::open_reader(&cfg.source, &state.pos).await?;
     st.set_state(LinkState::Incremental);
-    tracing::info!(
-        "{}: reading changes after {}",
-        cfg.source.name(),
-        state.pos
-    );
+    tracing::info!("{}: reading changes after {}", cfg.source.name(), state.pos);
     let (read, mut rx) = msync::spawn_reader(reader, st.clone());
     let _stop_reader = msync::AbortOnDrop(read);
     let mut emitter = Emitter::new(cfg);
@@ -196,7 +197,10 @@ async fn incremental(
                 Err(_) => break,
             }
         }
-        let last = batch.last().map(|u| u.pos.clone()).expect("one unit at least");
+        let last = batch
+            .last()
+            .map(|u| u.pos.clone())
+            .expect("one unit at least");
         emitter
             .batch(sink, batch)
             .await
@@ -233,7 +237,9 @@ impl<'a> Emitter<'a> {
 
     async fn batch(&mut self, sink: &mut Sink, batch: Vec<Unit>) -> Result<()> {
         let mut images = match self.cfg.update_format {
-            UpdateFormat::FullDocument => post_images(&self.cfg.source, &self.cfg.filter, &batch).await?,
+            UpdateFormat::FullDocument => {
+                post_images(&self.cfg.source, &self.cfg.filter, &batch).await?
+            }
             UpdateFormat::Delta => HashMap::new(),
         };
         let now = now_ms();

@@ -167,9 +167,16 @@ mod tests {
         let r = router(PartitionBy::Id, None);
         let d = r.ddl(&Namespace::new("shop", "o"), |_| 3);
         assert_eq!(d.len(), 3);
-        assert!(d.iter().enumerate().all(|(i, x)| x.partition == Some(i as i32)));
+        assert!(
+            d.iter()
+                .enumerate()
+                .all(|(i, x)| x.partition == Some(i as i32))
+        );
         let db = r.ddl(&Namespace::new("shop", ""), |_| 2);
-        assert_eq!((db.len(), db[0].topic, db[0].key.clone()), (2, "shop", b"shop".to_vec()));
+        assert_eq!(
+            (db.len(), db[0].topic, db[0].key.clone()),
+            (2, "shop", b"shop".to_vec())
+        );
         let rt = router(PartitionBy::Id, Some("ddl"));
         let t = rt.ddl(&Namespace::new("x", "y"), |_| 3);
         assert_eq!((t.len(), t[0].topic, t[0].partition), (1, "ddl", None));

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -62,7 +63,7 @@ pub struct SinkConfig {
 
 pub struct Sink {
     cfg: SinkConfig,
-    producer: FutureProducer,
+    producer: FutureProducer<Quiet>,
     transactional: bool,
     partitions: HashMap<String, i32>,
     /// Messages sent in the open batch, with what each is (for an error naming it).
@@ -104,8 +105,8 @@ impl Sink {
             .await??;
         }
         let transactional = cfg.acks == Acks::All;
-        let producer: FutureProducer = producer_config(&cfg, transactional)
-            .create()
+        let producer: FutureProducer<Quiet> = producer_config(&cfg, transactional)
+            .create_with_context(Quiet)
             .map_err(|e| MongoError::from_kafka(&name, &e))?;
         if transactional {
             let p = producer.clone();
@@ -263,6 +264,24 @@ impl Sink {
     }
 }
 
+/// librdkafka's own log lines and error events at debug level: every failure that
+/// matters reaches tandem as the error of a call, which names brokers and documents;
+/// an unreachable broker would otherwise print a line per retry.
+#[derive(Clone, Copy)]
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        tracing::debug!("librdkafka {level:?} {fac}: {msg}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!("librdkafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
 /// `kafka://host:port,…` for error contexts.
 pub fn kafka_name(brokers: &str) -> String {
     format!("kafka://{brokers}")
@@ -308,19 +327,21 @@ fn producer_config(cfg: &SinkConfig, transactional: bool) -> ClientConfig {
     }
     if transactional {
         c.set("transactional.id", format!("tandem-{}", cfg.id))
-            .set("transaction.timeout.ms", "60000");
+            // Short: a broker that does not abort a fenced producer's open transaction
+            // at once holds read_committed consumers back until this timeout.
+            .set("transaction.timeout.ms", "10000");
     }
     c
 }
 
-fn positions_consumer(cfg: &SinkConfig) -> Result<std::sync::Arc<BaseConsumer>> {
-    let c: BaseConsumer = base_config(cfg)
+fn positions_consumer(cfg: &SinkConfig) -> Result<std::sync::Arc<BaseConsumer<Quiet>>> {
+    let c: BaseConsumer<Quiet> = base_config(cfg)
         .set("group.id", format!("tandem-positions-{}", cfg.id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("allow.auto.create.topics", "false")
-        .create()
+        .create_with_context(Quiet)
         .map_err(|e| MongoError::from_kafka(kafka_name(&cfg.brokers), &e))?;
     Ok(std::sync::Arc::new(c))
 }
@@ -328,7 +349,7 @@ fn positions_consumer(cfg: &SinkConfig) -> Result<std::sync::Arc<BaseConsumer>> 
 /// Partition counts of the topics that exist; an error for a missing one unless
 /// `--create-topics` (the position topic is tandem's own and always created).
 fn check_topics(
-    c: &BaseConsumer,
+    c: &BaseConsumer<Quiet>,
     topics: &[String],
     cfg: &SinkConfig,
 ) -> Result<HashMap<String, i32>> {
@@ -336,6 +357,7 @@ fn check_topics(
     let md = c.fetch_metadata(None, META_TIMEOUT).map_err(|e| {
         let mut err = MongoError::from_kafka(&name, &e);
         if err.is_retryable() {
+            err.code = Some(crate::mongo::error::KAFKA_UNREACHABLE);
             err.message = format!(
                 "no broker of {} answered within {} s ({})",
                 cfg.brokers,
@@ -350,7 +372,10 @@ fn check_topics(
         if let Some(e) = t.error() {
             let e = KafkaError::MetadataFetch(e.into());
             if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed) {
-                return Err(MongoError::from_kafka(format!("{name}: topic {}", t.name()), &e));
+                return Err(MongoError::from_kafka(
+                    format!("{name}: topic {}", t.name()),
+                    &e,
+                ));
             }
             continue;
         }
@@ -369,8 +394,8 @@ fn check_topics(
 
 async fn create(cfg: &SinkConfig, topics: &[String]) -> Result<()> {
     let name = kafka_name(&cfg.brokers);
-    let admin: AdminClient<DefaultClientContext> = base_config(cfg)
-        .create()
+    let admin: AdminClient<Quiet> = base_config(cfg)
+        .create_with_context(Quiet)
         .map_err(|e| MongoError::from_kafka(&name, &e))?;
     let new: Vec<NewTopic> = topics
         .iter()
@@ -404,7 +429,7 @@ async fn create(cfg: &SinkConfig, topics: &[String]) -> Result<()> {
 
 /// Topics just created appear in metadata a little later.
 fn wait_created(
-    c: &BaseConsumer,
+    c: &BaseConsumer<Quiet>,
     topics: &[String],
     cfg: &SinkConfig,
 ) -> Result<HashMap<String, i32>> {
@@ -429,7 +454,7 @@ fn wait_created(
 }
 
 /// The last committed record of this link in the position topic.
-fn read_state(c: &BaseConsumer, cfg: &SinkConfig) -> Result<Option<State>> {
+fn read_state(c: &BaseConsumer<Quiet>, cfg: &SinkConfig) -> Result<Option<State>> {
     let name = kafka_name(&cfg.brokers);
     let topic = &cfg.positions_topic;
     let err = |e: &KafkaError| MongoError::from_kafka(format!("{name}: reading {topic}"), e);

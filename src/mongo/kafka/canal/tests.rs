@@ -36,13 +36,29 @@ fn assert_common(v: &Value, table: Value) {
     assert_eq!(
         keys,
         [
-            "data", "database", "es", "id", "isDdl", "mysqlType", "old", "pkNames", "sql",
-            "sqlType", "table", "ts", "type", "gtid", "serverId"
+            "data",
+            "database",
+            "es",
+            "id",
+            "isDdl",
+            "mysqlType",
+            "old",
+            "pkNames",
+            "sql",
+            "sqlType",
+            "table",
+            "ts",
+            "type",
+            "gtid",
+            "serverId"
         ]
     );
     assert_eq!(v["database"], "shop");
     assert_eq!(v["table"], table);
-    assert_eq!((v["es"].clone(), v["ts"].clone(), v["id"].clone()), (json!(1000), json!(2000), json!(42)));
+    assert_eq!(
+        (v["es"].clone(), v["ts"].clone(), v["id"].clone()),
+        (json!(1000), json!(2000), json!(42))
+    );
     for k in ["mysqlType", "sqlType", "gtid", "serverId"] {
         assert_eq!(v[k], Value::Null, "{k}");
     }
@@ -53,16 +69,34 @@ fn insert_in_both_shapes_and_both_json_modes() {
     let d = doc! {"_id": 1, "n": 2i64, "f": 1.5, "s": "x"};
     let (k, v) = op_json(
         enc(JsonMode::Relaxed, DataShape::Doc),
-        Op::Insert { ns: ns(), doc: d.clone() },
+        Op::Insert {
+            ns: ns(),
+            doc: d.clone(),
+        },
         None,
     );
     assert_eq!(k, Kind::Insert);
     assert_common(&v, json!("orders"));
     assert_eq!(
-        (v["type"].clone(), v["isDdl"].clone(), v["pkNames"].clone(), v["old"].clone(), v["sql"].clone()),
-        (json!("INSERT"), json!(false), json!(["_id"]), Value::Null, Value::Null)
+        (
+            v["type"].clone(),
+            v["isDdl"].clone(),
+            v["pkNames"].clone(),
+            v["old"].clone(),
+            v["sql"].clone()
+        ),
+        (
+            json!("INSERT"),
+            json!(false),
+            json!(["_id"]),
+            Value::Null,
+            Value::Null
+        )
     );
-    assert_eq!(v["data"], json!([{"doc": r#"{"_id":1,"n":2,"f":1.5,"s":"x"}"#}]));
+    assert_eq!(
+        v["data"],
+        json!([{"doc": r#"{"_id":1,"n":2,"f":1.5,"s":"x"}"#}])
+    );
     let (_, v) = op_json(
         enc(JsonMode::Canonical, DataShape::Object),
         Op::Insert { ns: ns(), doc: d },
@@ -82,7 +116,11 @@ fn update_delta_replace_delete_and_post_image() {
         "removedFields": ["d"],
         "truncatedArrays": [{"field": "arr", "newSize": 2}],
     };
-    let upd = Op::Update { ns: ns(), id: Bson::Int32(7), change: Change::Description(desc) };
+    let upd = Op::Update {
+        ns: ns(),
+        id: Bson::Int32(7),
+        change: Change::Description(desc),
+    };
     let (k, v) = op_json(e, upd.clone(), None);
     assert_eq!(k, Kind::Update);
     assert_common(&v, json!("orders"));
@@ -95,15 +133,44 @@ fn update_delta_replace_delete_and_post_image() {
     let (_, v) = op_json(e, upd, Some(doc! {"_id": 7, "whole": true}));
     assert_eq!(v["data"], json!([{"_id": 7, "whole": true}]));
 
-    let (k, v) = op_json(e, Op::Replace { ns: ns(), id: Bson::Int32(7), doc: doc! {"_id": 7, "r": 1} }, None);
+    let (k, v) = op_json(
+        e,
+        Op::Replace {
+            ns: ns(),
+            id: Bson::Int32(7),
+            doc: doc! {"_id": 7, "r": 1},
+        },
+        None,
+    );
     assert_eq!((k, v["type"].clone()), (Kind::Update, json!("UPDATE")));
-    assert_eq!((v["data"].clone(), v["old"].clone()), (json!([{"_id": 7, "r": 1}]), json!([{"_id": 7}])));
+    assert_eq!(
+        (v["data"].clone(), v["old"].clone()),
+        (json!([{"_id": 7, "r": 1}]), json!([{"_id": 7}]))
+    );
 
-    let (k, v) = op_json(e, Op::Delete { ns: ns(), id: Bson::String("k".into()) }, None);
-    assert_eq!((k, v["type"].clone(), v["old"].clone()), (Kind::Delete, json!("DELETE"), Value::Null));
+    let (k, v) = op_json(
+        e,
+        Op::Delete {
+            ns: ns(),
+            id: Bson::String("k".into()),
+        },
+        None,
+    );
+    assert_eq!(
+        (k, v["type"].clone(), v["old"].clone()),
+        (Kind::Delete, json!("DELETE"), Value::Null)
+    );
     assert_eq!(v["data"], json!([{"_id": "k"}]));
 
-    let (_, v) = op_json(e, Op::Update { ns: ns(), id: Bson::Int32(1), change: Change::Modifiers(doc! {"$set": {"x": 1}}) }, None);
+    let (_, v) = op_json(
+        e,
+        Op::Update {
+            ns: ns(),
+            id: Bson::Int32(1),
+            change: Change::Modifiers(doc! {"$set": {"x": 1}}),
+        },
+        None,
+    );
     assert_eq!(v["data"], json!([{"$set": {"x": 1}}]));
 }
 
@@ -111,27 +178,59 @@ fn update_delta_replace_delete_and_post_image() {
 fn oplog_diffs_become_set_and_unset() {
     let o = doc! {"$v": 2, "diff": {"d": {"gone": false}, "u": {"a": 5}, "i": {"new": "n"}, "ssub": {"u": {"x": 1}}}};
     let d = delta(&Change::Diff(o));
-    assert_eq!(d, doc! {"$set": {"a": 5, "new": "n", "sub.x": 1}, "$unset": {"gone": ""}});
+    assert_eq!(
+        d,
+        doc! {"$set": {"a": 5, "new": "n", "sub.x": 1}, "$unset": {"gone": ""}}
+    );
 }
 
 #[test]
 fn ddl_messages_carry_the_command_in_sql() {
     let e = enc(JsonMode::Relaxed, DataShape::Doc);
     let cases = [
-        (Ddl::Create { ns: ns(), options: doc! {"capped": true, "size": 4096} }, json!("orders"), json!({"create": "orders", "capped": true, "size": 4096})),
-        (Ddl::Drop { ns: ns() }, json!("orders"), json!({"drop": "orders"})),
-        (Ddl::DropDatabase { db: "shop".into() }, Value::Null, json!({"dropDatabase": 1})),
         (
-            Ddl::Rename { from: ns(), to: Namespace::new("shop", "o2"), drop_target: false },
+            Ddl::Create {
+                ns: ns(),
+                options: doc! {"capped": true, "size": 4096},
+            },
+            json!("orders"),
+            json!({"create": "orders", "capped": true, "size": 4096}),
+        ),
+        (
+            Ddl::Drop { ns: ns() },
+            json!("orders"),
+            json!({"drop": "orders"}),
+        ),
+        (
+            Ddl::DropDatabase { db: "shop".into() },
+            Value::Null,
+            json!({"dropDatabase": 1}),
+        ),
+        (
+            Ddl::Rename {
+                from: ns(),
+                to: Namespace::new("shop", "o2"),
+                drop_target: false,
+            },
             json!("orders"),
             json!({"renameCollection": "shop.orders", "to": "shop.o2", "dropTarget": false}),
         ),
         (
-            Ddl::CreateIndexes { ns: ns(), specs: vec![doc! {"key": {"a": 1}, "name": "a_1"}] },
+            Ddl::CreateIndexes {
+                ns: ns(),
+                specs: vec![doc! {"key": {"a": 1}, "name": "a_1"}],
+            },
             json!("orders"),
             json!({"createIndexes": "orders", "indexes": [{"key": {"a": 1}, "name": "a_1"}]}),
         ),
-        (Ddl::DropIndexes { ns: ns(), names: vec!["a_1".into()] }, json!("orders"), json!({"dropIndexes": "orders", "index": ["a_1"]})),
+        (
+            Ddl::DropIndexes {
+                ns: ns(),
+                names: vec!["a_1".into()],
+            },
+            json!("orders"),
+            json!({"dropIndexes": "orders", "index": ["a_1"]}),
+        ),
     ];
     for (ddl, table, sql) in cases {
         let mut out = Vec::new();
@@ -139,8 +238,20 @@ fn ddl_messages_carry_the_command_in_sql() {
         let v = parse(&out);
         assert_common(&v, table);
         assert_eq!(
-            (v["type"].clone(), v["isDdl"].clone(), v["data"].clone(), v["old"].clone(), v["pkNames"].clone()),
-            (json!("DDL"), json!(true), Value::Null, Value::Null, Value::Null)
+            (
+                v["type"].clone(),
+                v["isDdl"].clone(),
+                v["data"].clone(),
+                v["old"].clone(),
+                v["pkNames"].clone()
+            ),
+            (
+                json!("DDL"),
+                json!(true),
+                Value::Null,
+                Value::Null,
+                Value::Null
+            )
         );
         let got: Value = serde_json::from_str(v["sql"].as_str().unwrap()).unwrap();
         assert_eq!(got, sql, "{ddl:?}");
@@ -152,7 +263,10 @@ fn keys_are_canonical_ids() {
     assert_eq!(id_key(&Bson::Int32(1)), br#"{"$numberInt":"1"}"#.to_vec());
     assert_eq!(id_key(&Bson::String("1".into())), br#""1""#.to_vec());
     let oid = ObjectId::parse_str("65a1f0c2e4b0a1b2c3d4e5f6").unwrap();
-    assert_eq!(id_key(&Bson::ObjectId(oid)), br#"{"$oid":"65a1f0c2e4b0a1b2c3d4e5f6"}"#.to_vec());
+    assert_eq!(
+        id_key(&Bson::ObjectId(oid)),
+        br#"{"$oid":"65a1f0c2e4b0a1b2c3d4e5f6"}"#.to_vec()
+    );
     assert_ne!(id_key(&Bson::Int64(1)), id_key(&Bson::Int32(1)));
 }
 
@@ -166,7 +280,10 @@ fn leaf() -> impl Strategy<Value = Bson> {
         Just(Bson::Null),
         any::<[u8; 12]>().prop_map(|b| Bson::ObjectId(ObjectId::from_bytes(b))),
         any::<i64>().prop_map(|m| Bson::DateTime(bson::DateTime::from_millis(m))),
-        proptest::collection::vec(any::<u8>(), 0..8).prop_map(|bytes| Bson::Binary(bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes })),
+        proptest::collection::vec(any::<u8>(), 0..8).prop_map(|bytes| Bson::Binary(bson::Binary {
+            subtype: bson::spec::BinarySubtype::Generic,
+            bytes
+        })),
     ]
 }
 
@@ -181,15 +298,19 @@ fn value() -> impl Strategy<Value = Bson> {
 }
 
 fn document() -> impl Strategy<Value = Document> {
-    (leaf(), proptest::collection::vec(("[a-z]{1,6}", value()), 0..6)).prop_map(|(id, kv)| {
-        let mut d = doc! {"_id": id};
-        for (k, v) in kv {
-            if k != "_id" {
-                d.insert(k, v);
+    (
+        leaf(),
+        proptest::collection::vec(("[a-z]{1,6}", value()), 0..6),
+    )
+        .prop_map(|(id, kv)| {
+            let mut d = doc! {"_id": id};
+            for (k, v) in kv {
+                if k != "_id" {
+                    d.insert(k, v);
+                }
             }
-        }
-        d
-    })
+            d
+        })
 }
 
 proptest! {
