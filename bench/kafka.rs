@@ -27,7 +27,11 @@ impl Drop for Proc {
 }
 
 fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_listen(p: u16) {
@@ -41,7 +45,9 @@ fn wait_listen(p: u16) {
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
@@ -55,7 +61,14 @@ async fn main() {
         Command::new(std::env::var("TANDEM_NOIDA").expect("TANDEM_NOIDA (scripts/servers.sh)"))
             .args(["start", "--data-dir"])
             .arg(dir.path().join("k"))
-            .args(["--host", "127.0.0.1", "--only", "kafka", "--kafka-port", &kp.to_string()])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                &kp.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,7 +76,13 @@ async fn main() {
     );
     let _m = Proc(
         Command::new(std::env::var("TANDEM_SECANTUSD").expect("TANDEM_SECANTUSD"))
-            .args(["--host", "127.0.0.1", "--port", &mp.to_string(), "--storage-path"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &mp.to_string(),
+                "--storage-path",
+            ])
             .arg(dir.path().join("m"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -75,7 +94,9 @@ async fn main() {
     let uri = format!("mongodb://127.0.0.1:{mp}/?directConnection=true");
     let brokers = format!("127.0.0.1:{kp}");
     let c = mongodb::Client::with_uri_str(&uri).await.unwrap();
-    let coll = c.database("bench").collection::<mongodb::bson::Document>("o");
+    let coll = c
+        .database("bench")
+        .collection::<mongodb::bson::Document>("o");
     for chunk in (0..docs).collect::<Vec<_>>().chunks(10_000) {
         coll.insert_many(chunk.iter().map(|i| {
             doc! {"_id": *i, "name": format!("customer {i}"), "qty": i % 100, "price": 9.99,
@@ -90,8 +111,26 @@ async fn main() {
     // tandem: the copy, under /usr/bin/time for CPU and peak RSS.
     let t0 = Instant::now();
     let out = Command::new("/usr/bin/time")
-        .args(["-f", "%U %S %M", &tandem, "mongo", "kafka", "--source", &uri, "--brokers", &brokers])
-        .args(["--topic", "t", "--create-topics", "--mode", "full", "--compression", "lz4"])
+        .args([
+            "-f",
+            "%U %S %M",
+            &tandem,
+            "mongo",
+            "kafka",
+            "--source",
+            &uri,
+            "--brokers",
+            &brokers,
+        ])
+        .args([
+            "--topic",
+            "t",
+            "--create-topics",
+            "--mode",
+            "full",
+            "--compression",
+            "lz4",
+        ])
         .args(["--batch-ops", "5000", "--id", "bench"])
         .env("TANDEM_LOG", "warn")
         .output()
@@ -100,7 +139,10 @@ async fn main() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "tandem failed: {stderr}");
     let last = stderr.lines().last().unwrap_or_default();
-    let f: Vec<f64> = last.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let f: Vec<f64> = last
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     let (cpu, rss_kb) = (f[0] + f[1], f[2]);
 
     // Read tandem's messages back: the plain producer sends exactly these.
@@ -116,9 +158,16 @@ async fn main() {
     let mut msgs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(docs as usize);
     let start = Instant::now();
     while (msgs.len() as i64) < docs {
-        assert!(start.elapsed() < Duration::from_secs(300), "read back {} of {docs}", msgs.len());
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "read back {} of {docs}",
+            msgs.len()
+        );
         if let Some(Ok(m)) = cons.poll(Duration::from_millis(200)) {
-            msgs.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+            msgs.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
         }
     }
     let bytes: usize = msgs.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -156,10 +205,22 @@ async fn main() {
     let mb = bytes as f64 / 1e6;
     println!("| | messages/s | MB/s | wall s |");
     println!("|---|---|---|---|");
-    println!("| tandem mongo kafka (copy, txn per 5000) | {:.0} | {:.1} | {t_secs:.2} |", n / t_secs, mb / t_secs);
-    println!("| plain rdkafka producer, same messages | {:.0} | {:.1} | {b_secs:.2} |", n / b_secs, mb / b_secs);
+    println!(
+        "| tandem mongo kafka (copy, txn per 5000) | {:.0} | {:.1} | {t_secs:.2} |",
+        n / t_secs,
+        mb / t_secs
+    );
+    println!(
+        "| plain rdkafka producer, same messages | {:.0} | {:.1} | {b_secs:.2} |",
+        n / b_secs,
+        mb / b_secs
+    );
     println!();
     println!("ratio tandem / plain: {:.0}%", 100.0 * b_secs / t_secs);
-    println!("tandem CPU (user+sys) per 10k messages: {:.3} s; peak RSS {:.0} MB", cpu / n * 1e4, rss_kb / 1024.0);
+    println!(
+        "tandem CPU (user+sys) per 10k messages: {:.3} s; peak RSS {:.0} MB",
+        cpu / n * 1e4,
+        rss_kb / 1024.0
+    );
     println!("{docs} messages, {mb:.1} MB (keys + Canal JSON values, before compression)");
 }
