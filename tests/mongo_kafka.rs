@@ -479,7 +479,15 @@ async fn kill9_loop_exactly_once() {
             *incs.entry(id).or_default() += 1;
         }
         expected += 120;
-        read(&mut r, expected);
+        if tokio::task::block_in_place(|| r.try_at_least(expected, LIMIT)).is_err() {
+            let mut u = k.consumer_at("kill", "read_uncommitted");
+            let n = tokio::task::block_in_place(|| u.drain(Duration::from_secs(2)).len());
+            panic!(
+                "round {round}: {} of {expected} committed messages visible, {n} with read_uncommitted\n{}",
+                r.got.len(),
+                t.log_text()
+            );
+        }
     }
     let all = tokio::task::block_in_place(|| r.drain(Duration::from_secs(1)).to_vec());
     let ctx = || {

@@ -137,11 +137,16 @@ impl KafkaBroker {
 
     /// A `read_committed` consumer of every partition of `topic`, from the beginning.
     pub fn consumer(&self, topic: &str) -> Reader {
+        self.consumer_at(topic, "read_committed")
+    }
+
+    /// A consumer at isolation level `level` (`read_uncommitted` for diagnostics).
+    pub fn consumer_at(&self, topic: &str, level: &str) -> Reader {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.brokers())
             .set("group.id", "tandem-test-reader")
             .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", level)
             .set("enable.partition.eof", "false")
             .create()
             .unwrap();
@@ -195,6 +200,18 @@ impl Reader {
             self.poll(Duration::from_millis(100));
         }
         &self.got
+    }
+
+    /// [`Reader::at_least`] without the panic.
+    pub fn try_at_least(&mut self, n: usize, limit: Duration) -> Result<(), ()> {
+        let start = Instant::now();
+        while self.got.len() < n {
+            if start.elapsed() > limit {
+                return Err(());
+            }
+            self.poll(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     /// Reads whatever arrives within `quiet` of silence (for "nothing more came").
