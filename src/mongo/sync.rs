@@ -174,7 +174,7 @@ async fn run_inner(cfg: &SyncConfig, shutdown: Shutdown) -> Result<()> {
         ));
     }
     if ckpt.is_none() {
-        let pos = start_position(cfg, &info.history, info.last_write).await?;
+        let pos = start_position(&cfg.source, cfg.fetch, &info.history, info.last_write).await?;
         let phase = if cfg.mode == Mode::Incr {
             Phase::Incr
         } else {
@@ -373,16 +373,17 @@ async fn check_target(target: &MongoEndpoint) -> Result<()> {
     Ok(())
 }
 
-/// Where the changes begin when nothing was applied yet: now.
-async fn start_position(
-    cfg: &SyncConfig,
+/// Where the changes begin when nothing was applied yet: now. (Also `mongo kafka`'s.)
+pub(super) async fn start_position(
+    source: &MongoEndpoint,
+    fetch: Fetch,
     history: &str,
     last_write: OpTime,
 ) -> Result<MongoPosition> {
-    match cfg.fetch {
+    match fetch {
         Fetch::Oplog => Ok(MongoPosition::oplog(
             history,
-            super::source::oplog::newest_entry(&cfg.source).await?,
+            super::source::oplog::newest_entry(source).await?,
         )),
         // No token yet: an empty one means "at this operation time, inclusive".
         Fetch::ChangeStream => Ok(MongoPosition::stream(
@@ -393,8 +394,9 @@ async fn start_position(
     }
 }
 
-async fn open_reader(cfg: &SyncConfig, pos: &MongoPosition) -> Result<Reader> {
-    let (src, h) = (&cfg.source, &pos.history);
+/// The reader of the changes after `pos`, in the mode `pos` was taken in.
+pub(super) async fn open_reader(src: &MongoEndpoint, pos: &MongoPosition) -> Result<Reader> {
+    let h = &pos.history;
     Ok(match &pos.token {
         Some(t) if t.is_empty() => Reader::Stream(Box::new(
             StreamReader::open(src, h, Start::At(pos.ts)).await?,
@@ -489,18 +491,7 @@ pub(super) async fn incremental(
         copy_end: window,
         ..ckpt
     };
-    // The lag gauge moves while nothing lands too (a stalled target), once a second.
-    let lag_gauge = {
-        let (lag, source) = (st.lag_clock(), cfg.source.addr().to_string());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                crate::metrics::lag_seconds_of(&source, lag.lag());
-            }
-        })
-    };
-    let _stop_gauge = AbortOnDrop(lag_gauge);
+    let _stop_gauge = lag_gauge(&st, &cfg.source);
     let appliers = ids
         .iter()
         .map(|id| {
@@ -526,7 +517,7 @@ pub(super) async fn incremental(
     let mut failures = 0u32;
     loop {
         let from = applier.last().unwrap_or_else(|| ckpt.pos.clone());
-        let reader = match open_reader(cfg, &from).await {
+        let reader = match open_reader(&cfg.source, &from).await {
             Ok(r) => r,
             Err(e) if e.is_retryable() && failures < 60 => {
                 failures += 1;
@@ -539,40 +530,7 @@ pub(super) async fn incremental(
         };
         st.set_state(LinkState::Incremental);
         tracing::info!("{}: reading changes after {from}", cfg.source.name());
-        let (tx, mut rx) = mpsc::channel::<Result<Unit>>(4096);
-        let lag = st.lag_clock();
-        let st2 = st.clone();
-        let judge = cfg.judge.clone();
-        let read = tokio::spawn(async move {
-            let mut reader = reader;
-            loop {
-                match reader.next().await {
-                    Ok(Some(u)) => {
-                        let u = match &judge {
-                            Some(j) => match j.judge(u) {
-                                Some(u) => u,
-                                None => continue,
-                            },
-                            None => u,
-                        };
-                        lag.received(u.pos.ts.0);
-                        st2.received(u.pos.ts.0);
-                        if tx.send(Ok(u)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        if tx.is_closed() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-        });
+        let (read, mut rx) = spawn_reader(reader, st.clone(), cfg.judge.clone());
         let outcome = pump(&mut applier, &mut rx, cfg.batch_ops, &mut shutdown).await;
         read.abort();
         match outcome {
@@ -586,6 +544,60 @@ pub(super) async fn incremental(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The lag gauge moves while nothing lands too (a stalled target), once a second.
+pub(super) fn lag_gauge(st: &LinkStatus, source: &MongoEndpoint) -> AbortOnDrop {
+    let (lag, source) = (st.lag_clock(), source.addr().to_string());
+    AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            crate::metrics::lag_seconds_of(&source, lag.lag());
+        }
+    }))
+}
+
+/// The reader in a task of its own, feeding a bounded channel (marking what arrived
+/// on the lag clock and `/status`); it ends at the first error, which it sends on.
+pub(super) fn spawn_reader(
+    reader: Reader,
+    st: Arc<LinkStatus>,
+    judge: Option<Arc<dyn Judge>>,
+) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<Result<Unit>>) {
+    let (tx, rx) = mpsc::channel::<Result<Unit>>(4096);
+    let lag = st.lag_clock();
+    let read = tokio::spawn(async move {
+        let mut reader = reader;
+        loop {
+            match reader.next().await {
+                Ok(Some(u)) => {
+                    let u = match &judge {
+                        Some(j) => match j.judge(u) {
+                            Some(u) => u,
+                            None => continue,
+                        },
+                        None => u,
+                    };
+                    lag.received(u.pos.ts.0);
+                    st.received(u.pos.ts.0);
+                    if tx.send(Ok(u)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    (read, rx)
 }
 
 /// Batches what the reader has ready (never waiting for more once it has some) and
@@ -631,7 +643,8 @@ async fn pump(
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task stopped when its owner goes.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
