@@ -350,6 +350,14 @@ pub async fn wait_marker_file(source: &Client, target: &Client, path: &Path, lim
     )
     .await;
     marker_round_trip(source, target, None, limit).await;
+    // Without transactions the file moves after the batch's writes land: once the
+    // marker is there, its batch is whole when the file names no batch in flight.
+    wait_for(
+        &format!("{} without a batch in flight", path.display()),
+        limit,
+        || async { checkpoint_file(path).is_some_and(|v| v["in_flight"].is_null()) },
+    )
+    .await;
 }
 
 /// Writes a marker document on the source (database `tandem_marker`) and waits until
