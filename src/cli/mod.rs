@@ -8,6 +8,7 @@ mod rdb;
 mod sync;
 mod tail;
 mod twoway;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,8 @@ enum RedisCmd {
     Twoway(twoway::TwoWayArgs),
     /// Attach to a source as a replica and print its replication stream with offsets.
     Tail(tail::TailArgs),
+    /// Compare source and target key by key: exit 0 identical, 1 differences, 2 error.
+    Verify(verify::VerifyArgs),
 }
 
 /// An error for the user: printed as one line.
@@ -94,16 +97,17 @@ pub fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.cmd {
             Top::Redis(cmd) => match *cmd {
-                RedisCmd::Tail(args) => tail::run(args).await,
-                RedisCmd::Sync(args) => sync::run(args).await,
-                RedisCmd::Twoway(args) => twoway::run(args).await,
+                RedisCmd::Tail(args) => tail::run(args).await.map(|()| 0),
+                RedisCmd::Sync(args) => sync::run(args).await.map(|()| 0),
+                RedisCmd::Twoway(args) => twoway::run(args).await.map(|()| 0),
+                RedisCmd::Verify(args) => Ok(verify::run(args).await),
             },
-            Top::Mongo(cmd) => mongo::run(*cmd).await,
-            Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args),
+            Top::Mongo(cmd) => mongo::run(*cmd).await.map(|()| 0),
+            Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args).map(|()| 0),
         }
     });
     let code = match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("tandem: error: {e}");
             1

@@ -1,6 +1,5 @@
 //! `tandem redis sync`: one-way replication from a source into a target.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -117,14 +116,7 @@ pub async fn run(args: SyncArgs) -> CliResult {
 fn filter_config(
     args: &SyncArgs,
 ) -> Result<FilterConfig, Box<dyn std::error::Error + Send + Sync>> {
-    let mut db_map = HashMap::new();
-    for m in &args.db_map {
-        let (a, b) = m
-            .split_once(':')
-            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-            .ok_or_else(|| format!("--db-map {m:?}: expected FROM:TO (two db numbers)"))?;
-        db_map.insert(a, b);
-    }
+    let db_map = super::verify::db_map(&args.db_map)?;
     let regex = |r: &Option<String>, flag: &str| -> Result<_, String> {
         r.as_ref()
             .map(|r| regex::bytes::Regex::new(r).map_err(|e| format!("{flag}: {e}")))

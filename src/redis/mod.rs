@@ -13,3 +13,4 @@ pub mod slot;
 pub mod sync;
 pub mod tls;
 pub mod url;
+pub mod verify;
