@@ -6,12 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clap::Args;
 
-use super::CliResult;
+use super::{CliResult, secret};
 use crate::ops::Status;
 use crate::redis::filter::FilterConfig;
 use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
 use crate::redis::sync::{Mode, SyncConfig};
-use crate::redis::url::Endpoint;
 
 #[derive(Args)]
 pub struct SyncArgs {
@@ -21,26 +20,44 @@ pub struct SyncArgs {
     /// Target URL: redis://[user:pass@]host:port
     #[arg(long)]
     target: String,
+    /// File whose first line is the source password (or set TANDEM_SOURCE_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    source_password_file: Option<PathBuf>,
+    /// File whose first line is the target password (or set TANDEM_TARGET_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    target_password_file: Option<PathBuf>,
+    /// all: full sync then incremental; full: full sync only; incr: incremental only
+    /// (from the target's checkpoint).
     #[arg(long, value_enum, default_value = "all")]
     mode: Mode,
     /// Link name: the target's checkpoint is `__tandem:ckpt:<id>`.
     #[arg(long, default_value = "default")]
     id: String,
+    /// Replicate only this source db (repeatable).
     #[arg(long = "include-db")]
     include_db: Vec<u32>,
+    /// Do not replicate this source db (repeatable).
     #[arg(long = "exclude-db")]
     exclude_db: Vec<u32>,
+    /// Replicate only keys starting with this prefix (repeatable).
     #[arg(long = "include-prefix")]
     include_prefix: Vec<String>,
+    /// Do not replicate keys starting with this prefix (repeatable).
     #[arg(long = "exclude-prefix")]
     exclude_prefix: Vec<String>,
+    /// Replicate only keys matching this regular expression.
     #[arg(long = "include-regex")]
     include_regex: Option<String>,
+    /// Do not replicate keys matching this regular expression.
     #[arg(long = "exclude-regex")]
     exclude_regex: Option<String>,
     /// Map a source db to a target db: FROM:TO (repeatable).
     #[arg(long = "db-map")]
     db_map: Vec<String>,
+    /// A command tandem cannot replicate: stop the link naming it (fail), or count,
+    /// log and skip it (skip).
     #[arg(long, value_enum, default_value = "fail")]
     on_unsupported: OnUnsupported,
     /// FLUSHALL/FLUSHDB: apply within the replicated scope, skip, or stop.
@@ -64,6 +81,7 @@ pub struct SyncArgs {
     /// Directory of the on-disk spool of the source stream.
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Largest size of the spool, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     spool_max_bytes: u64,
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
@@ -72,8 +90,18 @@ pub struct SyncArgs {
 }
 
 pub async fn run(args: SyncArgs) -> CliResult {
-    let source = Endpoint::parse(&args.source)?;
-    let target = Endpoint::parse(&args.target)?;
+    let source = secret::endpoint(
+        &args.source,
+        "source",
+        args.source_password_file.as_deref(),
+        "TANDEM_SOURCE_PASSWORD",
+    )?;
+    let target = secret::endpoint(
+        &args.target,
+        "target",
+        args.target_password_file.as_deref(),
+        "TANDEM_TARGET_PASSWORD",
+    )?;
     let filter = filter_config(&args)?;
     let status = Arc::new(Status::new("sync", &args.id));
     if let Some(addr) = args.metrics_addr {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 
-use crate::redis::url::Endpoint;
 use crate::redis::verify::{VerifyConfig, VerifyMode, verify};
 
 #[derive(Args)]
@@ -20,6 +19,14 @@ pub struct VerifyArgs {
     /// Target URL: redis://[user:pass@]host:port[/db] (a cluster is detected)
     #[arg(long)]
     target: String,
+    /// File whose first line is the source password (or set TANDEM_SOURCE_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    source_password_file: Option<PathBuf>,
+    /// File whose first line is the target password (or set TANDEM_TARGET_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    target_password_file: Option<PathBuf>,
     /// full: every element; length: types, expiries and lengths; keys: existence and type.
     #[arg(long, value_enum, default_value = "full")]
     mode: VerifyMode,
@@ -50,21 +57,21 @@ pub struct VerifyArgs {
 /// Differences printed on stdout, at most.
 const SHOWN: usize = 20;
 
-/// The process exit code: 0 identical, 1 differences, 2 error.
-pub async fn run(args: VerifyArgs) -> i32 {
-    match check(args).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("tandem: error: {e}");
-            2
-        }
-    }
-}
-
-async fn check(args: VerifyArgs) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+/// The process exit code: 0 identical, 1 differences (an error is exit code 2).
+pub async fn run(args: VerifyArgs) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
     let cfg = VerifyConfig {
-        source: Endpoint::parse(&args.source)?,
-        target: Endpoint::parse(&args.target)?,
+        source: super::secret::endpoint(
+            &args.source,
+            "source",
+            args.source_password_file.as_deref(),
+            "TANDEM_SOURCE_PASSWORD",
+        )?,
+        target: super::secret::endpoint(
+            &args.target,
+            "target",
+            args.target_password_file.as_deref(),
+            "TANDEM_TARGET_PASSWORD",
+        )?,
         mode: args.mode,
         rounds: args.rounds.max(1),
         round_delay: Duration::from_millis(args.round_delay_ms),

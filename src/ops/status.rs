@@ -25,6 +25,17 @@ pub enum LinkState {
 }
 
 impl LinkState {
+    /// The name `/status` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkState::Connecting => "connecting",
+            LinkState::FullSync => "full_sync",
+            LinkState::Incremental => "incremental",
+            LinkState::Stopped => "stopped",
+            LinkState::Error => "error",
+        }
+    }
+
     const ALL: [LinkState; 5] = [
         LinkState::Connecting,
         LinkState::FullSync,
@@ -143,8 +154,13 @@ struct Rare {
 }
 
 impl LinkStatus {
+    /// One log line per change (not per call: engines re-assert their state).
     pub fn set_state(&self, s: LinkState) {
-        self.state.store(s as u8, Relaxed);
+        let was = self.state.swap(s as u8, Relaxed);
+        if was != s as u8 {
+            let from = LinkState::ALL.get(was as usize).map_or("?", |f| f.name());
+            tracing::info!(link = %self.id, from, to = s.name(), "link state");
+        }
     }
 
     pub fn state(&self) -> LinkState {
