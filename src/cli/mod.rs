@@ -4,6 +4,7 @@
 //! and exit code 1; never a panic or a backtrace.
 
 mod mongo;
+mod precheck;
 mod rdb;
 mod secret;
 mod sync;
@@ -67,6 +68,8 @@ enum RedisCmd {
     Tail(tail::TailArgs),
     /// Compare source and target key by key: exit 0 identical, 1 differences, 2 error.
     Verify(verify::VerifyArgs),
+    /// Check source and target before a sync: each item passes, warns or fails, with a fix.
+    Precheck(precheck::PrecheckArgs),
 }
 
 /// An error for the user: printed as one line.
@@ -121,6 +124,7 @@ pub fn main() -> ExitCode {
                 RedisCmd::Sync(args) => sync::run(args).await.map(|()| 0),
                 RedisCmd::Twoway(args) => twoway::run(args).await.map(|()| 0),
                 RedisCmd::Verify(args) => verify::run(args).await,
+                RedisCmd::Precheck(args) => precheck::run(args).await,
             },
             Top::Mongo(cmd) => mongo::run(*cmd).await.map(|()| 0),
             Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args).map(|()| 0),

@@ -84,6 +84,9 @@ pub struct SyncArgs {
     /// Largest size of the spool, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     spool_max_bytes: u64,
+    /// Start even when the precheck (run first, see `tandem redis precheck`) fails.
+    #[arg(long)]
+    skip_precheck: bool,
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -103,6 +106,10 @@ pub async fn run(args: SyncArgs) -> CliResult {
         "TANDEM_TARGET_PASSWORD",
     )?;
     let filter = filter_config(&args)?;
+    if !args.skip_precheck {
+        let what = crate::redis::precheck::Use::Sync;
+        super::precheck::before_start(&source, &target, what).await?;
+    }
     let status = Arc::new(Status::new("sync", &args.id));
     if let Some(addr) = args.metrics_addr {
         crate::ops::http::serve(addr, status.clone()).await?;

@@ -65,6 +65,9 @@ pub struct TwoWayArgs {
     /// Directory of the on-disk spools of both streams (default: a temporary one).
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Start even when the precheck (run first, see `tandem redis precheck`) fails.
+    #[arg(long)]
+    skip_precheck: bool,
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -117,6 +120,10 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         args.b_password_file.as_deref(),
         "TANDEM_B_PASSWORD",
     )?;
+    if !args.skip_precheck {
+        let what = crate::redis::precheck::Use::TwoWay;
+        super::precheck::before_start(&a, &b, what).await?;
+    }
     let status = Arc::new(Status::new("twoway", &args.id));
     if let Some(addr) = args.metrics_addr {
         crate::ops::http::serve(addr, status.clone()).await?;

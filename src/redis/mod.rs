@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod command;
 pub mod conn;
 pub mod filter;
+pub mod precheck;
 pub mod rdb;
 pub mod replica;
 pub mod scan;
