@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::secret;
+use crate::redis::filter::FilterConfig;
 use crate::redis::precheck::{self, PrecheckConfig, Use};
 use crate::redis::url::Endpoint;
 
@@ -52,6 +53,7 @@ pub async fn run(args: PrecheckArgs) -> Result<i32, Box<dyn std::error::Error + 
             "TANDEM_TARGET_PASSWORD",
         )?,
         what: if args.twoway { Use::TwoWay } else { Use::Sync },
+        filter: Default::default(),
     };
     let report = precheck::run(&cfg).await;
     match args.format {
@@ -67,11 +69,17 @@ pub async fn run(args: PrecheckArgs) -> Result<i32, Box<dyn std::error::Error + 
 
 /// Before `sync`/`twoway` start: stop on a failing item, log the warnings. An
 /// unreachable side is left to the engine, which retries and words its own error.
-pub async fn before_start(source: &Endpoint, target: &Endpoint, what: Use) -> Result<(), String> {
+pub async fn before_start(
+    source: &Endpoint,
+    target: &Endpoint,
+    what: Use,
+    filter: &FilterConfig,
+) -> Result<(), String> {
     let cfg = PrecheckConfig {
         source: source.clone(),
         target: target.clone(),
         what,
+        filter: filter.clone(),
     };
     let report = precheck::run(&cfg).await;
     let mut failed = Vec::new();

@@ -108,7 +108,7 @@ pub async fn run(args: SyncArgs) -> CliResult {
     let filter = filter_config(&args)?;
     if !args.skip_precheck {
         let what = crate::redis::precheck::Use::Sync;
-        super::precheck::before_start(&source, &target, what).await?;
+        super::precheck::before_start(&source, &target, what, &filter).await?;
     }
     let status = Arc::new(Status::new("sync", &args.id));
     if let Some(addr) = args.metrics_addr {

@@ -122,7 +122,7 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
     )?;
     if !args.skip_precheck {
         let what = crate::redis::precheck::Use::TwoWay;
-        super::precheck::before_start(&a, &b, what).await?;
+        super::precheck::before_start(&a, &b, what, &FilterConfig::default()).await?;
     }
     let status = Arc::new(Status::new("twoway", &args.id));
     if let Some(addr) = args.metrics_addr {

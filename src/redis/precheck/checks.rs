@@ -49,7 +49,7 @@ pub async fn run(cfg: &PrecheckConfig) -> Report {
     for (role, side) in [("source", &mut src), ("target", &mut dst)] {
         slots(&mut r, role, side).await;
     }
-    databases(&mut r, &src, &dst);
+    databases(&mut r, cfg, &src, &dst);
     backlog(&mut r, &src);
     modules(&mut r, &mut src, &mut dst).await;
     r
@@ -180,7 +180,10 @@ async fn permissions(r: &mut Report, role: &str, side: &mut Seen, what: Use, sou
     } else {
         r.fail(
             &name,
-            format!("user {who:?} may not run {}", denied.join(", ")),
+            format!(
+                "user {who:?} may not run {} (the server would answer NOPERM)",
+                denied.join(", ")
+            ),
             "ACL SETUSER … +<command> for each (see docs/OPERATIONS.md)",
         );
     }
@@ -256,11 +259,12 @@ fn keyspace(info: &str) -> Vec<(u32, u64)> {
         .collect()
 }
 
-fn databases(r: &mut Report, src: &Seen, dst: &Seen) {
+fn databases(r: &mut Report, cfg: &PrecheckConfig, src: &Seen, dst: &Seen) {
+    let f = &cfg.filter;
     let high: Vec<u32> = keyspace(&src.info)
         .into_iter()
-        .filter(|&(db, _)| db > 0)
         .map(|(db, _)| db)
+        .filter(|&db| f.db_allowed(db) && f.map_db(db) > 0)
         .collect();
     if dst.cluster && !high.is_empty() {
         r.fail(

@@ -41,6 +41,8 @@ pub struct PrecheckConfig {
     pub source: Endpoint,
     pub target: Endpoint,
     pub what: Use,
+    /// The sync's db filter and map (`--include-db`, `--db-map`…); none: every db as is.
+    pub filter: crate::redis::filter::FilterConfig,
 }
 
 #[derive(Debug, Default, Serialize)]
