@@ -59,6 +59,18 @@ fn verify(source: &str, target: &str, extra: &[&str]) -> Run {
     }
 }
 
+fn assert_none(run: &Run) {
+    let got = (run.code, run.diffs.len());
+    assert_eq!(got, (0, 0), "{}{}", run.stdout, run.stderr);
+}
+
+/// A verify run that must find nothing.
+fn identical(source: &str, target: &str) -> Run {
+    let run = verify(source, target, &[]);
+    assert_none(&run);
+    run
+}
+
 fn expect(list: &[(&str, u64, &str)]) -> Vec<(String, u64, String)> {
     list.iter()
         .map(|(k, db, key)| (k.to_string(), *db, key.to_string()))
@@ -72,14 +84,7 @@ fn finds_each_planted_difference_on_a_standalone_pair() {
         fill_all_types(&mut s.client(), 0, "a:", 7);
         fill_all_types(&mut s.client(), 3, "b:", 8);
     }
-    let same = verify(&src.url(), &dst.url(), &[]);
-    assert_eq!(
-        (same.code, same.diffs.len()),
-        (0, 0),
-        "{}{}",
-        same.stdout,
-        same.stderr
-    );
+    let same = identical(&src.url(), &dst.url());
     assert!(same.stdout.ends_with("identical\n"), "{}", same.stdout);
 
     let mut c = dst.client();
@@ -200,14 +205,7 @@ fn finds_planted_differences_between_clusters() {
         c.cmd(&["XADD", "s", "1-1", "f", "v"], 1);
         c.cmd(&["XGROUP", "CREATE", "s", "g", "0"], 2);
     }
-    let same = verify(&src.url(), &dst.url(), &[]);
-    assert_eq!(
-        (same.code, same.diffs.len()),
-        (0, 0),
-        "{}{}",
-        same.stdout,
-        same.stderr
-    );
+    let same = identical(&src.url(), &dst.url());
     assert!(same.stdout.contains("401 keys compared"), "{}", same.stdout);
     dc.cmd(&["DEL", "k1"], 1);
     dc.cmd(&["SET", "k2", "v9"], 1);
@@ -269,16 +267,9 @@ fn a_converged_live_pair_under_load_has_no_differences() {
     stop.store(true, Ordering::Relaxed);
     let writes = load.join().unwrap();
     assert!(writes > 500, "only {writes} writes");
-    assert_eq!(
-        (run.code, run.diffs.len()),
-        (0, 0),
-        "{}{}",
-        run.stdout,
-        run.stderr
-    );
+    assert_none(&run);
     wait_caught_up(&src, &dst, "default", Duration::from_secs(60));
-    let after = verify(&src.url(), &dst.url(), &["--rounds", "1"]);
-    assert_eq!((after.code, after.diffs.len()), (0, 0), "{}", after.stdout);
+    assert_none(&verify(&src.url(), &dst.url(), &["--rounds", "1"]));
     assert_eq!(tandem.interrupt(), Some(0));
 }
 

@@ -1,7 +1,5 @@
 //! `tandem redis precheck`, and the brief one `redis sync` and `redis twoway` run first.
 
-use std::path::PathBuf;
-
 use clap::{Args, ValueEnum};
 
 use super::secret;
@@ -11,18 +9,8 @@ use crate::redis::url::Endpoint;
 
 #[derive(Args)]
 pub struct PrecheckArgs {
-    /// Source URL: redis://[user:pass@]host:port[/db]
-    #[arg(long)]
-    source: String,
-    /// Target URL: redis://[user:pass@]host:port[/db]
-    #[arg(long)]
-    target: String,
-    /// File whose first line is the source password (or set TANDEM_SOURCE_PASSWORD).
-    #[arg(long)]
-    source_password_file: Option<PathBuf>,
-    /// File whose first line is the target password (or set TANDEM_TARGET_PASSWORD).
-    #[arg(long)]
-    target_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    ends: secret::SourceTarget,
     /// Check for two-way use (both sides are sources and targets).
     #[arg(long)]
     twoway: bool,
@@ -40,18 +28,8 @@ enum Format {
 /// Exit code 0 when nothing fails (warnings allowed), 1 otherwise.
 pub async fn run(args: PrecheckArgs) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
     let cfg = PrecheckConfig {
-        source: secret::endpoint(
-            &args.source,
-            "source",
-            args.source_password_file.as_deref(),
-            "TANDEM_SOURCE_PASSWORD",
-        )?,
-        target: secret::endpoint(
-            &args.target,
-            "target",
-            args.target_password_file.as_deref(),
-            "TANDEM_TARGET_PASSWORD",
-        )?,
+        source: args.ends.source()?,
+        target: args.ends.target()?,
         what: if args.twoway { Use::TwoWay } else { Use::Sync },
         filter: Default::default(),
     };

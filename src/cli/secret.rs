@@ -4,17 +4,48 @@
 //! Precedence: the file (asked for explicitly), then the URL's own password, then the
 //! environment variable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
 
 use crate::redis::url::Endpoint;
 
+/// `--source` and `--target` with their password files (sync, verify, precheck).
+#[derive(Args)]
+pub struct SourceTarget {
+    /// Source URL: redis://[user:pass@]host:port[/db] (rediss:// for TLS; a cluster is
+    /// detected)
+    #[arg(long)]
+    source: String,
+    /// Target URL: redis://[user:pass@]host:port[/db] (a cluster is detected)
+    #[arg(long)]
+    target: String,
+    /// File whose first line is the source password (or set TANDEM_SOURCE_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    source_password_file: Option<PathBuf>,
+    /// File whose first line is the target password (or set TANDEM_TARGET_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    target_password_file: Option<PathBuf>,
+}
+
+type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+impl SourceTarget {
+    pub fn source(&self) -> Fallible<Endpoint> {
+        let file = self.source_password_file.as_deref();
+        endpoint(&self.source, "source", file, "TANDEM_SOURCE_PASSWORD")
+    }
+
+    pub fn target(&self) -> Fallible<Endpoint> {
+        let file = self.target_password_file.as_deref();
+        endpoint(&self.target, "target", file, "TANDEM_TARGET_PASSWORD")
+    }
+}
+
 /// The endpoint of `flag` (`--source`), with its password from `file` or `env`.
-pub fn endpoint(
-    url: &str,
-    flag: &str,
-    file: Option<&Path>,
-    env: &str,
-) -> Result<Endpoint, Box<dyn std::error::Error + Send + Sync>> {
+pub fn endpoint(url: &str, flag: &str, file: Option<&Path>, env: &str) -> Fallible<Endpoint> {
     let mut ep = Endpoint::parse(url).map_err(|e| format!("--{flag}: {e}"))?;
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)

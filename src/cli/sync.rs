@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use clap::Args;
 
 use super::{CliResult, secret};
@@ -14,20 +13,8 @@ use crate::redis::sync::{Mode, SyncConfig};
 
 #[derive(Args)]
 pub struct SyncArgs {
-    /// Source URL: redis://[user:pass@]host:port (rediss:// for TLS)
-    #[arg(long)]
-    source: String,
-    /// Target URL: redis://[user:pass@]host:port
-    #[arg(long)]
-    target: String,
-    /// File whose first line is the source password (or set TANDEM_SOURCE_PASSWORD):
-    /// either keeps it out of the process list.
-    #[arg(long)]
-    source_password_file: Option<PathBuf>,
-    /// File whose first line is the target password (or set TANDEM_TARGET_PASSWORD):
-    /// either keeps it out of the process list.
-    #[arg(long)]
-    target_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    ends: secret::SourceTarget,
     /// all: full sync then incremental; full: full sync only; incr: incremental only
     /// (from the target's checkpoint).
     #[arg(long, value_enum, default_value = "all")]
@@ -93,18 +80,8 @@ pub struct SyncArgs {
 }
 
 pub async fn run(args: SyncArgs) -> CliResult {
-    let source = secret::endpoint(
-        &args.source,
-        "source",
-        args.source_password_file.as_deref(),
-        "TANDEM_SOURCE_PASSWORD",
-    )?;
-    let target = secret::endpoint(
-        &args.target,
-        "target",
-        args.target_password_file.as_deref(),
-        "TANDEM_TARGET_PASSWORD",
-    )?;
+    let source = args.ends.source()?;
+    let target = args.ends.target()?;
     let filter = filter_config(&args)?;
     if !args.skip_precheck {
         let what = crate::redis::precheck::Use::Sync;
@@ -160,16 +137,8 @@ fn filter_config(
     Ok(FilterConfig {
         include_dbs: args.include_db.clone(),
         exclude_dbs: args.exclude_db.clone(),
-        include_prefixes: args
-            .include_prefix
-            .iter()
-            .map(|p| Bytes::from(p.clone()))
-            .collect(),
-        exclude_prefixes: args
-            .exclude_prefix
-            .iter()
-            .map(|p| Bytes::from(p.clone()))
-            .collect(),
+        include_prefixes: super::verify::prefixes(&args.include_prefix),
+        exclude_prefixes: super::verify::prefixes(&args.exclude_prefix),
         include_regex: regex(&args.include_regex, "--include-regex")?,
         exclude_regex: regex(&args.exclude_regex, "--exclude-regex")?,
         db_map,

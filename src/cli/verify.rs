@@ -9,24 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 
+use super::secret;
+
 use crate::redis::verify::{VerifyConfig, VerifyMode, verify};
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// Source URL: redis://[user:pass@]host:port[/db] (a cluster is detected)
-    #[arg(long)]
-    source: String,
-    /// Target URL: redis://[user:pass@]host:port[/db] (a cluster is detected)
-    #[arg(long)]
-    target: String,
-    /// File whose first line is the source password (or set TANDEM_SOURCE_PASSWORD):
-    /// either keeps it out of the process list.
-    #[arg(long)]
-    source_password_file: Option<PathBuf>,
-    /// File whose first line is the target password (or set TANDEM_TARGET_PASSWORD):
-    /// either keeps it out of the process list.
-    #[arg(long)]
-    target_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    ends: secret::SourceTarget,
     /// full: every element; length: types, expiries and lengths; keys: existence and type.
     #[arg(long, value_enum, default_value = "full")]
     mode: VerifyMode,
@@ -60,31 +50,13 @@ const SHOWN: usize = 20;
 /// The process exit code: 0 identical, 1 differences (an error is exit code 2).
 pub async fn run(args: VerifyArgs) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
     let cfg = VerifyConfig {
-        source: super::secret::endpoint(
-            &args.source,
-            "source",
-            args.source_password_file.as_deref(),
-            "TANDEM_SOURCE_PASSWORD",
-        )?,
-        target: super::secret::endpoint(
-            &args.target,
-            "target",
-            args.target_password_file.as_deref(),
-            "TANDEM_TARGET_PASSWORD",
-        )?,
+        source: args.ends.source()?,
+        target: args.ends.target()?,
         mode: args.mode,
         rounds: args.rounds.max(1),
         round_delay: Duration::from_millis(args.round_delay_ms),
-        include_prefixes: args
-            .include_prefix
-            .iter()
-            .map(|p| Bytes::from(p.clone()))
-            .collect(),
-        exclude_prefixes: args
-            .exclude_prefix
-            .iter()
-            .map(|p| Bytes::from(p.clone()))
-            .collect(),
+        include_prefixes: prefixes(&args.include_prefix),
+        exclude_prefixes: prefixes(&args.exclude_prefix),
         db_map: db_map(&args.db_map)?,
         ttl_tolerance_ms: args.ttl_tolerance_ms.max(0),
     };
@@ -119,6 +91,11 @@ pub async fn run(args: VerifyArgs) -> Result<i32, Box<dyn std::error::Error + Se
         }
     );
     Ok(if n == 0 { 0 } else { 1 })
+}
+
+/// `--include-prefix`/`--exclude-prefix` values as key prefixes.
+pub fn prefixes(given: &[String]) -> Vec<Bytes> {
+    given.iter().map(|p| Bytes::from(p.clone())).collect()
 }
 
 /// `FROM:TO` pairs, as `redis sync --db-map` takes them.
