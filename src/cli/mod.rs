@@ -3,6 +3,7 @@
 //! User errors (bad URL, wrong password, unreachable host) end as one line on stderr
 //! and exit code 1; never a panic or a backtrace.
 
+mod demo;
 mod mongo;
 mod precheck;
 mod rdb;
@@ -50,6 +51,8 @@ enum Top {
     /// RDB files.
     #[command(subcommand)]
     Rdb(RdbCmd),
+    /// Two local redis-servers kept in sync both ways under live writes, then verified.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Subcommand)]
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
             },
             Top::Mongo(cmd) => mongo::run(*cmd).await.map(|()| 0),
             Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args).map(|()| 0),
+            Top::Demo(args) => demo::run(args).await.map(|()| 0),
         }
     });
     let code = match result {
