@@ -38,8 +38,23 @@ pub async fn run(args: DemoArgs) -> CliResult {
 
 async fn demo(args: &DemoArgs, dir: &std::path::Path) -> CliResult {
     let (pa, pb, pm) = (free_port()?, free_port()?, free_port()?);
-    let _a = server(&args.redis_server, pa, dir).await?;
-    let _b = server(&args.redis_server, pb, dir).await?;
+    let mut servers = vec![server(&args.redis_server, pa, dir).await?];
+    servers.push(server(&args.redis_server, pb, dir).await?);
+    let result = with_servers(args, pa, pb, pm, dir).await;
+    // Killed and waited for, so that nothing listens once the demo has returned.
+    for s in &mut servers {
+        let _ = s.kill().await;
+    }
+    result
+}
+
+async fn with_servers(
+    args: &DemoArgs,
+    pa: u16,
+    pb: u16,
+    pm: u16,
+    dir: &std::path::Path,
+) -> CliResult {
     let (a, b) = (endpoint(pa)?, endpoint(pb)?);
     let conflicts = dir.join("conflicts.jsonl");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find tandem itself: {e}"))?;
@@ -95,7 +110,7 @@ async fn demo(args: &DemoArgs, dir: &std::path::Path) -> CliResult {
                 .await?;
             i += 1;
         }
-        if i % 200 == 0 {
+        if i.is_multiple_of(200) {
             let (na, nb) = (dbsize(&mut ca).await?, dbsize(&mut cb).await?);
             println!(
                 "{:>3} s: A holds {na} keys, B holds {nb}",
