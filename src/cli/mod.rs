@@ -3,12 +3,16 @@
 //! User errors (bad URL, wrong password, unreachable host) end as one line on stderr
 //! and exit code 1; never a panic or a backtrace.
 
+mod demo;
 mod kafka;
 mod mongo;
+mod precheck;
 mod rdb;
+mod secret;
 mod sync;
 mod tail;
 mod twoway;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -24,8 +28,17 @@ struct Cli {
     /// Log filter (default: `info`, or the TANDEM_LOG environment variable).
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Log lines as text, or as one JSON object per line (for log pipelines).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Top,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -39,6 +52,8 @@ enum Top {
     /// RDB files.
     #[command(subcommand)]
     Rdb(RdbCmd),
+    /// Two local redis-servers kept in sync both ways under live writes, then verified.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Subcommand)]
@@ -55,6 +70,10 @@ enum RedisCmd {
     Twoway(twoway::TwoWayArgs),
     /// Attach to a source as a replica and print its replication stream with offsets.
     Tail(tail::TailArgs),
+    /// Compare source and target key by key: exit 0 identical, 1 differences, 2 error.
+    Verify(verify::VerifyArgs),
+    /// Check source and target before a sync: each item passes, warns or fails, with a fix.
+    Precheck(precheck::PrecheckArgs),
 }
 
 /// An error for the user: printed as one line.
@@ -66,12 +85,16 @@ pub fn main() -> ExitCode {
     let log = log.or_else(|| std::env::var("TANDEM_LOG").ok());
     let filter = tracing_subscriber::EnvFilter::try_new(log.as_deref().unwrap_or("info"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     crate::metrics::describe();
     // A panic is a bug, and it must end the process. Unwinding the main thread waited for
     // the runtime's other tasks, which went on retrying: a process alive but stopped.
@@ -92,22 +115,35 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // verify's exit code 1 means "differences"; its errors are 2.
+    let error_code = match &cli.cmd {
+        Top::Redis(cmd) if matches!(**cmd, RedisCmd::Verify(_)) => 2,
+        _ => 1,
+    };
+    let log_format = cli.log_format;
     let result = rt.block_on(async {
         match cli.cmd {
             Top::Redis(cmd) => match *cmd {
-                RedisCmd::Tail(args) => tail::run(args).await,
-                RedisCmd::Sync(args) => sync::run(args).await,
-                RedisCmd::Twoway(args) => twoway::run(args).await,
+                RedisCmd::Tail(args) => tail::run(args).await.map(|()| 0),
+                RedisCmd::Sync(args) => sync::run(args).await.map(|()| 0),
+                RedisCmd::Twoway(args) => twoway::run(args).await.map(|()| 0),
+                RedisCmd::Verify(args) => verify::run(args).await,
+                RedisCmd::Precheck(args) => precheck::run(args).await,
             },
-            Top::Mongo(cmd) => mongo::run(*cmd).await,
-            Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args),
+            Top::Mongo(cmd) => mongo::run(*cmd).await.map(|()| 0),
+            Top::Rdb(RdbCmd::Inspect(args)) => rdb::run(args).map(|()| 0),
+            Top::Demo(args) => demo::run(args).await.map(|()| 0),
         }
     });
     let code = match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("tandem: error: {e}");
-            1
+            match log_format {
+                LogFormat::Text => eprintln!("tandem: error: {e}"),
+                // A log pipeline reads stderr as JSON lines: the last one too.
+                LogFormat::Json => tracing::error!("tandem: error: {e}"),
+            }
+            error_code
         }
     };
     // Exit before the runtime is dropped: a client library's background tasks (the

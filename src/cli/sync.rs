@@ -1,47 +1,50 @@
 //! `tandem redis sync`: one-way replication from a source into a target.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use clap::Args;
 
-use super::CliResult;
+use super::{CliResult, secret};
 use crate::ops::Status;
 use crate::redis::filter::FilterConfig;
 use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
 use crate::redis::sync::{Mode, SyncConfig};
-use crate::redis::url::Endpoint;
 
 #[derive(Args)]
 pub struct SyncArgs {
-    /// Source URL: redis://[user:pass@]host:port (rediss:// for TLS)
-    #[arg(long)]
-    source: String,
-    /// Target URL: redis://[user:pass@]host:port
-    #[arg(long)]
-    target: String,
+    #[command(flatten)]
+    ends: secret::SourceTarget,
+    /// all: full sync then incremental; full: full sync only; incr: incremental only
+    /// (from the target's checkpoint).
     #[arg(long, value_enum, default_value = "all")]
     mode: Mode,
     /// Link name: the target's checkpoint is `__tandem:ckpt:<id>`.
     #[arg(long, default_value = "default")]
     id: String,
+    /// Replicate only this source db (repeatable).
     #[arg(long = "include-db")]
     include_db: Vec<u32>,
+    /// Do not replicate this source db (repeatable).
     #[arg(long = "exclude-db")]
     exclude_db: Vec<u32>,
+    /// Replicate only keys starting with this prefix (repeatable).
     #[arg(long = "include-prefix")]
     include_prefix: Vec<String>,
+    /// Do not replicate keys starting with this prefix (repeatable).
     #[arg(long = "exclude-prefix")]
     exclude_prefix: Vec<String>,
+    /// Replicate only keys matching this regular expression.
     #[arg(long = "include-regex")]
     include_regex: Option<String>,
+    /// Do not replicate keys matching this regular expression.
     #[arg(long = "exclude-regex")]
     exclude_regex: Option<String>,
     /// Map a source db to a target db: FROM:TO (repeatable).
     #[arg(long = "db-map")]
     db_map: Vec<String>,
+    /// A command tandem cannot replicate: stop the link naming it (fail), or count,
+    /// log and skip it (skip).
     #[arg(long, value_enum, default_value = "fail")]
     on_unsupported: OnUnsupported,
     /// FLUSHALL/FLUSHDB: apply within the replicated scope, skip, or stop.
@@ -65,17 +68,25 @@ pub struct SyncArgs {
     /// Directory of the on-disk spool of the source stream.
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Largest size of the spool, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     spool_max_bytes: u64,
+    /// Start even when the precheck (run first, see `tandem redis precheck`) fails.
+    #[arg(long)]
+    skip_precheck: bool,
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: SyncArgs) -> CliResult {
-    let source = Endpoint::parse(&args.source)?;
-    let target = Endpoint::parse(&args.target)?;
+    let source = args.ends.source()?;
+    let target = args.ends.target()?;
     let filter = filter_config(&args)?;
+    if !args.skip_precheck {
+        let what = crate::redis::precheck::Use::Sync;
+        super::precheck::before_start(&source, &target, what, &filter).await?;
+    }
     let status = Arc::new(Status::new("sync", &args.id));
     if let Some(addr) = args.metrics_addr {
         crate::ops::http::serve(addr, status.clone()).await?;
@@ -117,14 +128,7 @@ pub async fn run(args: SyncArgs) -> CliResult {
 fn filter_config(
     args: &SyncArgs,
 ) -> Result<FilterConfig, Box<dyn std::error::Error + Send + Sync>> {
-    let mut db_map = HashMap::new();
-    for m in &args.db_map {
-        let (a, b) = m
-            .split_once(':')
-            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-            .ok_or_else(|| format!("--db-map {m:?}: expected FROM:TO (two db numbers)"))?;
-        db_map.insert(a, b);
-    }
+    let db_map = super::verify::db_map(&args.db_map)?;
     let regex = |r: &Option<String>, flag: &str| -> Result<_, String> {
         r.as_ref()
             .map(|r| regex::bytes::Regex::new(r).map_err(|e| format!("{flag}: {e}")))
@@ -133,16 +137,8 @@ fn filter_config(
     Ok(FilterConfig {
         include_dbs: args.include_db.clone(),
         exclude_dbs: args.exclude_db.clone(),
-        include_prefixes: args
-            .include_prefix
-            .iter()
-            .map(|p| Bytes::from(p.clone()))
-            .collect(),
-        exclude_prefixes: args
-            .exclude_prefix
-            .iter()
-            .map(|p| Bytes::from(p.clone()))
-            .collect(),
+        include_prefixes: super::verify::prefixes(&args.include_prefix),
+        exclude_prefixes: super::verify::prefixes(&args.exclude_prefix),
         include_regex: regex(&args.include_regex, "--include-regex")?,
         exclude_regex: regex(&args.exclude_regex, "--exclude-regex")?,
         db_map,

@@ -5,16 +5,20 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::CliResult;
+use super::{CliResult, secret};
 use crate::core::ReplPosition;
 use crate::redis::replica::{self, Event, LinkConfig};
-use crate::redis::url::Endpoint;
 
 #[derive(Args)]
 pub struct TailArgs {
     /// Source URL: redis://[user:pass@]host:port
     #[arg(long)]
     source: String,
+    /// File whose first line is the source password (or set TANDEM_SOURCE_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    source_password_file: Option<PathBuf>,
+    /// Output: json (one object per command) or resp (raw protocol).
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
     /// Resume after this position (`<replid>:<offset>`) instead of a full resync.
@@ -37,7 +41,12 @@ enum Format {
 }
 
 pub async fn run(args: TailArgs) -> CliResult {
-    let source = Endpoint::parse(&args.source)?;
+    let source = secret::endpoint(
+        &args.source,
+        "source",
+        args.source_password_file.as_deref(),
+        "TANDEM_SOURCE_PASSWORD",
+    )?;
     let tmp;
     let spool_dir = match args.spool_dir {
         Some(d) => d,

@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::CliResult;
+use super::{CliResult, secret};
 use crate::core::conflict::{Policy, Side};
 use crate::ops::Status;
 use crate::redis::filter::FilterConfig;
 use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
 use crate::redis::sync::twoway::{self, FullSync, TwoWayConfig};
 use crate::redis::sync::{Mode, SyncConfig};
-use crate::redis::url::Endpoint;
 
 #[derive(Args)]
 pub struct TwoWayArgs {
@@ -23,6 +22,14 @@ pub struct TwoWayArgs {
     /// Side B: redis://[user:pass@]host:port
     #[arg(long)]
     b: String,
+    /// File whose first line is side A's password (or set TANDEM_A_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    a_password_file: Option<PathBuf>,
+    /// File whose first line is side B's password (or set TANDEM_B_PASSWORD):
+    /// either keeps it out of the process list.
+    #[arg(long)]
+    b_password_file: Option<PathBuf>,
     /// What happens to a key written on both sides at once.
     #[arg(long, value_enum, default_value = "converge")]
     conflict: ConflictArg,
@@ -42,16 +49,25 @@ pub struct TwoWayArgs {
     /// writes further apart (a link lagging more) are not detected.
     #[arg(long, default_value_t = 300)]
     conflict_window_secs: u64,
+    /// A command tandem cannot replicate: stop the link naming it (fail), or count,
+    /// log and skip it (skip).
     #[arg(long, value_enum, default_value = "fail")]
     on_unsupported: OnUnsupported,
+    /// FLUSHALL/FLUSHDB: apply on the other side, skip, or stop.
     #[arg(long, value_enum, default_value = "apply")]
     on_flush: OnFlush,
+    /// Commands per target transaction, at most.
     #[arg(long, default_value_t = 2000)]
     batch_commands: usize,
+    /// Transactions sent to a target before the first is confirmed.
     #[arg(long, default_value_t = 8)]
     window: usize,
+    /// Directory of the on-disk spools of both streams (default: a temporary one).
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Start even when the precheck (run first, see `tandem redis precheck`) fails.
+    #[arg(long)]
+    skip_precheck: bool,
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -92,8 +108,22 @@ impl From<SideArg> for Side {
 }
 
 pub async fn run(args: TwoWayArgs) -> CliResult {
-    let a = Endpoint::parse(&args.a)?;
-    let b = Endpoint::parse(&args.b)?;
+    let a = secret::endpoint(
+        &args.a,
+        "a",
+        args.a_password_file.as_deref(),
+        "TANDEM_A_PASSWORD",
+    )?;
+    let b = secret::endpoint(
+        &args.b,
+        "b",
+        args.b_password_file.as_deref(),
+        "TANDEM_B_PASSWORD",
+    )?;
+    if !args.skip_precheck {
+        let what = crate::redis::precheck::Use::TwoWay;
+        super::precheck::before_start(&a, &b, what, &FilterConfig::default()).await?;
+    }
     let status = Arc::new(Status::new("twoway", &args.id));
     if let Some(addr) = args.metrics_addr {
         crate::ops::http::serve(addr, status.clone()).await?;

@@ -157,10 +157,19 @@ pub fn respond(head: &[u8], routes: &Routes) -> Response {
     if !version.starts_with("HTTP/1.") {
         return Response::text(400, "bad request\n");
     }
-    if method != "GET" {
-        return Response::text(405, "only GET\n");
-    }
     let path = target.split(['?', '#']).next().unwrap_or_default();
+    match (method, path) {
+        ("POST", "/pause") => {
+            routes.status.set_paused(true);
+            return Response::text(200, "paused: received writes are spooled, not applied\n");
+        }
+        ("POST", "/resume") => {
+            routes.status.set_paused(false);
+            return Response::text(200, "resumed\n");
+        }
+        ("GET", _) => {}
+        _ => return Response::text(405, "only GET (POST for /pause and /resume)\n"),
+    }
     match path {
         "/metrics" => Response {
             code: 200,
@@ -205,6 +214,15 @@ mod tests {
         assert_eq!(respond(b"GET /metrics HTTP/1.1\r\n\r\n", &r).code, 200);
         assert_eq!(respond(b"GET /nope HTTP/1.1\r\n\r\n", &r).code, 404);
         assert_eq!(respond(b"POST /status HTTP/1.1\r\n\r\n", &r).code, 405);
+        assert_eq!(respond(b"GET /pause HTTP/1.1\r\n\r\n", &r).code, 404);
+        assert_eq!(respond(b"POST /pause HTTP/1.1\r\n\r\n", &r).code, 200);
+        let paused = respond(b"GET /status HTTP/1.1\r\n\r\n", &r);
+        let v: serde_json::Value = serde_json::from_str(&paused.body).unwrap();
+        assert_eq!(v["paused"], true);
+        assert_eq!(respond(b"POST /resume HTTP/1.1\r\n\r\n", &r).code, 200);
+        let v: serde_json::Value =
+            serde_json::from_str(&respond(b"GET /status HTTP/1.1\r\n\r\n", &r).body).unwrap();
+        assert_eq!(v.get("paused"), None);
         assert_eq!(respond(b"GET\r\n\r\n", &r).code, 400);
         assert_eq!(respond(b"GET / SMTP\r\n\r\n", &r).code, 400);
     }

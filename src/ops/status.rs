@@ -25,6 +25,17 @@ pub enum LinkState {
 }
 
 impl LinkState {
+    /// The name `/status` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkState::Connecting => "connecting",
+            LinkState::FullSync => "full_sync",
+            LinkState::Incremental => "incremental",
+            LinkState::Stopped => "stopped",
+            LinkState::Error => "error",
+        }
+    }
+
     const ALL: [LinkState; 5] = [
         LinkState::Connecting,
         LinkState::FullSync,
@@ -42,6 +53,49 @@ pub struct Status {
     id: String,
     started: Instant,
     links: Mutex<Vec<Arc<LinkStatus>>>,
+    /// `POST /pause`: shared by every link of the process.
+    pause: Arc<Pause>,
+}
+
+/// Whether links apply what they receive (`POST /pause`, `POST /resume`). Paused, a
+/// Redis link stops taking units from its spool (the link task keeps draining the
+/// source into it, and the ACK stays at what the target holds).
+#[derive(Debug, Default)]
+pub struct Pause {
+    paused: std::sync::atomic::AtomicBool,
+    resumed: tokio::sync::Notify,
+}
+
+impl Pause {
+    pub fn set(&self, paused: bool) {
+        let was = self.paused.swap(paused, Relaxed);
+        if was != paused {
+            tracing::info!(
+                paused,
+                "applying {}",
+                if paused { "paused" } else { "resumed" }
+            );
+        }
+        if !paused {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Relaxed)
+    }
+
+    /// Return once not paused.
+    pub async fn resumed(&self) {
+        loop {
+            // Created before the check: a resume in between still wakes it.
+            let woken = self.resumed.notified();
+            if !self.is_paused() {
+                return;
+            }
+            woken.await;
+        }
+    }
 }
 
 impl Default for Status {
@@ -57,6 +111,7 @@ impl Status {
             id: id.to_string(),
             started: Instant::now(),
             links: Mutex::new(Vec::new()),
+            pause: Arc::default(),
         }
     }
 
@@ -81,6 +136,7 @@ impl Status {
                 source,
                 ..Rare::default()
             }),
+            pause: self.pause.clone(),
             ..LinkStatus::default()
         });
         links.push(l.clone());
@@ -95,8 +151,14 @@ impl Status {
             mode: self.mode,
             id: self.id.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
+            paused: self.pause.is_paused(),
             links,
         }
+    }
+
+    /// `POST /pause` and `POST /resume`.
+    pub fn set_paused(&self, paused: bool) {
+        self.pause.set(paused);
     }
 
     pub fn to_json(&self) -> String {
@@ -123,6 +185,7 @@ pub struct LinkStatus {
     rare: Mutex<Rare>,
     /// What only MongoDB links report.
     mongo: Mutex<Option<MongoDetail>>,
+    pause: Arc<Pause>,
 }
 
 /// A MongoDB link's position (the offsets above are its operation times, not bytes),
@@ -143,8 +206,18 @@ struct Rare {
 }
 
 impl LinkStatus {
+    /// The process's pause switch (`POST /pause`).
+    pub fn pause(&self) -> &Pause {
+        &self.pause
+    }
+
+    /// One log line per change (not per call: engines re-assert their state).
     pub fn set_state(&self, s: LinkState) {
-        self.state.store(s as u8, Relaxed);
+        let was = self.state.swap(s as u8, Relaxed);
+        if was != s as u8 {
+            let from = LinkState::ALL.get(was as usize).map_or("?", |f| f.name());
+            tracing::info!(link = %self.id, from, to = s.name(), "link state");
+        }
     }
 
     pub fn state(&self) -> LinkState {
@@ -249,6 +322,9 @@ pub struct Snapshot {
     pub mode: &'static str,
     pub id: String,
     pub uptime_seconds: u64,
+    /// Shown only while paused (`POST /pause`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
     pub links: Vec<LinkSnapshot>,
 }
 

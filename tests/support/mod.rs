@@ -414,6 +414,7 @@ pub fn frame_to_string(f: &OwnedFrame) -> String {
 }
 
 pub mod data;
+pub mod http;
 pub mod kafka;
 pub mod mongo;
 pub mod mongo_data;

@@ -280,6 +280,17 @@ impl<S: Sink> Engine<'_, S> {
                     Err(SyncError::LinkEnded)
                 };
             };
+            if self.status.pause().is_paused() && !self.units.in_unit() {
+                // `POST /pause`: land what was taken and hold this event; the link
+                // task keeps spooling the source, and the ACK stays at what the target
+                // confirmed.
+                self.finish().await?;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => return Ok(()),
+                    _ = self.status.pause().resumed() => {}
+                }
+            }
             match ev {
                 Event::FullSync { replid, offset } => {
                     if let Some(h) = self.hooks.as_mut() {

@@ -1,0 +1,220 @@
+//! A batch of keys compared on both sides: type and expiry (one pipeline per side, both
+//! sides at once), then lengths, then content.
+
+use bytes::Bytes;
+
+use super::side::{Cmd, Side};
+use super::types::{self, int, text};
+use super::{Diff, DiffKind, VerifyError, VerifyMode};
+use crate::redis::conn::Frame;
+
+pub struct Ctx {
+    pub mode: VerifyMode,
+    pub ttl_tolerance_ms: i64,
+    /// Both sides have HPEXPIRETIME: hash field TTLs are compared too.
+    pub field_ttls: bool,
+}
+
+/// Strings up to this size are read with one GET; longer ones in GETRANGE chunks.
+const WHOLE_STRING: i64 = 512 << 10;
+
+/// What one side says about a key.
+#[derive(Debug, Clone, PartialEq)]
+struct Meta {
+    kind: String,
+    /// Absolute expiry in ms since the epoch.
+    expires: Option<i64>,
+}
+
+pub async fn batch(
+    src: &mut Side,
+    dst: &mut Side,
+    db: u32,
+    tdb: u32,
+    keys: &[Bytes],
+    ctx: &Ctx,
+) -> Result<Vec<Diff>, VerifyError> {
+    let (s, d) = tokio::try_join!(src.select(db), dst.select(tdb))?;
+    let _ = (s, d);
+    let (sm, dm) = tokio::try_join!(meta(src, keys), meta(dst, keys))?;
+    let mut diffs = Vec::new();
+    let diff = |key: &Bytes, kind, detail: String| Diff {
+        db,
+        key: key.clone(),
+        kind,
+        detail,
+    };
+    let mut same: Vec<(Bytes, String)> = Vec::new();
+    for ((key, s), d) in keys.iter().zip(sm).zip(dm) {
+        match (s.kind.as_str(), d.kind.as_str()) {
+            ("none", "none") => {}
+            (_, "none") => diffs.push(diff(key, DiffKind::Missing, "not on the target".into())),
+            ("none", _) => diffs.push(diff(key, DiffKind::Extra, "on the target only".into())),
+            (a, b) if a != b => {
+                diffs.push(diff(key, DiffKind::Type, format!("source {a}, target {b}")))
+            }
+            _ if ctx.mode == VerifyMode::Keys => {}
+            _ => match ttl_diff(s.expires, d.expires, ctx.ttl_tolerance_ms) {
+                Some(detail) => diffs.push(diff(key, DiffKind::Ttl, detail)),
+                None => same.push((key.clone(), s.kind)),
+            },
+        }
+    }
+    if ctx.mode == VerifyMode::Keys || same.is_empty() {
+        return Ok(diffs);
+    }
+    let (sl, dl) = tokio::try_join!(lengths(src, &same), lengths(dst, &same))?;
+    let mut content = Vec::new();
+    for ((key, kind), (a, b)) in same.into_iter().zip(sl.into_iter().zip(dl)) {
+        if a != b {
+            let detail = format!("{kind} length: source {a:?}, target {b:?}");
+            diffs.push(diff(&key, DiffKind::Length, detail));
+        } else {
+            content.push((key, kind, a.unwrap_or(0)));
+        }
+    }
+    if ctx.mode == VerifyMode::Length {
+        return Ok(diffs);
+    }
+    // Small strings are read in one pipeline; everything else key by key in chunks.
+    let small: Vec<&(Bytes, String, i64)> = content
+        .iter()
+        .filter(|(_, k, n)| k == "string" && *n <= WHOLE_STRING)
+        .collect();
+    let gets = |side: &Side| -> Vec<Cmd> {
+        let _ = side;
+        small
+            .iter()
+            .map(|(k, _, _)| Cmd::new(k, &[b"GET", k]))
+            .collect()
+    };
+    let (sv, dv) = tokio::try_join!(src.by_key(gets(src)), dst.by_key(gets(dst)))?;
+    for ((key, _, _), (a, b)) in small.iter().zip(sv.into_iter().zip(dv)) {
+        if a != b {
+            diffs.push(diff(key, DiffKind::Value, types::value_detail(&a, &b)));
+        }
+    }
+    for (key, kind, len) in &content {
+        if kind == "string" && *len <= WHOLE_STRING {
+            continue;
+        }
+        if let Some((kind, detail)) = types::content(src, dst, key, kind, *len, ctx).await? {
+            diffs.push(diff(key, kind, detail));
+        }
+    }
+    Ok(diffs)
+}
+
+/// TYPE and expiry of each key on one side.
+async fn meta(side: &mut Side, keys: &[Bytes]) -> Result<Vec<Meta>, VerifyError> {
+    let exact = side.caps.pexpiretime;
+    let mut cmds = Vec::with_capacity(keys.len() * 3);
+    for k in keys {
+        cmds.push(Cmd::new(k, &[b"TYPE", k]));
+        if exact {
+            cmds.push(Cmd::new(k, &[b"PEXPIRETIME", k]));
+        } else {
+            // The clock of the node that holds the key, read in the same pipeline.
+            cmds.push(Cmd::new(k, &[b"PTTL", k]));
+            cmds.push(Cmd::new(k, &[b"TIME"]));
+        }
+    }
+    let replies = side.by_key(cmds).await?;
+    let per = if exact { 2 } else { 3 };
+    let mut out = Vec::with_capacity(keys.len());
+    for (k, r) in keys.iter().zip(replies.chunks(per)) {
+        let kind = text(&r[0]).ok_or_else(|| side.bad_reply(k, "TYPE", &r[0]))?;
+        let cmd = if exact { "PEXPIRETIME" } else { "PTTL" };
+        let t = int(&r[1]).ok_or_else(|| side.bad_reply(k, cmd, &r[1]))?;
+        let expires = match t {
+            // -1: no expiry; -2: gone since TYPE (the type says "none" or will next round).
+            -1 | -2 => None,
+            t if exact => Some(t),
+            t => Some(server_ms(&r[2]).ok_or_else(|| side.bad_reply(k, "TIME", &r[2]))? + t),
+        };
+        out.push(Meta { kind, expires });
+    }
+    Ok(out)
+}
+
+/// `TIME` as ms since the epoch.
+fn server_ms(f: &Frame) -> Option<i64> {
+    let Frame::Array(p) = f else { return None };
+    let secs: i64 = text(p.first()?)?.parse().ok()?;
+    let micros: i64 = text(p.get(1)?)?.parse().ok()?;
+    Some(secs * 1000 + micros / 1000)
+}
+
+pub fn ttl_diff(a: Option<i64>, b: Option<i64>, tolerance: i64) -> Option<String> {
+    match (a, b) {
+        (None, None) => None,
+        (Some(a), Some(b)) if (a - b).abs() <= tolerance => None,
+        (Some(a), Some(b)) => Some(format!(
+            "expiry differs by {} ms (source {a}, target {b}, ms since the epoch)",
+            b - a
+        )),
+        (Some(a), None) => Some(format!("source expires at {a} ms, target never")),
+        (None, Some(b)) => Some(format!("target expires at {b} ms, source never")),
+    }
+}
+
+/// The length command of each type; module types have none (compared by DUMP).
+fn length_command(kind: &str) -> Option<&'static [u8]> {
+    Some(match kind {
+        "string" => b"STRLEN",
+        "list" => b"LLEN",
+        "set" => b"SCARD",
+        "zset" => b"ZCARD",
+        "hash" => b"HLEN",
+        "stream" => b"XLEN",
+        _ => return None,
+    })
+}
+
+async fn lengths(
+    side: &mut Side,
+    keys: &[(Bytes, String)],
+) -> Result<Vec<Option<i64>>, VerifyError> {
+    let cmds: Vec<Cmd> = keys
+        .iter()
+        .filter_map(|(k, kind)| Some(Cmd::new(k, &[length_command(kind)?, k])))
+        .collect();
+    let mut replies = side.by_key(cmds).await?.into_iter();
+    let mut out = Vec::with_capacity(keys.len());
+    for (k, kind) in keys {
+        let Some(cmd) = length_command(kind) else {
+            out.push(None);
+            continue;
+        };
+        let r = replies.next().unwrap_or(Frame::Null);
+        let n = int(&r).ok_or_else(|| side.bad_reply(k, &String::from_utf8_lossy(cmd), &r))?;
+        out.push(Some(n));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ttl_diff;
+
+    #[test]
+    fn expiries_match_within_the_tolerance_only() {
+        assert_eq!(ttl_diff(None, None, 0), None);
+        assert_eq!(ttl_diff(Some(1000), Some(1500), 500), None);
+        assert!(
+            ttl_diff(Some(1000), Some(1501), 500)
+                .unwrap()
+                .contains("501 ms")
+        );
+        assert!(
+            ttl_diff(Some(1000), None, 500)
+                .unwrap()
+                .contains("target never")
+        );
+        assert!(
+            ttl_diff(None, Some(7), 500)
+                .unwrap()
+                .contains("source never")
+        );
+    }
+}
