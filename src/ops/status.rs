@@ -211,10 +211,12 @@ impl LinkStatus {
         &self.pause
     }
 
-    /// One log line per change (not per call: engines re-assert their state).
+    /// One log line per change (not per call: engines re-assert their state). Not for
+    /// the change to `error`: the error's own line says it, and a user's mistake is one
+    /// line.
     pub fn set_state(&self, s: LinkState) {
         let was = self.state.swap(s as u8, Relaxed);
-        if was != s as u8 {
+        if was != s as u8 && s != LinkState::Error {
             let from = LinkState::ALL.get(was as usize).map_or("?", |f| f.name());
             tracing::info!(link = %self.id, from, to = s.name(), "link state");
         }
