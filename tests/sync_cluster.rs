@@ -304,7 +304,9 @@ fn kill9_under_load_into_a_cluster_keeps_counters_exact() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = standalone_writer(&src, 200, stop.clone());
     for round in 0..4 {
-        let mut t = sync_to_cluster(&src, &dst, &["--batch-commands", "300"]);
+        // Restarts skip the precheck: its reads add seconds per restart under load, and
+        // an unthrottled writer then overruns the backlog (a full resync this test rules out).
+        let mut t = sync_to_cluster(&src, &dst, &["--batch-commands", "300", "--skip-precheck"]);
         let before = cluster_checkpoint(&dst, "default")
             .map(|c| c.1)
             .unwrap_or(0);
