@@ -58,6 +58,14 @@ impl Tandem {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Wait (bounded) until the log holds `needle`: a state tandem reports once, such as
+    /// the end of its copy.
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_until(&format!("tandem logs {needle:?}"), limit, || {
+            self.log_text().contains(needle)
+        });
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
