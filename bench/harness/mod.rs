@@ -17,6 +17,7 @@ pub mod report;
 pub mod scenarios;
 pub mod servers;
 pub mod topo;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -118,7 +118,8 @@ pub fn full_sync(cfg: &Config) -> Vec<Row> {
     both(cfg, &mut row, |kind, run| {
         timed_full_sync(cfg, kind, &source, keys, &format!("full{run}"), |_| Ok(()))
     });
-    vec![row]
+    let verified = super::verify::verify_row(cfg, &source, keys);
+    vec![row, verified]
 }
 
 fn failed(mut row: Row, e: Box<dyn std::error::Error + Send + Sync>) -> Row {

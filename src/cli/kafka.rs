@@ -85,6 +85,8 @@ pub struct KafkaArgs {
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    progress: super::ProgressArgs,
 }
 
 pub async fn run(a: KafkaArgs) -> CliResult {
@@ -147,6 +149,9 @@ pub async fn run(a: KafkaArgs) -> CliResult {
         },
         status: link,
     };
-    crate::mongo::kafka::run(cfg, super::shutdown_on_signal()).await?;
-    Ok(())
+    let shutdown = super::shutdown_on_signal();
+    let display = a.progress.start(status, shutdown.clone());
+    let result = crate::mongo::kafka::run(cfg, shutdown).await;
+    display.finish().await;
+    Ok(result?)
 }

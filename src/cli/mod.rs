@@ -76,6 +76,27 @@ enum RedisCmd {
     Precheck(precheck::PrecheckArgs),
 }
 
+/// The full-sync progress display (`ops::progress`).
+#[derive(clap::Args, Clone, Copy)]
+pub struct ProgressArgs {
+    /// Seconds between progress lines during a full sync when stderr is not a terminal
+    /// (on a terminal, a bar per link instead); 0 turns progress off.
+    #[arg(long = "progress-interval", value_name = "SECS", default_value_t = 5.0)]
+    progress_interval: f64,
+}
+
+impl ProgressArgs {
+    pub fn start(
+        self,
+        status: std::sync::Arc<crate::ops::Status>,
+        shutdown: crate::core::shutdown::Shutdown,
+    ) -> crate::ops::progress::Display {
+        let every =
+            std::time::Duration::try_from_secs_f64(self.progress_interval).unwrap_or_default();
+        crate::ops::progress::start(status, every, shutdown)
+    }
+}
+
 /// An error for the user: printed as one line.
 pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -85,14 +106,16 @@ pub fn main() -> ExitCode {
     let log = log.or_else(|| std::env::var("TANDEM_LOG").ok());
     let filter = tracing_subscriber::EnvFilter::try_new(log.as_deref().unwrap_or("info"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if terminal && matches!(cli.log_format, LogFormat::Text) {
+        crate::ops::progress::use_bars();
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::ops::progress::LogWriter)
         .with_target(false);
     match cli.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        LogFormat::Text => logs.with_ansi(terminal).init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     crate::metrics::describe();

@@ -96,6 +96,8 @@ pub struct SyncArgs {
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    progress: super::ProgressArgs,
     /// A shard of a sharded source, read through its own oplog (with --fetch oplog;
     /// repeat for each shard): `[NAME=]mongodb://…` of the shard's replica set. NAME
     /// (default: its replica set's name) keys the shard's checkpoint `<id>@NAME`.
@@ -154,6 +156,8 @@ pub struct TwowayArgs {
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    progress: super::ProgressArgs,
 }
 
 #[derive(Args)]
@@ -256,8 +260,11 @@ async fn sync(a: SyncArgs) -> CliResult {
         shards,
         judge: None,
     };
-    crate::mongo::sync::run(cfg, super::shutdown_on_signal()).await?;
-    Ok(())
+    let shutdown = super::shutdown_on_signal();
+    let display = a.progress.start(status, shutdown.clone());
+    let result = crate::mongo::sync::run(cfg, shutdown).await;
+    display.finish().await;
+    Ok(result?)
 }
 
 /// The shards to read one by one: as listed, or a mongos's own in oplog mode.
@@ -325,8 +332,11 @@ async fn twoway(a: TwowayArgs) -> CliResult {
         batch_ops: a.batch_ops.max(1),
         status: links,
     };
-    crate::mongo::twoway::run(cfg, super::shutdown_on_signal()).await?;
-    Ok(())
+    let shutdown = super::shutdown_on_signal();
+    let display = a.progress.start(status, shutdown.clone());
+    let result = crate::mongo::twoway::run(cfg, shutdown).await;
+    display.finish().await;
+    Ok(result?)
 }
 
 async fn replay(a: ReplayArgs) -> CliResult {

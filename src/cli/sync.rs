@@ -77,6 +77,8 @@ pub struct SyncArgs {
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    progress: super::ProgressArgs,
 }
 
 pub async fn run(args: SyncArgs) -> CliResult {
@@ -113,11 +115,13 @@ pub async fn run(args: SyncArgs) -> CliResult {
         spool_dir: spool_dir.clone(),
         spool_max_bytes: args.spool_max_bytes,
         cluster_source: false,
-        status,
+        status: status.clone(),
     };
     let shutdown = super::shutdown_on_signal();
+    let display = args.progress.start(status, shutdown.clone());
     // Cluster on either side is detected here; standalone → standalone is `sync::run`.
     let result = crate::redis::cluster::source::run(cfg, shutdown).await;
+    display.finish().await;
     if args.spool_dir.is_none() {
         let _ = std::fs::remove_dir_all(&spool_dir);
     }

@@ -71,6 +71,8 @@ pub struct TwoWayArgs {
     /// Operator endpoint: Prometheus text at /metrics, JSON status at /status.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    progress: super::ProgressArgs,
 }
 
 /// `--conflict`, for both modules' two-way.
@@ -150,7 +152,7 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         spool_dir: spool_dir.clone(),
         spool_max_bytes: 4 << 30,
         cluster_source: false,
-        status,
+        status: status.clone(),
     };
     let cfg = TwoWayConfig {
         base,
@@ -162,7 +164,10 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         retention: Duration::from_secs(args.conflict_window_secs),
         conflict_log: args.conflict_log.clone(),
     };
-    let result = twoway::run(cfg, super::shutdown_on_signal()).await;
+    let shutdown = super::shutdown_on_signal();
+    let display = args.progress.start(status, shutdown.clone());
+    let result = twoway::run(cfg, shutdown).await;
+    display.finish().await;
     if args.spool_dir.is_none() {
         let _ = std::fs::remove_dir_all(&spool_dir);
     }

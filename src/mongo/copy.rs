@@ -87,6 +87,9 @@ pub async fn copy(
         parts.extend(plan(source, target, cfg, i, c).await?);
     }
     let total = parts.len();
+    // The plan's estimates: the progress display's total (`ops::progress`).
+    let expected: u64 = parts.iter().map(|p| p.n.max(0) as u64).sum();
+    progress.full_sync_expected(None, Some(expected));
     let queue = Arc::new(Mutex::new(parts.into_iter().collect::<VecDeque<_>>()));
     let colls = Arc::new(colls);
     let counts = Arc::new(Counts::default());
@@ -94,12 +97,6 @@ pub async fn copy(
         "copy: {total} partitions to copy over {} collections",
         stats.collections
     );
-    let ticker = tokio::spawn(report_progress(
-        counts.clone(),
-        queue.clone(),
-        total,
-        started,
-    ));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..cfg.workers.max(1) {
         let w = Worker {
@@ -133,7 +130,6 @@ pub async fn copy(
             }
         }
     }
-    ticker.abort();
     if let Some(e) = failed {
         return Err(e);
     }
@@ -168,28 +164,6 @@ pub async fn copy(
 struct Counts {
     docs: AtomicU64,
     bytes: AtomicU64,
-}
-
-/// A progress line every 5 s while the copy runs.
-async fn report_progress(
-    counts: Arc<Counts>,
-    queue: Arc<Mutex<VecDeque<Part>>>,
-    total: usize,
-    started: Instant,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let (n, b) = (counts.docs.load(Relaxed), counts.bytes.load(Relaxed));
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        let left = queue.lock().await.len();
-        tracing::info!(
-            "copy: {n} documents, {:.1} MB, {:.0} documents/s; {left} of {total} partitions not started",
-            b as f64 / 1e6,
-            n as f64 / secs
-        );
-    }
 }
 
 /// One copy worker: takes partitions off the queue until it is empty.
@@ -481,6 +455,7 @@ impl Worker {
         })??;
         self.counts.docs.fetch_add(len, Relaxed);
         self.counts.bytes.fetch_add(bytes, Relaxed);
+        self.status.full_sync_bytes(bytes);
         self.status.full_sync_keys(len);
         self.status
             .mongo(|m| *m.copy_documents.entry(c.dst.to_string()).or_default() += len);

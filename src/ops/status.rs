@@ -143,6 +143,13 @@ impl Status {
         l
     }
 
+    /// Every link's full-sync counters, in link order.
+    pub fn progress(&self) -> Vec<Progress> {
+        let mut p: Vec<Progress> = lock(&self.links).iter().map(|l| l.progress()).collect();
+        p.sort_by(|a, b| a.link.cmp(&b.link));
+        p
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let mut links: Vec<LinkSnapshot> = lock(&self.links).iter().map(|l| l.snapshot()).collect();
         links.sort_by(|a, b| a.id.cmp(&b.id));
@@ -178,6 +185,12 @@ pub struct LinkStatus {
     applied: AtomicU64,
     full_syncs: AtomicU64,
     full_sync_keys: AtomicU64,
+    /// RDB bytes the full sync has handed to its parser, of `full_sync_total_bytes` (0: unknown, a
+    /// diskless transfer); `full_sync_expected_keys` is the source's key count when the
+    /// link asked for the stream (0: unknown).
+    full_sync_bytes: AtomicU64,
+    full_sync_total_bytes: AtomicU64,
+    full_sync_expected_keys: AtomicU64,
     /// Shared with the sink, which counts what the target confirmed.
     commands: Arc<AtomicU64>,
     reconnects: AtomicU64,
@@ -265,11 +278,39 @@ impl LinkStatus {
     pub fn full_sync_started(&self) {
         self.full_syncs.fetch_add(1, Relaxed);
         self.full_sync_keys.store(0, Relaxed);
+        self.full_sync_bytes.store(0, Relaxed);
         self.set_state(LinkState::FullSync);
     }
 
     pub fn full_sync_keys(&self, n: u64) {
         self.full_sync_keys.fetch_add(n, Relaxed);
+    }
+
+    /// What the coming full sync holds, as far as the link knows before it starts: the
+    /// transfer's size (`None` for a diskless one) and the source's key count.
+    pub fn full_sync_expected(&self, bytes: Option<u64>, keys: Option<u64>) {
+        self.full_sync_total_bytes
+            .store(bytes.unwrap_or(0), Relaxed);
+        self.full_sync_expected_keys
+            .store(keys.unwrap_or(0), Relaxed);
+    }
+
+    pub fn full_sync_bytes(&self, n: u64) {
+        self.full_sync_bytes.fetch_add(n, Relaxed);
+    }
+
+    /// What a progress display shows, read without the lock.
+    pub fn progress(&self) -> Progress {
+        let known = |a: &AtomicU64| Some(a.load(Relaxed)).filter(|n| *n > 0);
+        Progress {
+            link: self.id.clone(),
+            state: self.state(),
+            full_syncs: self.full_syncs.load(Relaxed),
+            keys: self.full_sync_keys.load(Relaxed),
+            bytes: self.full_sync_bytes.load(Relaxed),
+            total_bytes: known(&self.full_sync_total_bytes),
+            expected_keys: known(&self.full_sync_expected_keys),
+        }
     }
 
     /// The counter the sink adds confirmed commands to.
@@ -311,6 +352,11 @@ impl LinkStatus {
             lag_seconds: streaming.then(|| self.lag.lag().as_secs_f64()),
             full_syncs: self.full_syncs.load(Relaxed),
             full_sync_keys: self.full_sync_keys.load(Relaxed),
+            full_sync_bytes: self.full_sync_bytes.load(Relaxed),
+            full_sync_total_bytes: Some(self.full_sync_total_bytes.load(Relaxed))
+                .filter(|n| *n > 0),
+            full_sync_expected_keys: Some(self.full_sync_expected_keys.load(Relaxed))
+                .filter(|n| *n > 0),
             commands_applied: self.commands.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             mongo,
@@ -344,10 +390,26 @@ pub struct LinkSnapshot {
     pub lag_seconds: Option<f64>,
     pub full_syncs: u64,
     pub full_sync_keys: u64,
+    pub full_sync_bytes: u64,
+    pub full_sync_total_bytes: Option<u64>,
+    pub full_sync_expected_keys: Option<u64>,
     pub commands_applied: u64,
     pub reconnects: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongo: Option<MongoDetail>,
+}
+
+/// One link's full-sync counters, for a progress display (`ops::progress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub link: String,
+    pub state: LinkState,
+    /// Full syncs begun so far: a change tells a display that one ended between looks.
+    pub full_syncs: u64,
+    pub keys: u64,
+    pub bytes: u64,
+    pub total_bytes: Option<u64>,
+    pub expected_keys: Option<u64>,
 }
 
 /// A panic elsewhere while holding the lock leaves plain data behind: keep serving it.
@@ -368,8 +430,10 @@ mod tests {
         let l = st.link("prod:a2b", &src, &dst);
         l.set_replid("8de1f0c2");
         l.full_sync_started();
+        l.full_sync_expected(None, Some(50));
         l.full_sync_keys(40);
         l.full_sync_keys(2);
+        l.full_sync_bytes(900);
         l.set_state(LinkState::Incremental);
         l.received(1500);
         l.applied(1200);
@@ -414,6 +478,9 @@ mod tests {
                         "lag_seconds": 0.0,
                         "full_syncs": 1,
                         "full_sync_keys": 42,
+                        "full_sync_bytes": 900,
+                        "full_sync_total_bytes": null,
+                        "full_sync_expected_keys": 50,
                         "commands_applied": 7,
                         "reconnects": 1
                     },
@@ -430,6 +497,9 @@ mod tests {
                         "lag_seconds": null,
                         "full_syncs": 0,
                         "full_sync_keys": 0,
+                        "full_sync_bytes": 0,
+                        "full_sync_total_bytes": null,
+                        "full_sync_expected_keys": null,
                         "commands_applied": 0,
                         "reconnects": 0
                     }

@@ -379,6 +379,17 @@ pub fn info_field(info: &str, name: &str) -> Option<String> {
     })
 }
 
+/// (db, keys) of each db an `INFO keyspace` section lists (`db3:keys=12,expires=0,…`).
+pub fn info_keyspace(info: &str) -> Vec<(u32, u64)> {
+    info.lines()
+        .filter_map(|l| {
+            let (db, rest) = l.strip_prefix("db")?.split_once(':')?;
+            let keys = rest.split(',').find_map(|f| f.strip_prefix("keys="))?;
+            Some((db.parse().ok()?, keys.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

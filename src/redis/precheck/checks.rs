@@ -248,20 +248,9 @@ async fn slots(r: &mut Report, role: &str, side: &mut Seen) {
     }
 }
 
-/// (db, keys) of each db an INFO keyspace section lists.
-fn keyspace(info: &str) -> Vec<(u32, u64)> {
-    info.lines()
-        .filter_map(|l| {
-            let (db, rest) = l.strip_prefix("db")?.split_once(':')?;
-            let keys = rest.split(',').find_map(|f| f.strip_prefix("keys="))?;
-            Some((db.parse().ok()?, keys.parse().ok()?))
-        })
-        .collect()
-}
-
 fn databases(r: &mut Report, cfg: &PrecheckConfig, src: &Seen, dst: &Seen) {
     let f = &cfg.filter;
-    let high: Vec<u32> = keyspace(&src.info)
+    let high: Vec<u32> = crate::redis::conn::info_keyspace(&src.info)
         .into_iter()
         .map(|(db, _)| db)
         .filter(|&db| f.db_allowed(db) && f.map_db(db) > 0)
@@ -278,7 +267,10 @@ fn databases(r: &mut Report, cfg: &PrecheckConfig, src: &Seen, dst: &Seen) {
             "every source db has a place on the target".into(),
         );
     }
-    let held: u64 = keyspace(&dst.info).iter().map(|(_, k)| *k).sum();
+    let held: u64 = crate::redis::conn::info_keyspace(&dst.info)
+        .iter()
+        .map(|(_, k)| *k)
+        .sum();
     if held > 0 {
         r.warn("target-keys", format!("the target already holds {held} keys: a full sync replaces those the source has, and keeps the others"), "empty the target first if it should be an exact copy");
     } else {

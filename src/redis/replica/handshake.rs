@@ -40,6 +40,9 @@ pub struct Handshaken {
     pub stream: Box<dyn Stream>,
     pub buffered: BytesMut,
     pub reply: PsyncReply,
+    /// The source's key count just before PSYNC (a progress display's total; `None`
+    /// when `INFO` is refused, e.g. to a user with replication rights only).
+    pub keys: Option<u64>,
 }
 
 /// Connect, authenticate, announce ourselves and ask for the stream.
@@ -89,6 +92,7 @@ pub async fn handshake(
         "REPLCONF",
     )
     .await?;
+    let keys = source_keys(&mut conn).await?;
     let (id, off) = match resume {
         Some(r) => (r.replid.clone(), r.offset.to_string()),
         None => ("?".to_string(), "-1".to_string()),
@@ -115,7 +119,21 @@ pub async fn handshake(
         stream,
         buffered,
         reply,
+        keys,
     })
+}
+
+/// The keys of every db `INFO keyspace` lists. Only progress depends on it, so a refusal
+/// is no error; a broken connection still is.
+async fn source_keys(conn: &mut Conn) -> Result<Option<u64>, LinkError> {
+    let reply = conn.request(&[b"INFO", b"keyspace"]).await?;
+    let total: u64 = crate::redis::conn::frame_text(&reply)
+        .map(|t| crate::redis::conn::info_keyspace(&t))
+        .unwrap_or_default()
+        .iter()
+        .map(|(_, k)| k)
+        .sum();
+    Ok((total > 0).then_some(total))
 }
 
 async fn expect_ok(conn: &mut Conn, argv: &[&[u8]], what: &'static str) -> Result<(), LinkError> {

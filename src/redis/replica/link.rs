@@ -138,6 +138,12 @@ async fn connection(
             transfer,
         } => {
             info!(source = %endpoint, %replid, offset, "full resync");
+            // Before the record: the engine resets its counts when it reads it.
+            let size = match transfer {
+                Transfer::Sized(n) => Some(n),
+                Transfer::EofMark(_) => None,
+            };
+            cfg.status.full_sync_expected(size, hs.keys);
             spool
                 .append(&Record::FullResync {
                     replid: replid.clone(),

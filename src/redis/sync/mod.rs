@@ -424,12 +424,14 @@ impl<S: Sink> Engine<'_, S> {
         let loader =
             tokio::task::spawn_blocking(move || full::load(chunks, &filter, &opts, writes_tx));
         let source_ep = self.cfg.source.to_string();
+        let fed = self.status.clone();
         // Feed the parser while applying what it produces.
         let pump = async {
             let mut tx = Some(chunks_tx);
             loop {
                 match link.events.next().await? {
                     Some(Event::RdbChunk(b)) => {
+                        fed.full_sync_bytes(b.len() as u64);
                         let sender = tx.clone().expect("sender until RdbEnd");
                         // The parser thread drains this channel; a full channel means
                         // it is busy, so wait off the runtime's threads.
