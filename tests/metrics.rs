@@ -3,28 +3,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use support::proc::Tandem;
 use support::*;
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// The value of a metric line starting with `prefix` (name and labels).
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
 
 #[test]
 fn metrics_count_exactly_and_never_show_credentials() {
@@ -81,28 +63,28 @@ fn metrics_count_exactly_and_never_show_credentials() {
         "metrics show the applied offset",
         Duration::from_secs(10),
         || {
-            text = scrape(port);
-            value(&text, &format!("tandem_applied_offset{label}")) == Some(want as f64)
+            text = scrape_metrics(port);
+            metric_value(&text, &format!("tandem_applied_offset{label}")) == Some(want as f64)
         },
     );
     assert_eq!(
-        value(&text, &format!("tandem_link_received_offset{label}")),
+        metric_value(&text, &format!("tandem_link_received_offset{label}")),
         Some(want as f64),
         "{text}"
     );
     assert_eq!(
-        value(&text, &format!("tandem_full_syncs_total{label}")),
+        metric_value(&text, &format!("tandem_full_syncs_total{label}")),
         Some(1.0),
         "{text}"
     );
     // 50 keys restored by the full sync + 100 INCRs, nothing else.
     assert_eq!(
-        value(&text, "tandem_sink_commands_total"),
+        metric_value(&text, "tandem_sink_commands_total"),
         Some(150.0),
         "{text}"
     );
     assert_eq!(
-        value(&text, "tandem_full_sync_keys_total"),
+        metric_value(&text, "tandem_full_sync_keys_total"),
         Some(50.0),
         "{text}"
     );
@@ -135,7 +117,7 @@ fn lag_seconds_grows_while_the_target_stalls_and_returns_to_zero() {
     support::proc::wait_caught_up(&src, &dst, "default", Duration::from_secs(60));
     let lag = format!("tandem_lag_seconds{{source=\"127.0.0.1:{}\"}}", src.port);
     wait_until("lag 0 when caught up", Duration::from_secs(10), || {
-        value(&scrape(port), &lag) == Some(0.0)
+        metric_value(&scrape_metrics(port), &lag) == Some(0.0)
     });
     // Writes are held back for 4 s; the source keeps sending them meanwhile.
     dst.client().cmd(&["CLIENT", "PAUSE", "4000", "WRITE"]);
@@ -145,11 +127,11 @@ fn lag_seconds_grows_while_the_target_stalls_and_returns_to_zero() {
     wait_until(
         "lag above 1 s during the pause",
         Duration::from_secs(10),
-        || value(&scrape(port), &lag).is_some_and(|v| v >= 1.0),
+        || metric_value(&scrape_metrics(port), &lag).is_some_and(|v| v >= 1.0),
     );
     support::proc::wait_caught_up(&src, &dst, "default", Duration::from_secs(60));
     wait_until("lag back to 0", Duration::from_secs(10), || {
-        value(&scrape(port), &lag) == Some(0.0)
+        metric_value(&scrape_metrics(port), &lag) == Some(0.0)
     });
     assert!(t.is_running(), "{}", t.log_text());
     assert_eq!(dst.client().cmd_text(&["GET", "n"]), "10");

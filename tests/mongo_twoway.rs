@@ -442,3 +442,113 @@ async fn oplog_mode_kill9_no_echo_after_restart() {
     }
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
 }
+
+/// The index names of `db.coll`, sorted (none when the collection is gone).
+async fn index_names(c: &Client, coll: &str) -> Vec<String> {
+    let coll = c.database("tw").collection::<Document>(coll);
+    // Listing the indexes of a missing collection is an error: it has none.
+    let mut names = coll.list_index_names().await.unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `--ddl both`: each side's collections and indexes reach the other, each DDL applied
+/// once per direction (an echo applied back would count twice), and a drop on the side
+/// that did not create the collection removes it on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_both_ways_applies_each_once() {
+    ddl_both_ways("change-stream").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_both_ways_applies_each_once_in_oplog_mode() {
+    ddl_both_ways("oplog").await;
+}
+
+async fn ddl_both_ways(fetch: &str) {
+    let (sa, sb) = (MongoServer::start(), MongoServer::start());
+    let (a, b) = (sa.client().await, sb.client().await);
+    let port = support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut t = start_twoway(
+        &sa,
+        &sb,
+        &[
+            "--ddl",
+            "both",
+            "--full-sync",
+            "none",
+            "--fetch",
+            fetch,
+            "--metrics-addr",
+            &addr,
+        ],
+    );
+    both_ways(&a, &b).await;
+    let index = |k: &str| mongodb::IndexModel::builder().keys(doc! {k: 1}).build();
+    let (ta, tb) = (a.database("tw"), b.database("tw"));
+    // secantus logs index builds in a shape of its own, not mongod's: in oplog mode
+    // only collections are created and dropped.
+    let indexes = fetch == "change-stream";
+    let (want_da, want_db): (&[&str], &[&str]) = if indexes {
+        (&["_id_", "x_1", "z_1"], &["_id_", "y_1"])
+    } else {
+        (&["_id_"], &["_id_"])
+    };
+    ta.create_collection("da").await.unwrap();
+    tb.create_collection("db").await.unwrap();
+    if indexes {
+        ta.collection::<Document>("da")
+            .create_index(index("x"))
+            .await
+            .unwrap();
+        tb.collection::<Document>("db")
+            .create_index(index("y"))
+            .await
+            .unwrap();
+        wait_for("da on B", CATCH_UP, || async {
+            index_names(&b, "da").await == ["_id_", "x_1"]
+        })
+        .await;
+        // B indexes the collection A created.
+        tb.collection::<Document>("da")
+            .create_index(index("z"))
+            .await
+            .unwrap();
+    }
+    for c in [&a, &b] {
+        wait_for(
+            "every collection and index on both sides",
+            CATCH_UP,
+            || async {
+                index_names(c, "da").await == want_da && index_names(c, "db").await == want_db
+            },
+        )
+        .await;
+    }
+    // A drops the collection B created.
+    ta.collection::<Document>("db").drop().await.unwrap();
+    wait_for("db dropped on B", CATCH_UP, || async {
+        index_names(&b, "db").await.is_empty()
+    })
+    .await;
+    both_ways(&a, &b).await;
+    assert_quiet(&a, &b).await;
+    for c in [&a, &b] {
+        assert_eq!(index_names(c, "da").await, want_da);
+        assert!(index_names(c, "db").await.is_empty());
+    }
+    // Each side's DDL applied once on the other: A's create, index and drop on B; B's
+    // create and two indexes on A.
+    let text = support::scrape_metrics(port);
+    let applied = |kind: &str| {
+        support::metric_value(
+            &text,
+            &format!("tandem_mongo_applied_total{{kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(applied("create"), Some(2.0), "{text}");
+    assert_eq!(applied("createIndexes"), indexes.then_some(3.0), "{text}");
+    assert_eq!(applied("drop"), Some(1.0), "{text}");
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+}

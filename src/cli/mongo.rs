@@ -124,7 +124,8 @@ pub struct TwowayArgs {
     /// Copy one side into the other first (the other side's local writes still flow).
     #[arg(long, value_enum, default_value = "a-to-b")]
     full_sync: FullSync,
-    /// Whose DDL is applied on the other side (never both: docs/TWO-WAY.md).
+    /// Whose DDL is applied on the other side; `both` applies each side's on the other
+    /// (what a schema change on both sides at once means: docs/TWO-WAY.md).
     #[arg(long, value_enum, default_value = "a-to-b")]
     ddl: DdlFlow,
     /// How changes are read on both sides.

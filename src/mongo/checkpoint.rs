@@ -15,6 +15,9 @@ pub const COPY: &str = "copy";
 /// Two-way: what tandem writes first in a transaction that has no checkpoint of its
 /// own (a tagged copy batch, a conflict's resolution), so the other link knows it.
 pub const TAGS: &str = "tags";
+/// Two-way with DDL both ways: the DDL a link is about to apply, written just before it
+/// (`{_id: link, key}`), so the other link knows the DDL that follows is its echo.
+pub const DDL_TAGS: &str = "ddl";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {

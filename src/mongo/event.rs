@@ -131,6 +131,35 @@ impl Ddl {
         }
     }
 
+    /// What tells this DDL from another on the same side: kind, namespaces and names
+    /// (of indexes, of changed options), never server-filled details such as an index
+    /// spec's version, which two servers may write differently for one command.
+    pub fn echo_key(&self) -> String {
+        let names: Vec<String> = match self {
+            Ddl::Create { ns, .. } | Ddl::Drop { ns } | Ddl::ConvertToCapped { ns, .. } => {
+                vec![ns.to_string()]
+            }
+            Ddl::DropDatabase { db } => vec![db.clone()],
+            Ddl::Rename { from, to, .. } => vec![from.to_string(), to.to_string()],
+            Ddl::CreateIndexes { ns, specs } => std::iter::once(ns.to_string())
+                .chain(
+                    specs
+                        .iter()
+                        .map(|s| s.get_str("name").unwrap_or("?").to_string()),
+                )
+                .collect(),
+            Ddl::DropIndexes { ns, names } => std::iter::once(ns.to_string())
+                .chain(names.iter().cloned())
+                .collect(),
+            Ddl::CollMod { ns, changes } => {
+                let mut keys: Vec<String> = changes.keys().cloned().collect();
+                keys.sort();
+                std::iter::once(ns.to_string()).chain(keys).collect()
+            }
+        };
+        format!("{} {}", self.kind(), names.join(" "))
+    }
+
     /// The namespaces it touches (for filtering and mapping).
     pub fn namespaces(&self) -> Vec<&Namespace> {
         match self {

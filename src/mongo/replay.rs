@@ -49,6 +49,7 @@ pub async fn run(cfg: ReplayConfig, shutdown: Shutdown) -> Result<ReplayStats> {
         filter: cfg.filter.clone(),
         on_conflict: cfg.on_conflict,
         copy_end: None,
+        tag_ddl: false,
     };
     let mut applier = Applier::new(cfg.target.clone(), apply_cfg, ckpt.map(|c| c.pos), None);
     let mut stats = ReplayStats::default();

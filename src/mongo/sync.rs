@@ -500,6 +500,7 @@ pub(super) async fn incremental(
                 filter: cfg.filter.clone(),
                 on_conflict: cfg.on_conflict,
                 copy_end: ckpt.copy_end,
+                tag_ddl: cfg.judge.is_some(),
             };
             let a = Applier::new(
                 cfg.target.clone(),

@@ -5,9 +5,11 @@
 
 use bson::{Bson, Document, doc};
 
+use crate::mongo::checkpoint::DDL_TAGS;
 use crate::mongo::endpoint::MongoEndpoint;
 use crate::mongo::error::{MongoError, Result, driver_code};
 use crate::mongo::event::Ddl;
+use crate::mongo::ns::TANDEM_DB;
 
 const NAMESPACE_NOT_FOUND: i32 = 26;
 const INDEX_NOT_FOUND: i32 = 27;
@@ -67,6 +69,29 @@ pub async fn apply(target: &MongoEndpoint, ddl: &Ddl) -> Result<()> {
         ),
     };
     run(target, db, cmd, ignore, ddl).await
+}
+
+/// Two-way: says in `__tandem.ddl` which DDL link `link` applies next, so the target's
+/// own link drops that DDL when its stream shows it (`twoway::judge`). Written before
+/// the DDL: in the stream the announcement comes first.
+pub async fn announce(target: &MongoEndpoint, link: &str, ddl: &Ddl) -> Result<()> {
+    target
+        .client
+        .database(TANDEM_DB)
+        .collection::<Document>(DDL_TAGS)
+        .replace_one(
+            doc! {"_id": link},
+            doc! {"_id": link, "key": ddl.echo_key()},
+        )
+        .upsert(true)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            target.err(
+                format!("announcing {} in {TANDEM_DB}.{DDL_TAGS}", ddl.kind()),
+                &e,
+            )
+        })
 }
 
 async fn run(

@@ -64,6 +64,10 @@ pub struct ApplyConfig {
     /// hold them: copied ones, or a batch another worker's checkpoint or a checkpoint
     /// file's `in_flight` says may have landed.
     pub copy_end: Option<OpTime>,
+    /// Two-way: each DDL is announced in `__tandem.ddl` just before it is applied, so
+    /// the other link can tell its echo (DDL runs outside transactions and carries no
+    /// tag of its own).
+    pub tag_ddl: bool,
 }
 
 pub struct Applier {
@@ -184,6 +188,11 @@ impl Applier {
             if let Payload::Ddl(d) = &u.payload {
                 let d = d.clone();
                 self.flush(std::mem::take(&mut run)).await?;
+                if self.cfg.tag_ddl {
+                    ddl::announce(&self.target, &self.cfg.id, &d)
+                        .await
+                        .map_err(|e| e.at(&u.pos))?;
+                }
                 ddl::apply(&self.target, &d)
                     .await
                     .map_err(|e| e.at(&u.pos))?;

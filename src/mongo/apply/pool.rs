@@ -193,6 +193,7 @@ mod tests {
                 filter: NsFilter::new(&[], &[], &[]).unwrap(),
                 on_conflict: OnConflict::Fail,
                 copy_end: None,
+                tag_ddl: false,
             };
             Applier::new(
                 target.clone(),

@@ -25,7 +25,7 @@ use super::Key;
 use crate::core::conflict::{Conflict, Detector, Seen, Side, Space, Verdict, Write};
 use crate::mongo::apply::SESSIONS;
 use crate::mongo::apply::fold::doc_key;
-use crate::mongo::checkpoint::CHECKPOINTS;
+use crate::mongo::checkpoint::{CHECKPOINTS, DDL_TAGS};
 use crate::mongo::endpoint::MongoEndpoint;
 use crate::mongo::error::Result;
 use crate::mongo::event::{Change, Op, Payload, Unit};
@@ -99,6 +99,10 @@ pub struct SideJudge {
     pub seen: Mutex<Seen>,
     /// The `lsid.id`s of the reverse link's sessions on this side.
     pub sessions: Mutex<HashSet<Vec<u8>>>,
+    /// The DDL the reverse link announced it applies next on this side (`--ddl both`):
+    /// the next DDL of the stream with that key is its echo. Any other echo in between
+    /// ends the expectation (the reverse link's checkpoint follows its DDL).
+    pub ddl_echo: Mutex<Option<String>>,
 }
 
 /// The sessions link `link`'s applier used on `ep`, as its record there says (the
@@ -156,6 +160,8 @@ impl SideJudge {
                     .extend(session_ids(doc));
             }
         }
+        let announced = ops.iter().find_map(|o| ddl_announcement(o, &self.reverse));
+        *self.ddl_echo.lock().unwrap_or_else(|e| e.into_inner()) = announced;
         let Some(t) = ops.iter().find_map(|o| reverse_position(o, &self.reverse)) else {
             return;
         };
@@ -190,6 +196,14 @@ impl Judge for SideJudge {
         if self.is_echo(&u) {
             self.echo(&u);
             return None;
+        }
+        if let Payload::Ddl(d) = &u.payload {
+            let mut announced = self.ddl_echo.lock().unwrap_or_else(|e| e.into_inner());
+            if announced.as_deref() == Some(d.echo_key().as_str()) {
+                *announced = None;
+                crate::metrics::mongo_echo_dropped();
+                return None;
+            }
         }
         match std::mem::replace(&mut u.payload, Payload::Noop) {
             Payload::Ddl(d) if self.ddl => u.payload = Payload::Ddl(d),
@@ -226,6 +240,20 @@ impl Judge for SideJudge {
             }
         }
         Some(u)
+    }
+}
+
+/// The DDL key an op of an echo announces, when it is link `reverse`'s announcement.
+fn ddl_announcement(op: &Op, reverse: &str) -> Option<String> {
+    let ns = op.ns();
+    if ns.db != TANDEM_DB || ns.coll != DDL_TAGS || op.id() != &Bson::String(reverse.into()) {
+        return None;
+    }
+    match op {
+        Op::Insert { doc, .. } | Op::Replace { doc, .. } => {
+            doc.get_str("key").ok().map(str::to_string)
+        }
+        _ => None,
     }
 }
 

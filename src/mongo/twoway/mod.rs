@@ -39,12 +39,14 @@ pub enum FullSync {
     None,
 }
 
-/// Which side's DDL is applied on the other. Both ways is refused: a DDL command
-/// carries no tag, so its echo could not be told from a local one.
+/// Which side's DDL is applied on the other. Both ways, a DDL carries no tag of its
+/// own: the applier announces each one in `__tandem.ddl` just before it, and the other
+/// link drops the DDL that follows the announcement as its echo (`judge.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DdlFlow {
     AToB,
     BToA,
+    Both,
     None,
 }
 
@@ -114,7 +116,7 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<()> {
         );
         let ddl = matches!(
             (cfg.ddl, side),
-            (DdlFlow::AToB, Side::A) | (DdlFlow::BToA, Side::B)
+            (DdlFlow::AToB, Side::A) | (DdlFlow::BToA, Side::B) | (DdlFlow::Both, _)
         );
         let judge = SideJudge {
             side,
@@ -125,6 +127,7 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<()> {
             log: log.clone(),
             seen: Mutex::new(Seen::default()),
             sessions: Mutex::new(sessions[side as usize].clone()),
+            ddl_echo: Mutex::new(None),
         };
         SyncConfig {
             source,
