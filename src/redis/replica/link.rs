@@ -138,6 +138,10 @@ async fn connection(
             transfer,
         } => {
             info!(source = %endpoint, %replid, offset, "full resync");
+            // The consumer now holds part of a new RDB, not the old position: a cut
+            // during the transfer must ask for a full resync again, never continue
+            // the old history under a half-loaded RDB.
+            state.resume = None;
             spool
                 .append(&Record::FullResync {
                     replid: replid.clone(),
