@@ -71,6 +71,10 @@ pub struct SyncArgs {
     /// Largest size of the spool, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     spool_max_bytes: u64,
+    /// Seconds of silence on a source link after which it is dropped and reconnected
+    /// (like Redis's `repl-timeout`; keep it above the source's `repl-ping-replica-period`).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    repl_timeout: u64,
     /// Start even when the precheck (run first, see `tandem redis precheck`) fails.
     #[arg(long)]
     skip_precheck: bool,
@@ -114,6 +118,7 @@ pub async fn run(args: SyncArgs) -> CliResult {
         window: args.window.max(1),
         spool_dir: spool_dir.clone(),
         spool_max_bytes: args.spool_max_bytes,
+        repl_timeout: std::time::Duration::from_secs(args.repl_timeout),
         cluster_source: false,
         status: status.clone(),
     };

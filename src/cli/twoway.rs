@@ -65,6 +65,10 @@ pub struct TwoWayArgs {
     /// Directory of the on-disk spools of both streams (default: a temporary one).
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Seconds of silence on a source link after which it is dropped and reconnected
+    /// (like Redis's `repl-timeout`; keep it above the source's `repl-ping-replica-period`).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    repl_timeout: u64,
     /// Start even when the precheck (run first, see `tandem redis precheck`) fails.
     #[arg(long)]
     skip_precheck: bool,
@@ -151,6 +155,7 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         window: args.window.max(1),
         spool_dir: spool_dir.clone(),
         spool_max_bytes: 4 << 30,
+        repl_timeout: Duration::from_secs(args.repl_timeout),
         cluster_source: false,
         status: status.clone(),
     };

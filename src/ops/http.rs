@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::status::Status;
 
@@ -50,6 +50,16 @@ pub async fn serve(addr: SocketAddr, status: Arc<Status>) -> Result<(), String> 
         }
     });
     let routes = Routes { prometheus, status };
+    // Off unless asked for; an address other than loopback is the operator's explicit
+    // choice, and said so, since /status names every endpoint.
+    if addr.ip().is_loopback() {
+        info!("metrics and status on http://{addr}/metrics and /status");
+    } else {
+        warn!(
+            "metrics and status on http://{addr}/metrics and /status: a non-loopback \
+             address, readable by anyone who can reach it"
+        );
+    }
     tokio::spawn(accept_loop(listener, routes));
     Ok(())
 }

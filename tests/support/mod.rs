@@ -71,6 +71,7 @@ pub struct RedisServer {
     pub port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    opts: ServerOpts,
 }
 
 #[derive(Clone, Default)]
@@ -111,30 +112,59 @@ impl RedisServer {
                 .prefix("tandem-redis-")
                 .tempdir()
                 .expect("temp dir");
-            let binary = opts.binary.clone().unwrap_or_else(server_binary);
-            let mut cmd = Command::new(&binary);
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .args(["--logfile", "redis.log", "--daemonize", "no"])
-                .args(["--protected-mode", "no"]);
-            if opts.cluster {
-                cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
-                cmd.args(["--cluster-config-file", "nodes.conf"]);
-            }
-            cmd.args(&opts.extra);
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
-            let mut server = RedisServer { port, child, dir };
+            let child = Self::spawn(port, dir.path(), &opts);
+            let mut server = RedisServer {
+                port,
+                child,
+                dir,
+                opts: opts.clone(),
+            };
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;
             }
             last_log = server.log_tail(20);
         }
         panic!("redis-server did not start in 5 attempts; last log:\n{last_log}");
+    }
+
+    fn spawn(port: u16, dir: &Path, opts: &ServerOpts) -> Child {
+        let binary = opts.binary.clone().unwrap_or_else(server_binary);
+        let mut cmd = Command::new(&binary);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--logfile", "redis.log", "--daemonize", "no"])
+            .args(["--protected-mode", "no"]);
+        if opts.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
+            cmd.args(["--cluster-config-file", "nodes.conf"]);
+        }
+        cmd.args(&opts.extra);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"))
+    }
+
+    /// SIGKILL the server and start it again on the same port and directory (with
+    /// `--appendonly yes` among its options it comes back with what it persisted).
+    pub fn restart(&mut self) {
+        self.kill();
+        let limit = Duration::from_secs(10);
+        let start = Instant::now();
+        loop {
+            self.child = Self::spawn(self.port, self.dir.path(), &self.opts);
+            if self.wait_ready(limit) {
+                return;
+            }
+            // The port may linger for a moment after the kill.
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "redis-server :{} did not restart:\n{}",
+                self.port,
+                self.log_tail(20)
+            );
+        }
     }
 
     fn wait_ready(&mut self, limit: Duration) -> bool {
@@ -432,8 +462,10 @@ pub fn frame_to_string(f: &OwnedFrame) -> String {
 }
 
 pub mod data;
+pub mod faultproxy;
 pub mod http;
 pub mod kafka;
+pub mod load;
 pub mod mongo;
 pub mod mongo_data;
 pub mod proc;

@@ -16,6 +16,11 @@ pub struct Tandem {
 impl Tandem {
     /// Start `tandem <args>`; logs go to a file printed if the test fails.
     pub fn start(args: &[&str]) -> Tandem {
+        Self::start_env(args, &[])
+    }
+
+    /// `start` with these environment variables set (passwords, say).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Tandem {
         let dir = tempfile::Builder::new()
             .prefix("tandem-run-")
             .tempdir()
@@ -36,6 +41,7 @@ impl Tandem {
                 "TANDEM_LOG",
                 std::env::var("TANDEM_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

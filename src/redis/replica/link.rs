@@ -138,6 +138,10 @@ async fn connection(
             transfer,
         } => {
             info!(source = %endpoint, %replid, offset, "full resync");
+            // The consumer now holds part of a new RDB, not the old position: a cut
+            // during the transfer must ask for a full resync again, never continue
+            // the old history under a half-loaded RDB.
+            state.resume = None;
             // Before the record: the engine resets its counts when it reads it.
             let size = match transfer {
                 Transfer::Sized(n) => Some(n),

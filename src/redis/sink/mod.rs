@@ -98,6 +98,18 @@ pub enum SinkError {
         key: String,
         detail: String,
     },
+    /// After a reconnect the target holds less than it had confirmed (it restarted
+    /// without persisting them): resending the batches in flight would leave a hole.
+    #[error(
+        "{endpoint}: the target lost writes it had confirmed: its checkpoint went back \
+         from {had} to {now} (restarted without persistence?); restart tandem to resume \
+         from the checkpoint the target holds"
+    )]
+    TargetWentBack {
+        endpoint: String,
+        had: String,
+        now: String,
+    },
     #[error("{endpoint}: target unavailable for {secs} s, giving up: {last}")]
     GaveUp {
         endpoint: String,

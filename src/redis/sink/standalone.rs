@@ -294,11 +294,36 @@ impl StandaloneSink {
         }
     }
 
+    /// The checkpoint read after a reconnect must be at or after the last one the target
+    /// confirmed: a batch of this run at least as new, or that same checkpoint.
+    fn check_not_behind(&self, held: Option<&TargetCheckpoint>) -> Result<(), Failure> {
+        let Some(had) = self.applied.borrow().clone() else {
+            return Ok(());
+        };
+        let fine = held.is_some_and(|h| {
+            (h.run == self.run && (had.run != self.run || h.seq >= had.seq))
+                || (h.run == had.run && h.seq >= had.seq)
+        });
+        if fine {
+            return Ok(());
+        }
+        Err(Failure::Fatal(SinkError::TargetWentBack {
+            endpoint: self.cfg.target.to_string(),
+            had: had.pos.to_string(),
+            now: held.map_or("none".into(), |h| h.pos.to_string()),
+        }))
+    }
+
     async fn resend(&mut self) -> Result<(), Failure> {
-        self.conn = Conn::connect(&self.cfg.target.with_db(0), self.cfg.timeout).await?;
-        let held = TargetCheckpoint::load(&mut self.conn, &self.cfg.id)
+        let mut conn = Conn::connect(&self.cfg.target.with_db(0), self.cfg.timeout).await?;
+        let held = TargetCheckpoint::load(&mut conn, &self.cfg.id)
             .await
             .map_err(Failure::from_sink)?;
+        // Checked before the new connection is kept: a target that went back must get
+        // no batch at all (not even the final flush after the error), or its checkpoint
+        // would claim what it lost.
+        self.check_not_behind(held.as_ref())?;
+        self.conn = conn;
         if let Some(h) = held.filter(|h| h.run == self.run) {
             while self.in_flight.front().is_some_and(|b| b.ckpt.seq <= h.seq) {
                 let b = self.in_flight.pop_front().unwrap();

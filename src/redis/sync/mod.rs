@@ -63,6 +63,9 @@ pub struct SyncConfig {
     pub window: usize,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    /// Silence on the source link after which it is dropped and reconnected (Redis's
+    /// `repl-timeout`): how long a blackholed link goes unnoticed.
+    pub repl_timeout: Duration,
     /// The source is one master of a cluster: DELs pass the resharding guard
     /// (`migration.rs`). Set by the cluster source, never by users.
     pub cluster_source: bool,
@@ -145,6 +148,7 @@ async fn engine<S: Sink>(
     let start = sink.checkpoint_at_start().cloned();
     let mut link_cfg = LinkConfig::new(cfg.source.clone(), cfg.spool_dir.clone());
     link_cfg.spool_max_bytes = cfg.spool_max_bytes;
+    link_cfg.read_timeout = cfg.repl_timeout;
     link_cfg.lag = status.lag_clock();
     link_cfg.status = status.clone();
     let mut initial_db = 0;
@@ -307,13 +311,24 @@ impl<S: Sink> Engine<'_, S> {
                     self.units.reset();
                     self.status.set_replid(&replid);
                     self.replid = ShortId::from(replid);
-                    let pos = ReplPosition::new(self.replid.clone(), offset);
+                    let mut pos = ReplPosition::new(self.replid.clone(), offset);
                     if self.cfg.mode == Mode::Incr {
                         info!(position = %pos, "incremental only: skipping the RDB");
-                        skip_rdb(link).await?;
+                        pos = skip_rdb(link, pos).await?;
                     } else {
                         self.status.full_sync_started();
-                        self.full_sync(link, pos.clone()).await?;
+                        while let Some(next) = self.full_sync(link, pos.clone()).await? {
+                            warn!(
+                                old = %pos, new = %next,
+                                "the source link broke during the RDB transfer: \
+                                 the full sync starts over"
+                            );
+                            pos = next;
+                        }
+                    }
+                    if pos.replid != self.replid {
+                        self.status.set_replid(&pos.replid);
+                        self.replid = pos.replid.clone();
                     }
                     self.db = 0;
                     // The RDB is applied: this position is now what the target holds.
@@ -406,11 +421,15 @@ impl<S: Sink> Engine<'_, S> {
         Ok(())
     }
 
+    /// Load the RDB that follows a `FullSync` at `pos`. A link that reconnects during
+    /// the transfer gets a new full resync: the partial load is abandoned (what it
+    /// wrote is overwritten by the new RDB's `RESTORE … REPLACE`s) and the new
+    /// position is returned, to load again.
     async fn full_sync(
         &mut self,
         link: &mut replica::ReplicaLink,
         pos: ReplPosition,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<ReplPosition>, SyncError> {
         info!(position = %pos, "full sync: loading the source's RDB into the target");
         let started = std::time::Instant::now();
         let (chunks_tx, chunks) = rdb_feed::rdb_feed();
@@ -438,12 +457,19 @@ impl<S: Sink> Engine<'_, S> {
                         let sent = tokio::task::spawn_blocking(move || sender.send(b)).await;
                         if !matches!(sent, Ok(Ok(()))) {
                             // The loader stopped early; its error explains why.
-                            return Ok::<(), SyncError>(());
+                            return Ok::<_, SyncError>(None);
                         }
                     }
                     Some(Event::RdbEnd) => {
                         tx.take();
-                        return Ok(());
+                        return Ok(None);
+                    }
+                    Some(Event::FullSync { replid, offset }) => {
+                        // The parser sees a truncated file and stops; its error is
+                        // expected and dropped below.
+                        tx.take();
+                        let next = ReplPosition::new(ShortId::from(replid), offset);
+                        return Ok(Some(next));
                     }
                     Some(other) => {
                         return Err(SyncError::Full {
@@ -475,12 +501,15 @@ impl<S: Sink> Engine<'_, S> {
             source_ep: self.cfg.source.to_string(),
             detail: format!("loader thread: {e}"),
         })?;
+        let restart = pumped?;
+        applied?;
+        if restart.is_some() {
+            return Ok(restart);
+        }
         let stats = stats.map_err(|e| SyncError::Full {
             source_ep: self.cfg.source.to_string(),
             detail: e.to_string(),
         })?;
-        pumped?;
-        applied?;
         info!(
             keys = stats.keys,
             restored = stats.restored,
@@ -493,14 +522,22 @@ impl<S: Sink> Engine<'_, S> {
             "full sync applied"
         );
         crate::metrics::full_sync_keys(stats.restored + stats.rewritten);
-        Ok(())
+        Ok(None)
     }
 }
 
-async fn skip_rdb(link: &mut replica::ReplicaLink) -> Result<(), SyncError> {
+/// Skip the RDB of a full resync at `pos`; a reconnect during it starts another one,
+/// whose position is the one returned.
+async fn skip_rdb(
+    link: &mut replica::ReplicaLink,
+    mut pos: ReplPosition,
+) -> Result<ReplPosition, SyncError> {
     loop {
         match link.events.next().await? {
-            Some(Event::RdbEnd) => return Ok(()),
+            Some(Event::RdbEnd) => return Ok(pos),
+            Some(Event::FullSync { replid, offset }) => {
+                pos = ReplPosition::new(ShortId::from(replid), offset);
+            }
             Some(_) => {}
             None => return Err(SyncError::LinkEnded),
         }
