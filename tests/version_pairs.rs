@@ -219,3 +219,27 @@ fn a_refused_batch_surfaces_at_once_with_its_command() {
     );
     assert!(!err.contains("pw"), "{err}");
 }
+
+/// Vector sets are a module type of Redis 8 with no command form tandem writes: RESTORE
+/// carries them to another Redis 8.2; a target without them stops the full sync naming
+/// the key and the module, instead of losing the key.
+#[test]
+fn vector_sets_restore_into_redis82_and_stop_clearly_elsewhere() {
+    let s = start_all(&[V::Redis82, V::Redis82, V::Redis70]);
+    let (src, same, older) = (&s[0], &s[1], &s[2]);
+    let mut c = src.client();
+    ok(&mut c, &["VADD", "vs", "VALUES", "3", "1", "2", "3", "e1"]);
+    ok(&mut c, &["VADD", "vs", "VALUES", "3", "1", "2", "4", "e2"]);
+    ok(&mut c, &["VSETATTR", "vs", "e1", "{\"a\":1}"]);
+    let t = Tandem::sync(src, same, &[]);
+    wait_caught_up(src, same, "default", CATCH_UP);
+    let mut d = same.client();
+    assert_eq!(d.cmd_int(&["VCARD", "vs"]), 2, "{}", t.log_text());
+    assert_eq!(d.cmd_text(&["VGETATTR", "vs", "e1"]), "{\"a\":1}");
+    let mut t = Tandem::sync(src, older, &[]);
+    let (err, _) = t.one_error_line(Duration::from_secs(20));
+    assert!(
+        err.contains("key \"vs\": a value of module type vectorset has no command form"),
+        "{err}"
+    );
+}
