@@ -258,3 +258,90 @@ fn a_target_without_the_modules_fails_the_precheck_naming_them() {
         assert!(log.contains(m), "{m}: {log}");
     }
 }
+
+/// Module writes to the same keys on both sides at once: two-way converges on one value
+/// per key (the conflict winner's, copied whole), versions and scores included.
+#[test]
+fn twoway_tair_with_contested_module_keys_converges() {
+    let s = start_all(&[("7.0", true), ("7.0", true)]);
+    let (a, b) = (&s[0], &s[1]);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = log.path().to_string_lossy().into_owned();
+    let t = Tandem::start(&[
+        "redis",
+        "twoway",
+        "--a",
+        &a.url(),
+        "--b",
+        &b.url(),
+        "--conflict-log",
+        &log_path,
+    ]);
+    wait_until("both links attached", Duration::from_secs(30), || {
+        support::proc::checkpoint(b, "default:a2b").is_some_and(|(s, _)| s == "incr")
+            && support::proc::checkpoint(a, "default:b2a").is_some_and(|(s, _)| s == "incr")
+    });
+    let writers: Vec<_> = [(a.port, 1u64), (b.port, 2u64)]
+        .into_iter()
+        .map(|(port, seed)| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port).unwrap();
+                let mut r = support::data::Lcg(seed);
+                for i in 0..600 {
+                    let k = r.below(8);
+                    let v = format!("{seed}-{i}");
+                    let args: Vec<String> = match i % 3 {
+                        0 => vec![
+                            "EXHSET".into(),
+                            format!("th:{k}"),
+                            format!("f{}", r.below(3)),
+                            v,
+                        ],
+                        1 => vec![
+                            "EXSET".into(),
+                            format!("ts:{k}"),
+                            v,
+                            "FLAGS".into(),
+                            seed.to_string(),
+                        ],
+                        _ => vec![
+                            "EXZADD".into(),
+                            format!("tz:{k}"),
+                            format!("{}#{seed}", r.below(100)),
+                            v,
+                        ],
+                    };
+                    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+                    ok(&mut c, &args);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut last = String::new();
+    let converged = (0..500).any(|_| {
+        let (x, y) = (read_tair(a, 0), read_tair(b, 0));
+        let same = x.len() == y.len()
+            && x.iter()
+                .zip(&y)
+                .all(|((ka, (la, _)), (kb, (lb, _)))| ka == kb && la == lb);
+        if !same {
+            last = format!("{} keys vs {}", x.len(), y.len());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        same
+    });
+    assert!(
+        converged,
+        "sides differ after the writers stopped ({last})\n{}",
+        t.log_text()
+    );
+    assert_same_tair(a, b, "two-way");
+    let conflicts = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        conflicts.lines().count() > 0,
+        "the workload contested no key"
+    );
+}
