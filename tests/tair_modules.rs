@@ -107,6 +107,11 @@ fn live_tair(c: &mut Client, far_ms: u64) {
     ok(c, &["EXZINCRBY", "tz:1", "1#0#0", "a"]);
     ok(c, &["EXZREM", "tz:1", "b"]);
     ok(c, &["EXZADD", "tz:live", "2.5", "m"]);
+    // Propagated without its timeout (the module's bug): applied as the pop it was.
+    ok(c, &["EXZADD", "{z}a", "1", "m1", "2", "m2"]);
+    ok(c, &["EXZADD", "{z}b", "3", "m3"]);
+    ok(c, &["EXBZPOPMIN", "{z}a", "1"]);
+    ok(c, &["EXZUNIONSTORE", "{z}u", "2", "{z}a", "{z}b"]);
 }
 
 fn text(f: Frame) -> String {

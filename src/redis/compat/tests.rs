@@ -166,3 +166,13 @@ fn nothing_is_watched_when_the_target_is_unknown() {
     assert!(!c.watches(resolve(&argv("HSETEX h FIELDS 1 a 1")).unwrap()));
     assert!(c.has("VADD"));
 }
+
+#[test]
+fn tair_blocking_pops_propagated_without_timeout_become_plain_pops() {
+    let tair = [("exzpopmin", -2), ("exzpopmax", -2), ("exbzpopmin", -1)];
+    let c = caps("redis_version:7.0.15\r\n", &tair, REDIS62);
+    assert_eq!(tr(&c, "EXBZPOPMIN z").unwrap(), ["EXZPOPMIN z"]);
+    assert_eq!(tr(&c, "EXBZPOPMAX z").unwrap(), ["EXZPOPMAX z"]);
+    let e = tr(&redis70(), "EXBZPOPMIN z").unwrap_err();
+    assert!(e.contains("has no EXZPOPMIN command"), "{e}");
+}

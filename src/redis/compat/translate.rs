@@ -67,6 +67,19 @@ pub(super) fn translate(
     };
     let container = spec.name.split(' ').next().unwrap_or(spec.name);
     let no_field_ttls = || refuse("has no hash field TTLs (Redis 7.4+, Valkey 9+)".into());
+    // `EXBZPOPMIN key` is what the source did when it served the pop from `key`: one
+    // member popped, which EXZPOPMIN does without blocking.
+    if matches!(spec.name, "EXBZPOPMIN" | "EXBZPOPMAX") && argv.len() == 2 {
+        let pop = if spec.name == "EXBZPOPMIN" {
+            "EXZPOPMIN"
+        } else {
+            "EXZPOPMAX"
+        };
+        if !caps.has(pop) {
+            return Err(refuse(format!("has no {pop} command (TairZset)")));
+        }
+        return Ok(Translated::Same(vec![b(pop), argv[1].clone()]));
+    }
     if !caps.has(container) {
         return match spec.name {
             "HSETEX" => hsetex(caps, &argv).map_err(|r| r.map_or_else(&no_field_ttls, &refuse)),
@@ -117,6 +130,7 @@ pub(super) fn translate(
         },
         "HSETEX" => hsetex(caps, &argv).map_err(|r| r.map_or_else(&no_field_ttls, &refuse)),
         "HGETEX" => Err(no_field_ttls()),
+
         _ => Ok(Translated::Same(argv)),
     }
 }
