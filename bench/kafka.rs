@@ -3,7 +3,8 @@
 //! Messages/s and MB/s into the broker: tandem's full copy of N documents from secantus
 //! into a topic (Canal JSON, lz4, acks=all, one Kafka transaction per 5000 messages),
 //! beside a plain rdkafka producer (idempotent, acks=all, lz4, no transactions) sending
-//! the very messages tandem wrote, read back from the topic, in the same run. tandem's
+//! the very messages tandem wrote, read back from the topic, in the same run, and beside
+//! the source's own rate for the copy's read (a plain `find` in `_id` order). tandem's
 //! CPU time per 10k messages and peak RSS come from /usr/bin/time. Needs
 //! scripts/servers.sh (TANDEM_SECANTUSD, TANDEM_NOIDA in the environment).
 
@@ -107,6 +108,25 @@ async fn main() {
         .unwrap();
     }
     eprintln!("seeded {docs} documents");
+
+    // The source's own rate for the copy's read (in `_id` order, 1000 per batch): the
+    // copy cannot be faster than this, whatever the producer does.
+    let raw = c
+        .database("bench")
+        .collection::<mongodb::bson::RawDocumentBuf>("o");
+    let r0 = Instant::now();
+    let mut cur = raw
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .batch_size(1000)
+        .await
+        .unwrap();
+    let mut read = 0i64;
+    while cur.advance().await.unwrap() {
+        read += 1;
+    }
+    assert_eq!(read, docs);
+    let r_secs = r0.elapsed().as_secs_f64();
 
     // tandem: the copy, under /usr/bin/time for CPU and peak RSS.
     let t0 = Instant::now();
@@ -215,8 +235,16 @@ async fn main() {
         n / b_secs,
         mb / b_secs
     );
+    println!(
+        "| source read alone (find in _id order, 1000 per batch) | {:.0} | | {r_secs:.2} |",
+        n / r_secs
+    );
     println!();
     println!("ratio tandem / plain: {:.0}%", 100.0 * b_secs / t_secs);
+    println!(
+        "ratio tandem / the slower of plain producer and source read: {:.0}%",
+        100.0 * b_secs.max(r_secs) / t_secs
+    );
     println!(
         "tandem CPU (user+sys) per 10k messages: {:.3} s; peak RSS {:.0} MB",
         cpu / n * 1e4,

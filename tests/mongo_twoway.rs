@@ -364,6 +364,29 @@ async fn oplog_mode_both_ways_without_echoes() {
         ob.iter().filter(|d| d.get_str("side") == Ok("b")).count(),
         25
     );
+    // A handoff is no conflict: B writes a document after A's write of it arrived, as
+    // B's link knows from the echo of the A→B checkpoint (in secantus's update shape).
+    let no_conflict = |t: &Tandem| {
+        let log = t.log_text();
+        assert!(!log.contains("conflict: document written"), "{log}");
+    };
+    no_conflict(&t);
+    a.database("tw")
+        .collection::<Document>("oh")
+        .insert_one(doc! {"_id": 1, "v": "a"})
+        .await
+        .unwrap();
+    both_ways(&a, &b).await;
+    // A replacement: secantus logs updates in a shape of its own, which mongod never
+    // writes and tandem does not apply.
+    b.database("tw")
+        .collection::<Document>("oh")
+        .replace_one(doc! {"_id": 1}, doc! {"v": "b"})
+        .await
+        .unwrap();
+    both_ways(&a, &b).await;
+    assert_eq!(dump_docs(&a, "tw", "oh").await, [doc! {"_id": 1, "v": "b"}]);
+    no_conflict(&t);
     assert_quiet(&a, &b).await;
     assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
 }

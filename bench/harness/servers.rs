@@ -152,7 +152,6 @@ pub fn signal(pid: u32, sig: &str) -> Res<()> {
     Ok(())
 }
 
-/// Peak resident set size (VmHWM) of a live process, in bytes.
 /// CPU seconds (user + system) `pid` has used so far.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -163,6 +162,7 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Peak resident set size (VmHWM) of a live process, in bytes.
 pub fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status

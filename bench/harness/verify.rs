@@ -3,10 +3,10 @@
 //! checking a copy should cost no more than making it).
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::attach::{Kind, attach, tandem_sync_missing};
-use super::servers::Redis;
+use super::servers::{Redis, peak_rss};
 use super::{Config, Outcome, Res, Row};
 
 pub fn verify_row(cfg: &Config, source: &Redis, keys: u64) -> Row {
@@ -40,24 +40,38 @@ fn measure(cfg: &Config, source: &Redis, keys: u64, row: &mut Row) -> Res<()> {
     push(&mut row.baseline, t0.elapsed().as_secs_f64());
     let url = |r: &Redis| format!("redis://127.0.0.1:{}", r.port);
     for run in 0..cfg.runs {
+        let dir = tempfile::tempdir()?;
+        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
         let t = Instant::now();
-        let out = Command::new(&cfg.tandem_bin)
+        let mut child = Command::new(&cfg.tandem_bin)
             .args(["redis", "verify", "--source", &url(source), "--target"])
             .arg(url(&a.target))
             .env("TANDEM_LOG", "warn")
-            .output()?;
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
+            .spawn()?;
+        // VmHWM is gone with the process: the last look before it exits is the peak.
+        let mut rss = None;
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            rss = peak_rss(child.id()).or(rss);
+            std::thread::sleep(Duration::from_millis(5));
+        };
         let secs = t.elapsed().as_secs_f64();
-        if !out.status.success() {
+        if !status.success() {
             return Err(format!(
                 "verify exited {:?}: {}{}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                status.code(),
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
             )
             .into());
         }
         eprintln!("[bench]   verify run {run}: {secs:.3} s");
         push(&mut row.tandem, secs);
+        row.tandem_rss.extend(rss);
     }
     Ok(())
 }

@@ -4,6 +4,9 @@
 //! Resumable without duplicates: every transaction also commits how far the copy got
 //! (the collections done, and the last `_id` of the one in progress), so a restart
 //! goes on after that `_id`. Reading in `_id` order is what makes one `_id` enough.
+//! A reader task per collection reads ahead of the producer (`READ_AHEAD` batches),
+//! so the source is read while the previous batch is produced and committed.
+//!
 //! The changes made while the copy runs follow it from the position taken before it
 //! began (a document changed meanwhile may show up in its copied state and again in
 //! the changes: that is the order of events, not a duplicate of one).
@@ -15,6 +18,7 @@ use super::sink::Sink;
 use super::state::State;
 use super::{Emitter, KafkaConfig};
 use crate::core::shutdown::Shutdown;
+use crate::mongo::endpoint::MongoEndpoint;
 use crate::mongo::error::{MongoError, Result};
 use crate::mongo::event::Op;
 use crate::mongo::ns::Namespace;
@@ -47,33 +51,14 @@ pub(super) async fn copy(
             Some((n, id)) if *n == name => Some(id.clone()),
             _ => None,
         };
-        let coll = cfg
-            .source
-            .client
-            .database(&ns.db)
-            .collection::<Document>(&ns.coll);
+        // The next documents are read while these are produced and committed: the copy
+        // runs at the slower of the two rates, not at their sum.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let reader = tokio::spawn(read(cfg.source.clone(), ns.clone(), after, tx));
+        let _stop_reader = crate::mongo::sync::AbortOnDrop(reader);
         let mut copied = 0u64;
-        for filter in scans_after(after.as_ref()) {
-            let mut cur = coll
-                .find(filter)
-                .sort(doc! {"_id": 1})
-                .batch_size(1000)
-                .await
-                .map_err(|e| cfg.source.err(format!("reading {ns}"), &e))?;
-            while cur
-                .advance()
-                .await
-                .map_err(|e| cfg.source.err(format!("reading {ns}"), &e))?
-            {
-                let d: Document = cur
-                    .deserialize_current()
-                    .map_err(|e| cfg.source.err(format!("reading {ns}"), &e))?;
-                let Some(id) = d.get("_id").cloned() else {
-                    return Err(MongoError::fatal(
-                        format!("{}: {ns}", cfg.source.name()),
-                        "holds a document without _id, which the copy cannot order",
-                    ));
-                };
+        while let Some(docs) = rx.recv().await {
+            for (d, id) in docs? {
                 let now = super::now_ms();
                 let meta = Meta {
                     id: 0,
@@ -113,6 +98,64 @@ pub(super) async fn copy(
     st.full_sync_keys(pending as u64);
     tracing::info!("copy done; changes follow from {}", state.pos);
     Ok(true)
+}
+
+/// Batches of documents read ahead of the producer, each of `READ_BATCH`.
+const READ_AHEAD: usize = 4;
+const READ_BATCH: usize = 1000;
+
+type Batch = Result<Vec<(Document, Bson)>>;
+
+/// Reads `ns` in `_id` order after `after` into `tx`, in batches, with each document's
+/// `_id`; ends when done or when the receiver is gone (shutdown, an error).
+async fn read(
+    source: MongoEndpoint,
+    ns: Namespace,
+    after: Option<Bson>,
+    tx: tokio::sync::mpsc::Sender<Batch>,
+) {
+    if let Err(e) = scan(&source, &ns, after, &tx).await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+async fn scan(
+    source: &MongoEndpoint,
+    ns: &Namespace,
+    after: Option<Bson>,
+    tx: &tokio::sync::mpsc::Sender<Batch>,
+) -> Result<()> {
+    let coll = source
+        .client
+        .database(&ns.db)
+        .collection::<Document>(&ns.coll);
+    let failed = |e: &mongodb::error::Error| source.err(format!("reading {ns}"), e);
+    for filter in scans_after(after.as_ref()) {
+        let mut cur = coll
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .batch_size(READ_BATCH as u32)
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut batch = Vec::with_capacity(READ_BATCH);
+        while cur.advance().await.map_err(|e| failed(&e))? {
+            let d: Document = cur.deserialize_current().map_err(|e| failed(&e))?;
+            let Some(id) = d.get("_id").cloned() else {
+                return Err(MongoError::fatal(
+                    format!("{}: {ns}", source.name()),
+                    "holds a document without _id, which the copy cannot order",
+                ));
+            };
+            batch.push((d, id));
+            if batch.len() >= READ_BATCH && tx.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// The replicated collections (not views), in a stable order.

@@ -244,9 +244,10 @@ fn reverse_position(op: &Op, reverse: &str) -> Option<u64> {
         Op::Update { change, .. } => match change {
             Change::Description(d) => d.get_document("updatedFields").ok().and_then(ts),
             Change::Modifiers(m) => m.get_document("$set").ok().and_then(ts),
+            // mongod's diff tree (`u`, `i`), or secantus's flat `updatedFields`.
             Change::Diff(d) => {
                 let diff = d.get_document("diff").ok()?;
-                ["u", "i"]
+                ["u", "i", "updatedFields"]
                     .iter()
                     .find_map(|k| diff.get_document(k).ok().and_then(ts))
             }
@@ -300,6 +301,14 @@ mod tests {
                 ns: ckpt_ns(),
                 id: id.clone(),
                 change: Change::Diff(doc! {"$v": 2, "diff": {"u": {"ts": t}}}),
+            },
+            // secantus's oplog update (../shared/research/secantus.md, item 3).
+            Op::Update {
+                ns: ckpt_ns(),
+                id: id.clone(),
+                change: Change::Diff(doc! {"$v": 2, "diff": {
+                    "updatedFields": {"ts": t}, "removedFields": [], "truncatedArrays": []
+                }}),
             },
         ];
         for op in &shapes {

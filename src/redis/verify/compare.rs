@@ -94,15 +94,60 @@ pub async fn batch(
             diffs.push(diff(key, DiffKind::Value, types::value_detail(&a, &b)));
         }
     }
-    for (key, kind, len) in &content {
-        if kind == "string" && *len <= WHOLE_STRING {
-            continue;
+    // Small collections: read whole, in pipelines, on both sides at once. Only a key
+    // that differs is read again element by element, for the detail of the difference.
+    let (whole, rest): (Vec<_>, Vec<_>) = content
+        .iter()
+        .filter(|(_, k, n)| !(k == "string" && *n <= WHOLE_STRING))
+        .partition(|(_, k, n)| types::whole_read(k, *n, ctx).is_some());
+    let mut recheck: Vec<&(Bytes, String, i64)> = Vec::new();
+    for part in pipelines(&whole) {
+        let reads = || -> Vec<Cmd> {
+            part.iter()
+                .filter_map(|(k, kind, n)| {
+                    let (cmd, args) = types::whole_read(kind, *n, ctx)?;
+                    let mut argv: Vec<&[u8]> = vec![cmd, k];
+                    argv.extend_from_slice(args);
+                    Some(Cmd::new(k, &argv))
+                })
+                .collect()
+        };
+        let (sv, dv) = tokio::try_join!(src.by_key(reads()), dst.by_key(reads()))?;
+        for (e, (a, b)) in part.iter().zip(sv.into_iter().zip(dv)) {
+            if !types::same_whole(&e.1, a, b) {
+                recheck.push(e);
+            }
         }
+    }
+    for (key, kind, len) in recheck.into_iter().chain(rest) {
         if let Some((kind, detail)) = types::content(src, dst, key, kind, *len, ctx).await? {
             diffs.push(diff(key, kind, detail));
         }
     }
     Ok(diffs)
+}
+
+/// Elements read whole per pipeline at most, so memory stays bounded by keys of many
+/// small collections too.
+const WHOLE_PIPELINE: i64 = 20_000;
+
+/// `keys` cut into runs of at most `WHOLE_PIPELINE` elements.
+fn pipelines<'a>(keys: &[&'a (Bytes, String, i64)]) -> Vec<Vec<&'a (Bytes, String, i64)>> {
+    let mut out = Vec::new();
+    let mut part: Vec<&(Bytes, String, i64)> = Vec::new();
+    let mut held = 0;
+    for k in keys {
+        if held + k.2 > WHOLE_PIPELINE && !part.is_empty() {
+            out.push(std::mem::take(&mut part));
+            held = 0;
+        }
+        held += k.2;
+        part.push(*k);
+    }
+    if !part.is_empty() {
+        out.push(part);
+    }
+    out
 }
 
 /// TYPE and expiry of each key on one side.
@@ -195,7 +240,26 @@ async fn lengths(
 
 #[cfg(test)]
 mod tests {
-    use super::ttl_diff;
+    use super::{Bytes, pipelines, ttl_diff};
+
+    #[test]
+    fn whole_reads_are_cut_by_elements() {
+        let keys: Vec<(Bytes, String, i64)> = [8000, 8000, 8000, 30_000, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Bytes::from(format!("k{i}")), "list".to_string(), *n))
+            .collect();
+        let refs: Vec<&(Bytes, String, i64)> = keys.iter().collect();
+        let sizes: Vec<Vec<i64>> = pipelines(&refs)
+            .iter()
+            .map(|p| p.iter().map(|k| k.2).collect())
+            .collect();
+        // A key over the budget goes alone.
+        assert_eq!(
+            sizes,
+            vec![vec![8000, 8000], vec![8000], vec![30_000], vec![1]]
+        );
+    }
 
     #[test]
     fn expiries_match_within_the_tolerance_only() {

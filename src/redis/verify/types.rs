@@ -92,6 +92,72 @@ async fn list(src: &mut Side, dst: &mut Side, key: &Bytes, len: i64) -> Result<F
     Ok(None)
 }
 
+/// Collections up to this many elements are read whole in a pipeline with other keys
+/// (`compare::batch`); larger ones in chunks, key by key.
+const WHOLE: i64 = 256;
+
+/// The command that reads a small collection whole, as (command, arguments after the
+/// key), if `kind` has one and the key is small. Hashes with field TTLs to compare take
+/// the chunked path, which reads those too.
+pub fn whole_read(
+    kind: &str,
+    len: i64,
+    ctx: &Ctx,
+) -> Option<(&'static [u8], &'static [&'static [u8]])> {
+    if len > WHOLE {
+        return None;
+    }
+    Some(match kind {
+        "list" => (b"LRANGE", &[b"0", b"-1"]),
+        "hash" if !ctx.field_ttls => (b"HGETALL", &[]),
+        "set" => (b"SMEMBERS", &[]),
+        "zset" => (b"ZRANGE", &[b"0", b"-1", b"WITHSCORES"]),
+        _ => return None,
+    })
+}
+
+/// Whether two whole reads hold the same content: lists in order; hashes, sets and
+/// sorted sets as the same elements in any order (servers order them by encoding).
+/// A reply that is not an array is never the same, so the chunked path explains it.
+pub fn same_whole(kind: &str, a: Frame, b: Frame) -> bool {
+    let (Frame::Array(mut a), Frame::Array(mut b)) = (a, b) else {
+        return false;
+    };
+    if a.len() != b.len() {
+        return false;
+    }
+    let pairs = |v: Vec<Frame>| -> Vec<(Frame, Frame)> {
+        let mut it = v.into_iter();
+        let mut out = Vec::new();
+        while let (Some(x), Some(y)) = (it.next(), it.next()) {
+            out.push((x, y));
+        }
+        out
+    };
+    let order = |x: &Frame, y: &Frame| bulk(x).cmp(&bulk(y));
+    match kind {
+        "list" => a == b,
+        "set" => {
+            a.sort_by(order);
+            b.sort_by(order);
+            a == b
+        }
+        "hash" | "zset" => {
+            let (mut a, mut b) = (pairs(a), pairs(b));
+            a.sort_by(|p, q| order(&p.0, &q.0));
+            b.sort_by(|p, q| order(&p.0, &q.0));
+            // Scores as the exact doubles they print ("1" and "1.0" are one score).
+            let same = |x: &Frame, y: &Frame| {
+                x == y || (kind == "zset" && score(x).is_some() && score(x) == score(y))
+            };
+            a.iter()
+                .zip(&b)
+                .all(|(p, q)| p.0 == q.0 && same(&p.1, &q.1))
+        }
+        _ => false,
+    }
+}
+
 /// One page of `<scan> key cursor COUNT n` on the source: (next cursor, flat items).
 async fn scan_page(
     src: &mut Side,
@@ -309,4 +375,61 @@ pub fn short(f: &Frame) -> String {
 
 pub fn value_detail(a: &Frame, b: &Frame) -> String {
     format!("source {}, target {}", show(a), show(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arr(items: &[&str]) -> Frame {
+        Frame::Array(
+            items
+                .iter()
+                .map(|s| Frame::BulkString(Bytes::copy_from_slice(s.as_bytes())))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn whole_reads_compare_content_not_order_except_for_lists() {
+        assert!(same_whole("list", arr(&["a", "b"]), arr(&["a", "b"])));
+        assert!(!same_whole("list", arr(&["a", "b"]), arr(&["b", "a"])));
+        assert!(same_whole("set", arr(&["a", "b"]), arr(&["b", "a"])));
+        assert!(!same_whole("set", arr(&["a", "b"]), arr(&["a", "c"])));
+        assert!(same_whole(
+            "hash",
+            arr(&["f", "1", "g", "2"]),
+            arr(&["g", "2", "f", "1"])
+        ));
+        assert!(!same_whole(
+            "hash",
+            arr(&["f", "1", "g", "2"]),
+            arr(&["f", "2", "g", "1"])
+        ));
+        // One score printed two ways; a score one ulp apart is another score.
+        assert!(same_whole("zset", arr(&["m", "1"]), arr(&["m", "1.0"])));
+        assert!(!same_whole(
+            "zset",
+            arr(&["m", "0.1"]),
+            arr(&["m", "0.10000000000000002"])
+        ));
+        assert!(!same_whole("set", arr(&["a"]), arr(&["a", "a"])));
+        assert!(!same_whole("list", Frame::Null, arr(&[])));
+        assert!(!same_whole("stream", arr(&[]), arr(&[])));
+    }
+
+    #[test]
+    fn only_small_collections_are_read_whole() {
+        let ctx = |field_ttls| Ctx {
+            mode: super::super::VerifyMode::Full,
+            ttl_tolerance_ms: 0,
+            field_ttls,
+        };
+        assert!(whole_read("list", WHOLE, &ctx(false)).is_some());
+        assert!(whole_read("list", WHOLE + 1, &ctx(false)).is_none());
+        assert!(whole_read("hash", 3, &ctx(false)).is_some());
+        assert!(whole_read("hash", 3, &ctx(true)).is_none());
+        assert!(whole_read("stream", 3, &ctx(false)).is_none());
+        assert!(whole_read("string", 3, &ctx(false)).is_none());
+    }
 }
