@@ -236,6 +236,15 @@ fn vector_sets_restore_into_redis82_and_stop_clearly_elsewhere() {
     let mut d = same.client();
     assert_eq!(d.cmd_int(&["VCARD", "vs"]), 2, "{}", t.log_text());
     assert_eq!(d.cmd_text(&["VGETATTR", "vs", "e1"]), "{\"a\":1}");
+    // Live vector set writes travel as themselves.
+    ok(&mut c, &["VADD", "vs", "VALUES", "3", "0", "0", "1", "e3"]);
+    ok(&mut c, &["VREM", "vs", "e2"]);
+    ok(&mut c, &["VSETATTR", "vs", "e3", "{\"b\":2}"]);
+    wait_caught_up(src, same, "default", CATCH_UP);
+    let members = |s: &RedisServer| s.client().cmd(&["VSIM", "vs", "ELE", "e1", "WITHSCORES"]);
+    assert_eq!(members(src), members(same));
+    assert_eq!(d.cmd_text(&["VGETATTR", "vs", "e3"]), "{\"b\":2}");
+    assert_eq!(d.cmd_int(&["VCARD", "vs"]), 2);
     let mut t = Tandem::sync(src, older, &[]);
     let (err, _) = t.one_error_line(Duration::from_secs(20));
     assert!(

@@ -118,6 +118,11 @@ fn redis82_stream_deletions_become_xack_and_xdel_when_references_stay() {
             .contains("BITOP DIFF")
     );
     assert_eq!(tr(&c, "BITOP AND d a b").unwrap(), ["BITOP AND d a b"]);
+    let e = tr(&c, "VADD vs VALUES 1 1 e").unwrap_err();
+    assert!(
+        e.contains("has no VADD command") && e.contains("of key \"vs\""),
+        "{e}"
+    );
     assert_eq!(tr(&c, "SET s w IFEQ v").unwrap(), ["SET s w"]);
     assert_eq!(
         tr(&c, "SET s w PXAT 100 IFEQ v").unwrap(),
