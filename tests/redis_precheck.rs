@@ -81,6 +81,7 @@ fn warns_on_an_evicting_target_and_reports_every_item_as_json() {
         ("target-keys", "warn"),
         ("backlog", "pass"),
         ("modules", "pass"),
+        ("field_ttls", "pass"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))

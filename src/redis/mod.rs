@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod command;
+pub mod compat;
 pub mod conn;
 pub mod filter;
 pub mod precheck;

@@ -365,9 +365,14 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(masters: usize, replicas: usize) -> Cluster {
+        Self::start_with(masters, replicas, ServerOpts::default())
+    }
+
+    /// `start` with every node run with `opts` (modules, another binary).
+    pub fn start_with(masters: usize, replicas: usize, opts: ServerOpts) -> Cluster {
         let opts = ServerOpts {
             cluster: true,
-            ..Default::default()
+            ..opts
         };
         let ms: Vec<RedisServer> = (0..masters)
             .map(|_| RedisServer::start_with(opts.clone()))

@@ -31,6 +31,7 @@ mod set;
 mod stream;
 mod string;
 mod tair;
+mod vector;
 mod zset;
 
 pub use keyspace::target_db;
@@ -51,6 +52,7 @@ pub enum Family {
     HyperLogLog,
     Geo,
     Tair,
+    Vector,
 }
 
 /// A set of command properties; combine with `|`.
@@ -316,6 +318,7 @@ fn families() -> impl Iterator<Item = &'static CommandSpec> {
         hyperloglog::COMMANDS,
         geo::COMMANDS,
         tair::COMMANDS,
+        vector::COMMANDS,
     ]
     .into_iter()
     .flatten()

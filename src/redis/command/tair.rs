@@ -1,11 +1,17 @@
 //! Tair module writes (TairString, TairHash, TairZset), passed through verbatim. Every
 //! one takes its only key first. Arities are minimums, kept loose on purpose: the
-//! module validates its own syntax, tandem only needs the key.
+//! module validates its own syntax, tandem only needs the key. The *STORE forms take
+//! their keys as ZUNIONSTORE does.
 
-use super::{CommandSpec, Family, Flags, K1};
+use super::zset::STORE;
+use super::{CommandSpec, Family, Flags, K1, KeySpec};
 
 const fn w(name: &'static str, arity: i16) -> CommandSpec {
-    CommandSpec::new(name, Family::Tair, arity, Flags::WRITE, K1)
+    wk(name, arity, K1)
+}
+
+const fn wk(name: &'static str, arity: i16, keys: KeySpec) -> CommandSpec {
+    CommandSpec::new(name, Family::Tair, arity, Flags::WRITE, keys)
 }
 
 pub(super) static COMMANDS: &[CommandSpec] = &[
@@ -24,6 +30,8 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     // TairHash.
     w("EXHDEL", -3),
     w("EXHDELREPEAT", -3),
+    w("EXHDELREPL", -3),
+    w("EXHDELWITHVER", -4),
     w("EXHEXPIRE", -4),
     w("EXHEXPIREAT", -4),
     w("EXHINCRBY", -4),
@@ -38,11 +46,17 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     w("EXHSETVER", 4),
     // TairZset.
     w("EXZADD", -4),
+    // Propagated as `EXBZPOPMIN key`, without the timeout (see redis/compat).
+    w("EXBZPOPMAX", -2),
+    w("EXBZPOPMIN", -2),
+    wk("EXZDIFFSTORE", -4, STORE),
     w("EXZINCRBY", 4),
+    wk("EXZINTERSTORE", -4, STORE),
     w("EXZPOPMAX", -2),
     w("EXZPOPMIN", -2),
     w("EXZREM", -3),
     w("EXZREMRANGEBYLEX", 4),
     w("EXZREMRANGEBYRANK", 4),
     w("EXZREMRANGEBYSCORE", 4),
+    wk("EXZUNIONSTORE", -4, STORE),
 ];

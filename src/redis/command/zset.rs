@@ -7,7 +7,7 @@ const fn w(name: &'static str, arity: i16, keys: KeySpec) -> CommandSpec {
 }
 
 /// `ZUNIONSTORE dest numkeys key…`: the destination comes first, as GETKEYS lists it.
-const STORE: KeySpec = KeySpec::NumKeys {
+pub(super) const STORE: KeySpec = KeySpec::NumKeys {
     numkeys_at: 2,
     first_key: 3,
     dest: Some(1),

@@ -52,6 +52,7 @@ pub async fn run(cfg: &PrecheckConfig) -> Report {
     databases(&mut r, cfg, &src, &dst);
     backlog(&mut r, &src);
     modules(&mut r, &mut src, &mut dst).await;
+    field_ttls(&mut r, &src, &mut dst).await;
     r
 }
 
@@ -306,6 +307,43 @@ fn backlog(r: &mut Report, src: &Seen) {
     }
 }
 
+/// Modules Redis 8 loads by itself (vector sets).
+const BUILTIN_MODULES: [&str; 1] = ["vectorset"];
+
+/// Hashes with field TTLs (`subexpiry=` in `INFO keyspace`, Redis 7.4+ and Valkey 9+)
+/// cannot be written to a target without field TTLs.
+async fn field_ttls(r: &mut Report, src: &Seen, dst: &mut Seen) {
+    let hashes: u64 = src
+        .info
+        .lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("subexpiry=")))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum();
+    let has = match dst
+        .conn
+        .request(&[b"COMMAND", b"INFO", b"HPEXPIREAT"])
+        .await
+    {
+        Ok(Frame::Array(v)) => v.first().is_some_and(|e| matches!(e, Frame::Array(_))),
+        _ => return,
+    };
+    let target = version(&dst.info);
+    match (hashes, has) {
+        (_, true) => r.pass("field_ttls", format!("{target} has hash field TTLs")),
+        // A field TTL set later stops the sync naming its command and key.
+        (0, false) => r.pass(
+            "field_ttls",
+            format!("no source hash has field TTLs ({target} has none)"),
+        ),
+        (n, false) => r.fail(
+            "field_ttls",
+            format!("the source has {n} hashes with field TTLs; {target} has no hash field TTLs"),
+            "use a target with field TTLs (Redis 7.4+, Valkey 9+), or remove the field TTLs (HPERSIST)",
+        ),
+    }
+}
+
 fn module_names(f: Frame) -> Vec<String> {
     let Frame::Array(mods) = f else {
         return Vec::new();
@@ -335,10 +373,19 @@ async fn modules(r: &mut Report, src: &mut Seen, dst: &mut Seen) {
     let have = module_names(t);
     // Valkey 9 lists its built-in scripting engine (`lua`) as a module: it holds no
     // key values, and every target runs Lua scripts itself.
-    let missing: Vec<String> = module_names(s)
+    let (builtin, missing): (Vec<String>, Vec<String>) = module_names(s)
         .into_iter()
         .filter(|m| !have.contains(m) && m != "lua")
-        .collect();
+        .partition(|m| BUILTIN_MODULES.contains(&m.as_str()));
+    if !builtin.is_empty() {
+        // Loaded on every Redis 8 whether used or not: only a key of its type (which
+        // stops the sync naming the key) needs it on the target.
+        r.warn(
+            "modules.builtin",
+            format!("the target lacks the source's built-in modules {builtin:?}: a key of their types stops the sync"),
+            "keep such keys off the source, or use a target that has them (Redis 8+)",
+        );
+    }
     if missing.is_empty() {
         r.pass(
             "modules",

@@ -73,7 +73,8 @@ pub fn load(
 ) -> Result<LoadStats, LoadError> {
     let mut p = RdbParser::new(std::io::BufReader::with_capacity(256 * 1024, input))?;
     let version = p.version();
-    let restore = !opts.rewrite_only && opts.target_rdb.is_some_and(|t| t.accepts(version));
+    let accepted = opts.target_rdb.is_some_and(|t| t.accepts(version));
+    let restore = !opts.rewrite_only && accepted;
     let now_ms = crate::core::wall_ms() as i64;
     let mut stats = LoadStats {
         rdb_version: version,
@@ -132,6 +133,16 @@ pub fn load(
                 let mut cmds = KeyCommands::new(&k, CommandOptions::default());
                 while let Some(batch) = cmds.next_batch(&mut p)? {
                     for c in batch {
+                        // A module value with no command form travels as RESTORE, which
+                        // this target cannot read: stop rather than lose the key.
+                        if c.first().is_some_and(|n| n == b"RESTORE") && !accepted {
+                            return Err(LoadError::Unrestorable {
+                                key: String::from_utf8_lossy(&k.key[..k.key.len().min(200)])
+                                    .into_owned(),
+                                module: c.get(3).map_or("?".into(), |p| payload_module(p)),
+                                version,
+                            });
+                        }
                         group.push((tdb, c.into_iter().map(Bytes::from).collect()));
                     }
                     if group.len() >= GROUP_WRITES {
@@ -169,4 +180,25 @@ pub enum LoadError {
     Rdb(#[from] rdb::RdbError),
     #[error("full sync cancelled")]
     Cancelled,
+    #[error(
+        "key {key:?}: a value of module type {module} has no command form, and the target \
+         cannot RESTORE RDB {version} (use a target with the module that reads RDB {version})"
+    )]
+    Unrestorable {
+        key: String,
+        module: String,
+        version: u32,
+    },
+}
+
+/// The module type named in a DUMP payload of a module value (type byte, then the
+/// module id as a 64-bit length).
+fn payload_module(payload: &[u8]) -> String {
+    match payload.get(1..10) {
+        Some([0x81, id @ ..]) if matches!(payload[0], 6 | 7) => {
+            let id: [u8; 8] = id.try_into().expect("8 bytes");
+            rdb::module_name(u64::from_be_bytes(id)).0
+        }
+        _ => "?".into(),
+    }
 }

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use crate::redis::command::{CommandSpec, Flags, resolve};
+use crate::redis::compat::{TargetCaps, Translated, Untranslatable};
 use crate::redis::filter::{FilterConfig, FilterDecision, any_writes_tandem_key, command_name};
 use crate::redis::replica::Command;
 
@@ -43,6 +44,67 @@ pub enum IncrError {
         offset: u64,
         reason: String,
     },
+    /// The target lacks the command, and no exact equivalent exists there.
+    #[error(
+        "{} of key {:?} at source offset {offset}: the target ({}) {}",
+        .inner.command, .inner.key, .inner.target, .inner.reason
+    )]
+    NoEquivalent { inner: Untranslatable, offset: u64 },
+}
+
+/// `writes` as the target can take them: commands it lacks translated (`redis/compat`),
+/// the rest untouched (and still forwarded as received).
+pub fn for_target(
+    caps: &TargetCaps,
+    writes: Vec<TargetWrite>,
+) -> Result<Vec<TargetWrite>, IncrError> {
+    if !writes
+        .iter()
+        .any(|w| w.spec.is_some_and(|s| caps.watches(s)))
+    {
+        return Ok(writes);
+    }
+    let mut out = Vec::with_capacity(writes.len());
+    for w in writes {
+        let Some(spec) = w.spec.filter(|s| caps.watches(s)) else {
+            out.push(w);
+            continue;
+        };
+        let offset = w.offset;
+        match caps.translate(spec, w.argv) {
+            Ok(Translated::Same(argv)) => out.push(TargetWrite {
+                argv,
+                raw: None,
+                ..w
+            }),
+            Ok(Translated::Into(list)) => out.extend(list.into_iter().map(|argv| TargetWrite {
+                db: w.db,
+                spec: resolve(&argv),
+                argv,
+                offset,
+                raw: None,
+            })),
+            Err(inner) => return Err(IncrError::NoEquivalent { inner, offset }),
+        }
+    }
+    Ok(out)
+}
+
+/// A command of the full sync's rewrite (`offset`: the RDB's position) as the target can
+/// take it.
+pub fn rewritten_for_target(
+    caps: &TargetCaps,
+    argv: Vec<Bytes>,
+    offset: u64,
+) -> Result<Vec<Vec<Bytes>>, IncrError> {
+    match resolve(&argv).filter(|s| caps.watches(s)) {
+        None => Ok(vec![argv]),
+        Some(spec) => match caps.translate(spec, argv) {
+            Ok(Translated::Same(argv)) => Ok(vec![argv]),
+            Ok(Translated::Into(list)) => Ok(list),
+            Err(inner) => Err(IncrError::NoEquivalent { inner, offset }),
+        },
+    }
 }
 
 /// Per-link command policy.

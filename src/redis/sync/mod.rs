@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::core::shutdown::Shutdown;
 use crate::core::{ReplPosition, ShortId};
 use crate::ops::{LinkState, LinkStatus, Status};
+use crate::redis::compat::TargetCaps;
 use crate::redis::conn::{Frame, frame_text, info_field};
 use crate::redis::replica::{self, Event, LinkConfig, LinkError};
 use crate::redis::sink::standalone::SinkConfig;
@@ -144,7 +145,7 @@ async fn engine<S: Sink>(
     hooks: Option<twoway::Hooks>,
     status: Arc<LinkStatus>,
 ) -> Result<(), SyncError> {
-    let target_rdb = probe_target_rdb(&mut sink).await?;
+    let (target_rdb, caps) = probe_target(&mut sink).await?;
     let start = sink.checkpoint_at_start().cloned();
     let mut link_cfg = LinkConfig::new(cfg.source.clone(), cfg.spool_dir.clone());
     link_cfg.spool_max_bytes = cfg.spool_max_bytes;
@@ -215,6 +216,7 @@ async fn engine<S: Sink>(
         cfg: &cfg,
         sink,
         target_rdb,
+        caps,
         replid: start
             .map(|c| c.pos.replid)
             .unwrap_or_else(|| ShortId::from("")),
@@ -229,7 +231,12 @@ async fn engine<S: Sink>(
         status,
     };
     let result = eng.run(&mut link, &mut shutdown).await;
-    // Whatever happened, land what is complete and write its checkpoint.
+    // Land what is complete and write its checkpoint, unless the target itself failed:
+    // its refused batch is still in flight, and settling it again would only wait for
+    // a reply that never comes (the error would surface after the reply timeout).
+    if let Err(e @ SyncError::Sink(_)) = result {
+        return Err(e);
+    }
     let flushed = eng.finish().await;
     result?;
     flushed?;
@@ -240,6 +247,8 @@ struct Engine<'a, S> {
     cfg: &'a SyncConfig,
     sink: S,
     target_rdb: Option<TargetRdb>,
+    /// What the target lacks of the source's commands (`redis/compat`).
+    caps: TargetCaps,
     replid: ShortId,
     units: UnitBuilder,
     stats: IncrStats,
@@ -376,6 +385,7 @@ impl<S: Sink> Engine<'_, S> {
                             Some(h) => h.judge(writes, end, link.events.observed_ms()),
                             None => writes,
                         };
+                        let writes = incr::for_target(&self.caps, writes)?;
                         for w in writes {
                             match w.raw {
                                 Some(raw) => {
@@ -483,10 +493,17 @@ impl<S: Sink> Engine<'_, S> {
         };
         let sink = &mut self.sink;
         let status = &self.status;
+        let caps = &self.caps;
         let apply = async {
             while let Some(group) = writes.recv().await {
                 for (db, argv) in group.writes {
-                    sink.write(db, argv, pos.offset).await?;
+                    if !caps.watches_any() {
+                        sink.write(db, argv, pos.offset).await?;
+                        continue;
+                    }
+                    for argv in incr::rewritten_for_target(caps, argv, pos.offset)? {
+                        sink.write(db, argv, pos.offset).await?;
+                    }
                 }
                 // RESTOREs are idempotent; a checkpoint in state `full` makes a restart
                 // start over, so any grouping is a valid unit.
@@ -545,16 +562,17 @@ async fn skip_rdb(
 }
 
 /// The target's RDB version, from `INFO server` (Redis and Valkey versions map to the
-/// RDB versions they write and accept).
-async fn probe_target_rdb<S: Sink>(sink: &mut S) -> Result<Option<TargetRdb>, SyncError> {
+/// RDB versions they write and accept), and its commands (`COMMAND`).
+async fn probe_target<S: Sink>(sink: &mut S) -> Result<(Option<TargetRdb>, TargetCaps), SyncError> {
     let reply = sink.query(&[b"INFO", b"server"]).await?;
-    let Some(info) = (match &reply {
+    let info = match &reply {
         Frame::Error(_) => None,
         f => frame_text(f),
-    }) else {
-        return Ok(None);
-    };
-    Ok(target_rdb_from_info(&info))
+    }
+    .unwrap_or_default();
+    let commands = sink.query(&[b"COMMAND"]).await?;
+    let caps = TargetCaps::new(&info, &commands);
+    Ok((target_rdb_from_info(&info), caps))
 }
 
 /// RDB version a server writes (and the newest it reads), by its version string.
