@@ -288,7 +288,14 @@ fn no_output_shows_a_password() {
     let (mut ca, mut cb) = (a.client(), b.client());
     ca.cmd(&["AUTH", PW_ENV]);
     cb.cmd(&["AUTH", PW_FILE]);
-    http_get(port, "/status");
+    // Written once both links stream: writes made before they attach are in the copy
+    // (or before the skipped RDB) and never meet as a conflict (CI failed on it).
+    wait_until("both links streaming", CATCH_UP, || {
+        http_get(port, "/status")
+            .matches("\"state\": \"incremental\"")
+            .count()
+            == 2
+    });
     for i in 0..200 {
         ca.cmd(&["SET", "both", &format!("a{i}")]);
         cb.cmd(&["SET", "both", &format!("b{i}")]);
