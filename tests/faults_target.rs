@@ -13,15 +13,6 @@ use support::*;
 
 const CATCH_UP: Duration = Duration::from_secs(90);
 
-fn source() -> RedisServer {
-    RedisServer::start_with(
-        ServerOpts::default()
-            .arg("repl-diskless-sync-delay", "0")
-            .arg("repl-ping-replica-period", "1")
-            .arg("repl-backlog-size", "64mb"),
-    )
-}
-
 fn sync_into(src: &RedisServer, target_url: &str, extra: &[&str]) -> Tandem {
     let s = src.url();
     let mut args = vec!["redis", "sync", "--source", &s, "--target", target_url];
@@ -39,7 +30,7 @@ fn assert_source_link_kept(src: &RedisServer, t: &Tandem) {
 /// writes: tandem retries with backoff, then resends only what did not land.
 #[test]
 fn an_unreachable_target_is_retried_and_resumed_exactly() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     let proxy = FaultProxy::start(dst.port);
     let writer = Writer::start(src.port, 11, Duration::from_millis(2), 1_000_000);
@@ -64,7 +55,7 @@ fn an_unreachable_target_is_retried_and_resumed_exactly() {
 /// answering (`appendfsync always`), so its checkpoint is what it confirmed.
 #[test]
 fn a_restarted_target_with_its_data_is_resumed_exactly() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let mut dst = RedisServer::start_with(
         ServerOpts::default()
             .arg("appendonly", "yes")
@@ -89,7 +80,7 @@ fn a_restarted_target_with_its_data_is_resumed_exactly() {
 /// with one clear line; started again, it copies from scratch and ends exact.
 #[test]
 fn a_target_that_lost_confirmed_writes_stops_tandem_then_a_restart_is_exact() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let mut dst = RedisServer::start();
     let writer = Writer::start(src.port, 13, Duration::from_millis(2), 1_000_000);
     let mut t = Tandem::sync(&src, &dst, &[]);
@@ -111,7 +102,7 @@ fn a_target_that_lost_confirmed_writes_stops_tandem_then_a_restart_is_exact() {
 /// waits in the spool, the source never drops tandem, and the end state is exact.
 #[test]
 fn a_slow_target_loses_nothing_and_keeps_the_source_link() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     let proxy = FaultProxy::start(dst.port);
     let t = sync_into(&src, &proxy.url(), &[]);

@@ -17,15 +17,6 @@ use support_cluster::*;
 const SLACK: Duration = Duration::from_millis(1500);
 const CATCH_UP: Duration = Duration::from_secs(90);
 
-fn source() -> RedisServer {
-    RedisServer::start_with(
-        ServerOpts::default()
-            .arg("repl-diskless-sync-delay", "0")
-            .arg("repl-ping-replica-period", "1")
-            .arg("repl-backlog-size", "64mb"),
-    )
-}
-
 fn cluster(replicas: usize) -> Cluster {
     let c = start_cluster(3, replicas);
     c.all_nodes(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
@@ -46,7 +37,7 @@ fn wait_cluster_target(src: &RedisServer, dst: &Cluster, id: &str) {
 
 #[test]
 fn standalone_to_cluster_every_type_and_cross_slot_split() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = cluster(0);
     let mut c = src.client();
     fill_all_types(&mut c, 0, "k:", 1);
@@ -273,7 +264,7 @@ fn source_failover_under_load_keeps_counters_exact() {
 
 #[test]
 fn target_slot_migration_under_load_loses_nothing() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = cluster(0);
     let _t = sync_to_cluster(&src, &dst, &[]);
     wait_cluster_target(&src, &dst, "default");
@@ -299,7 +290,7 @@ fn target_slot_migration_under_load_loses_nothing() {
 
 #[test]
 fn kill9_under_load_into_a_cluster_keeps_counters_exact() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = cluster(0);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = standalone_writer(&src, 200, stop.clone());
@@ -426,7 +417,7 @@ fn fill_mixed(c: &mut Client, n: u64, seed: u64) {
 /// same again after resending: no progress at all.
 #[test]
 fn full_sync_of_many_mixed_keys_and_big_values_into_a_cluster() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = cluster(0);
     let mut c = src.client();
     fill_mixed(&mut c, 20_000, 11);

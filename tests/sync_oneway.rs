@@ -14,16 +14,6 @@ use support::*;
 const SLACK: Duration = Duration::from_millis(1500);
 const CATCH_UP: Duration = Duration::from_secs(60);
 
-fn source() -> RedisServer {
-    RedisServer::start_with(
-        ServerOpts::default()
-            .arg("repl-diskless-sync-delay", "0")
-            .arg("repl-ping-replica-period", "1")
-            // Room for what is written while tandem is down between kills.
-            .arg("repl-backlog-size", "64mb"),
-    )
-}
-
 /// Writes after the full sync: overwrites, deletes, expiries, a transaction, a script.
 fn incremental_writes(c: &mut Client, db: u32, p: &str) {
     c.cmd(&["SELECT", &db.to_string()]);
@@ -57,7 +47,7 @@ fn incremental_writes(c: &mut Client, db: u32, p: &str) {
 
 #[test]
 fn full_then_incremental_every_type_several_dbs() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     let mut c = src.client();
     for (db, seed) in [(0, 1), (1, 2), (5, 3)] {
@@ -112,7 +102,7 @@ fn full_then_incremental_every_type_several_dbs() {
 
 #[test]
 fn restore_and_rewrite_paths_give_the_same_data() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let restore_dst = RedisServer::start();
     let rewrite_dst = RedisServer::start();
     let small_keys_dst = RedisServer::start();
@@ -139,7 +129,7 @@ fn restore_and_rewrite_paths_give_the_same_data() {
 
 #[test]
 fn filters_and_db_map() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     let mut c = src.client();
     fill_all_types(&mut c, 0, "keep:", 21);
@@ -203,7 +193,7 @@ fn filters_and_db_map() {
 /// nothing applied twice.
 #[test]
 fn kill9_loop_keeps_counters_exact() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     src.client().cmd(&["SET", "seed", "1"]);
     let port = src.port;
@@ -281,7 +271,7 @@ fn kill9_loop_keeps_counters_exact() {
 
 #[test]
 fn wait_on_the_source_returns_once_the_target_has_the_write() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     let _t = Tandem::sync(&src, &dst, &[]);
     wait_caught_up(&src, &dst, "default", CATCH_UP);
@@ -297,7 +287,7 @@ fn wait_on_the_source_returns_once_the_target_has_the_write() {
 
 #[test]
 fn a_readonly_target_stops_with_a_clear_error() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let other = RedisServer::start();
     let dst = RedisServer::start_replica_of(&other);
     let mut t = Tandem::sync(&src, &dst, &[]);
@@ -308,7 +298,7 @@ fn a_readonly_target_stops_with_a_clear_error() {
 
 #[test]
 fn an_out_of_memory_target_is_retried_until_it_has_room() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     let mut c = src.client();
     fill_all_types(&mut c, 0, "", 31);
@@ -332,7 +322,7 @@ fn an_out_of_memory_target_is_retried_until_it_has_room() {
 /// exact.
 #[test]
 fn lost_target_connections_never_double_or_lose_a_write() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     let t = Tandem::sync(&src, &dst, &["--batch-commands", "100", "--window", "16"]);
     wait_until("full sync done", CATCH_UP, || {
@@ -394,7 +384,7 @@ fn lost_target_connections_never_double_or_lose_a_write() {
 
 #[test]
 fn a_target_user_without_permission_stops_with_a_clear_error() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let dst = RedisServer::start();
     let r = dst.cmd(&[
         "ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-restore",
@@ -414,7 +404,7 @@ fn a_target_user_without_permission_stops_with_a_clear_error() {
 /// restart: the kill -9 tests cover that any stop point is safe).
 #[test]
 fn a_second_signal_stops_at_once_while_the_target_is_gone() {
-    let src = source();
+    let src = RedisServer::replication_source();
     let mut dst = RedisServer::start();
     let mut t = Tandem::sync(&src, &dst, &[]);
     src.cmd(&["SET", "k", "1"]);

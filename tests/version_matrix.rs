@@ -163,21 +163,8 @@ fn verbatim_evalsha_applies_even_when_the_target_lost_the_script() {
     assert!(!t.log_text().contains("NOSCRIPT"), "{}", t.log_text());
 }
 
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    support::metric_value(text, prefix).unwrap_or(0.0)
 }
 
 /// Writes a marker on `from` and waits for it on `to`: every echo `to`'s link read before
@@ -227,7 +214,7 @@ fn twoway_between_valkey9_and_redis62_frames_echoes_and_doubles_nothing() {
     barrier(&a, &b, "a0b");
     let parsed = "tandem_echo_units_dropped_total{read=\"parsed\"}";
     let framed = "tandem_echo_units_dropped_total{read=\"framed\"}";
-    let before = scrape(port);
+    let before = support::scrape_metrics(port);
     let incr = |side: &RedisServer, prefix: &str, by: &str| {
         let all: Vec<Vec<bytes::Bytes>> = (0..3000)
             .map(|i| {
@@ -262,7 +249,7 @@ fn twoway_between_valkey9_and_redis62_frames_echoes_and_doubles_nothing() {
             );
         }
     }
-    let after = scrape(port);
+    let after = support::scrape_metrics(port);
     let log = t.log_text();
     // Both servers' streams carried tandem's batches (counters and markers both ways):
     // were any read command by command, this count would have moved.

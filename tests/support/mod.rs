@@ -100,6 +100,18 @@ impl ServerOpts {
 }
 
 impl RedisServer {
+    /// A source for replication tests: a replica's sync starts at once, the master
+    /// pings every second, and the 64 MB backlog holds what is written while tandem is
+    /// down between kills.
+    pub fn replication_source() -> Self {
+        Self::start_with(
+            ServerOpts::default()
+                .arg("repl-diskless-sync-delay", "0")
+                .arg("repl-ping-replica-period", "1")
+                .arg("repl-backlog-size", "64mb"),
+        )
+    }
+
     pub fn start() -> Self {
         Self::start_with(ServerOpts::default())
     }
