@@ -75,6 +75,31 @@ fn standalone_to_cluster_every_type_and_cross_slot_split() {
     assert_same_snapshot(&before, &cluster_snapshot(&dst), SLACK);
 }
 
+/// A write the cluster refuses early in a large full sync (a key in db 1 without
+/// `--db-map`, the precheck skipped) ends tandem at once with the error, although the RDB parser has far more
+/// keys queued than the channels between it and the sink hold.
+#[test]
+fn a_refusal_early_in_a_large_full_sync_surfaces_at_once() {
+    let src = RedisServer::replication_source();
+    let dst = cluster(0);
+    let mut c = src.client();
+    c.cmd(&["SELECT", "1"]);
+    for chunk in 0..40 {
+        let mut args = vec!["MSET".to_string()];
+        for i in 0..1000 {
+            args.push(format!("k:{chunk}:{i}"));
+            args.push("v".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.cmd(&args);
+    }
+    // The precheck would find the db up front; past it, the sink refuses the first key.
+    let mut t = sync_to_cluster(&src, &dst, &["--skip-precheck"]);
+    let (err, log) = t.one_error_line(Duration::from_secs(60));
+    assert!(err.contains("RESTORE") && err.contains("db 1"), "{log}");
+    assert!(err.contains("--db-map 1:0"), "{log}");
+}
+
 fn sync_urls(src: &str, dst: &str, extra: &[&str]) -> Tandem {
     let mut args = vec!["redis", "sync", "--source", src, "--target", dst];
     args.extend_from_slice(extra);

@@ -130,6 +130,48 @@ pub fn populate_mixed(port: u16, n: u64, streams: u64, stream_entries: u64, seed
     Ok(payload)
 }
 
+/// `n` small keys, a fifth each of strings (16 B), hashes, lists, sets and sorted sets
+/// of 10 elements of 8 B: the per-key cost of a full sync, where payload bytes are few.
+/// Returns the payload bytes written.
+pub fn populate_small(port: u16, n: u64, seed: u64) -> Res<u64> {
+    let mut c = Client::connect(port)?;
+    let mut rng = Rng::new(seed);
+    let pool = Pool::new(&mut rng);
+    let mut payload = 0u64;
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(32);
+    for i in 0..n {
+        args.clear();
+        let (cmd, prefix, scored) = match i % 5 {
+            0 => (&b"SET"[..], "s", false),
+            1 => (&b"HSET"[..], "h", false),
+            2 => (&b"RPUSH"[..], "l", false),
+            3 => (&b"SADD"[..], "t", false),
+            _ => (&b"ZADD"[..], "z", true),
+        };
+        args.push(cmd.to_vec());
+        args.push(format!("{prefix}:{i}").into_bytes());
+        if i % 5 == 0 {
+            args.push(pool.slice(&mut rng, 16).to_vec());
+        } else {
+            for e in 0..10u64 {
+                if i % 5 == 1 {
+                    args.push(format!("f{e}").into_bytes());
+                }
+                if scored {
+                    args.push(rng.below(1_000_000).to_string().into_bytes());
+                }
+                args.push(pool.slice(&mut rng, 8).to_vec());
+            }
+        }
+        payload += args[2..].iter().map(|a| a.len() as u64).sum::<u64>();
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        c.queue(&refs);
+        maybe_flush(&mut c)?;
+    }
+    c.flush()?;
+    Ok(payload)
+}
+
 /// One sorted set of `n` members and one list of `n` elements (the big-key case:
 /// a replicator that holds a whole key in memory shows it here).
 pub fn populate_big(port: u16, n: u64, seed: u64) -> Res<()> {

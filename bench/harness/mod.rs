@@ -114,6 +114,7 @@ impl Config {
 
 pub const SCENARIOS: &[&str] = &[
     "full",
+    "full-small",
     "catchup",
     "lag",
     "twoway",
@@ -182,6 +183,7 @@ pub fn run(cfg: &Config) -> Report {
         let started = std::time::Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match name {
             "full" => scenarios::full_sync(cfg),
+            "full-small" => scenarios::full_sync_small(cfg),
             "catchup" => scenarios::catch_up(cfg),
             "lag" => lag::steady_lag(cfg),
             "twoway" => topo::two_way(cfg),

@@ -7,7 +7,7 @@ use super::attach::{
     Attached, Kind, SOURCE_OPTS, attach, source_offset, tandem_sync_missing, wait_streaming,
 };
 use super::client::{Frame, info_field};
-use super::servers::{Redis, signal};
+use super::servers::{Redis, cpu_secs, signal};
 use super::{Config, Outcome, Res, Row, data};
 
 /// Native first on even runs, tandem first on odd ones: whatever the machine does over
@@ -120,6 +120,52 @@ pub fn full_sync(cfg: &Config) -> Vec<Row> {
     });
     let verified = super::verify::verify_row(cfg, &source, keys);
     vec![row, verified]
+}
+
+/// Scenario 1c: full sync of `full_keys` small keys (`data::populate_small`), with the
+/// CPU seconds of the target and of tandem per run in the notes: where a per-key cost
+/// sits shows there, not in the wall time.
+pub fn full_sync_small(cfg: &Config) -> Vec<Row> {
+    let n = cfg.sizes.full_keys;
+    let mut row = Row::new(format!("1c. full sync, {n} small keys"), "s", false);
+    let source = match Redis::start(SOURCE_OPTS).and_then(|source| {
+        let t = Instant::now();
+        let payload = data::populate_small(source.port, n, cfg.seed)?;
+        row.notes.push(format!(
+            "data: {n} keys, {:.0} MB payload, source used_memory {:.0} MB (loaded in {:.1?})",
+            payload as f64 / 1e6,
+            used_memory_mb(&source)?,
+            t.elapsed()
+        ));
+        Ok(source)
+    }) {
+        Ok(s) => s,
+        Err(e) => return vec![failed(row, e)],
+    };
+    let mut cpu = Vec::new();
+    both(cfg, &mut row, |kind, run| {
+        let t0 = Instant::now();
+        let source_cpu = cpu_secs(source.pid()).unwrap_or(0.0);
+        let mut a = attach(kind, &cfg.tandem_bin, &source, &format!("small{run}"))?;
+        a.wait_caught_up(&source, n, cfg.sizes.wait_limit)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let target_cpu = cpu_secs(a.target.pid()).unwrap_or(0.0);
+        let tandem_cpu = a.tandem.as_ref().and_then(|t| cpu_secs(t.pid()));
+        let source_cpu = cpu_secs(source.pid()).unwrap_or(0.0) - source_cpu;
+        cpu.push(format!(
+            "run {run} {}: {secs:.2} s, CPU target {target_cpu:.2} s, source {source_cpu:.2} s{}",
+            kind.name(),
+            tandem_cpu.map_or(String::new(), |c| format!(", tandem {c:.2} s"))
+        ));
+        let rss = a.tandem_rss();
+        let exact = a.exact_user_keys()?;
+        if exact != n {
+            return Err(format!("{} target has {exact} keys, source {n}", kind.name()).into());
+        }
+        Ok((secs, rss))
+    });
+    row.notes.extend(cpu);
+    vec![row]
 }
 
 fn failed(mut row: Row, e: Box<dyn std::error::Error + Send + Sync>) -> Row {

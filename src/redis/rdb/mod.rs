@@ -61,7 +61,7 @@
 
 mod arena;
 mod blob;
-mod crc64;
+pub(crate) mod crc64;
 pub mod decode;
 mod error;
 pub mod inspect;

@@ -299,29 +299,40 @@ impl<R: Read> RdbParser<R> {
     /// the value unread (the bytes looked at are replayed), so the caller continues with
     /// [`next_chunk`](Self::next_chunk). Memory: at most `limit` + one read buffer.
     pub fn read_raw(&mut self, limit: usize) -> Result<RawValue> {
+        let mut raw = Vec::new();
+        Ok(match self.read_raw_in(limit, &mut raw)? {
+            true => RawValue::Complete(raw),
+            false => RawValue::TooLarge,
+        })
+    }
+
+    /// [`Self::read_raw`] into `raw` (its allocation reused): `true` when `raw` holds the
+    /// value, `false` for [`RawValue::TooLarge`] (then `raw` is empty).
+    pub fn read_raw_in(&mut self, limit: usize, raw: &mut Vec<u8>) -> Result<bool> {
         let Pending::Unread(t) = self.pending else {
             return Err(RdbError::new(
                 RdbErrorKind::Usage("read_raw needs an unread value"),
                 self.src.offset(),
             ));
         };
-        self.src.tee_start(&[t], limit);
+        self.src.tee_start_in(&[t], limit, std::mem::take(raw));
         let vk = self.valkey();
         match skip_value(&mut self.src, t, vk) {
             Ok(()) if self.src.tee_len() <= limit => {
                 self.pending = Pending::None;
-                Ok(RawValue::Complete(self.src.tee_take()))
+                *raw = self.src.tee_take();
+                Ok(true)
             }
             Ok(()) => {
                 self.src.tee_rewind(1);
-                Ok(RawValue::TooLarge)
+                Ok(false)
             }
             Err(RdbError {
                 kind: RdbErrorKind::RawLimit,
                 ..
             }) => {
                 self.src.tee_rewind(1);
-                Ok(RawValue::TooLarge)
+                Ok(false)
             }
             Err(e) => {
                 self.src.tee_take();

@@ -251,7 +251,13 @@ impl<R: Read> Source<R> {
 
     /// Start capturing consumed bytes; `prefix` is put in front (the type byte).
     pub(crate) fn tee_start(&mut self, prefix: &[u8], limit: usize) {
-        let mut data = Vec::with_capacity(prefix.len() + 64);
+        self.tee_start_in(prefix, limit, Vec::with_capacity(prefix.len() + 64));
+    }
+
+    /// [`Self::tee_start`] capturing into `data` (cleared first), so that a caller taking
+    /// one value after another reuses one allocation.
+    pub(crate) fn tee_start_in(&mut self, prefix: &[u8], limit: usize, mut data: Vec<u8>) {
+        data.clear();
         data.extend_from_slice(prefix);
         self.tee = Some(Tee {
             data,

@@ -102,6 +102,9 @@ struct UnitWrite {
     /// Its RESP encoding as the source sent it, when at hand: forwarded as is when the
     /// command goes to one slot unchanged (the common case), instead of encoding again.
     raw: Option<Bytes>,
+    /// Its slot, known up front ([`Sink::write_keyed`]): `argv` is then only the name
+    /// and the key, and the command is not resolved again.
+    slot: Option<u16>,
 }
 
 /// A write routed to one slot.
@@ -278,8 +281,28 @@ impl ClusterSink {
             argv,
             offset: off,
             raw,
+            slot,
         } in writes.drain(..)
         {
+            if let Some(slot) = slot {
+                if db != 0 {
+                    return Err(self.refused(
+                        &name(&argv),
+                        off,
+                        format!(
+                            "writes to db {db}, but a cluster has only db 0: map the source \
+                             db to 0 with --db-map {db}:0"
+                        ),
+                    ));
+                }
+                parts.push(Part {
+                    slot,
+                    argv,
+                    raw,
+                    offset: off,
+                });
+                continue;
+            }
             let Some(spec) = resolve(&argv) else {
                 return Err(self.refused(&name(&argv), off, "unknown command".into()));
             };
@@ -934,6 +957,7 @@ impl Sink for ClusterSink {
             argv,
             offset,
             raw: None,
+            slot: None,
         });
         Ok(())
     }
@@ -948,6 +972,25 @@ impl Sink for ClusterSink {
         self.unit.push(UnitWrite {
             db,
             argv,
+            offset,
+            raw: Some(raw),
+            slot: None,
+        });
+        Ok(())
+    }
+
+    async fn write_keyed(
+        &mut self,
+        db: u32,
+        name: &'static [u8],
+        key: Bytes,
+        raw: Bytes,
+        offset: u64,
+    ) -> Result<(), SinkError> {
+        self.unit.push(UnitWrite {
+            db,
+            slot: Some(key_slot(&key)),
+            argv: vec![Bytes::from_static(name), key],
             offset,
             raw: Some(raw),
         });

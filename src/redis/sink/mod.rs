@@ -55,6 +55,18 @@ pub trait Sink {
         let _ = raw;
         self.write(db, argv, offset).await
     }
+    /// A command with one key, already encoded (`raw`: exactly one RESP command named
+    /// `name`, whose only key is `key`), and idempotent (applied twice, it leaves what
+    /// applying it once does): the sink routes by `key` and sends `raw` as is. The full
+    /// sync's RESTOREs come this way, so no argv is built per key.
+    async fn write_keyed(
+        &mut self,
+        db: u32,
+        name: &'static [u8],
+        key: Bytes,
+        raw: Bytes,
+        offset: u64,
+    ) -> Result<(), SinkError>;
     /// The current unit is complete; `pos` is the source position after it and `db` the
     /// source db selected there.
     async fn end_unit(

@@ -359,6 +359,18 @@ impl super::Sink for StandaloneSink {
         Ok(())
     }
 
+    async fn write_keyed(
+        &mut self,
+        db: u32,
+        _name: &'static [u8],
+        _key: Bytes,
+        raw: Bytes,
+        offset: u64,
+    ) -> Result<(), SinkError> {
+        self.open.push_encoded(db, &raw, offset);
+        Ok(())
+    }
+
     async fn end_unit(
         &mut self,
         pos: ReplPosition,

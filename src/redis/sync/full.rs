@@ -10,10 +10,9 @@ use std::io::Read;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::restore::{GroupBuilder, Write};
 use crate::redis::filter::{FilterConfig, is_tandem_key};
-use crate::redis::rdb::{
-    self, CommandOptions, Event as RdbEvent, KeyCommands, RawValue, RdbParser,
-};
+use crate::redis::rdb::{self, CommandOptions, Event as RdbEvent, KeyCommands, RdbParser};
 
 /// How the loader writes keys.
 #[derive(Clone, Debug)]
@@ -40,13 +39,10 @@ impl TargetRdb {
     }
 }
 
-/// Commands for the target, grouped: (target db, argv).
-pub type Writes = Vec<(u32, Vec<Bytes>)>;
-
 /// One message from the loader: writes, and how many keys they complete (a big key's
 /// chunks may span groups; it counts in the group holding its last write).
 pub struct Group {
-    pub writes: Writes,
+    pub writes: Vec<Write>,
     pub keys: u64,
 }
 
@@ -80,14 +76,16 @@ pub fn load(
         rdb_version: version,
         ..Default::default()
     };
-    let mut group: Writes = Vec::with_capacity(GROUP_WRITES);
+    let mut group = GroupBuilder::default();
     // Keys whose last write is in `group`.
     let mut keys = 0u64;
-    let send = |group: &mut Writes, keys: &mut u64| -> Result<(), LoadError> {
+    // One allocation for every value read whole.
+    let mut raw = Vec::new();
+    let send = |group: &mut GroupBuilder, keys: &mut u64| -> Result<(), LoadError> {
         if group.is_empty() && *keys == 0 {
             return Ok(());
         }
-        let writes = std::mem::replace(group, Vec::with_capacity(GROUP_WRITES));
+        let writes = group.take();
         let keys = std::mem::take(keys);
         out.blocking_send(Group { writes, keys })
             .map_err(|_| LoadError::Cancelled)
@@ -106,21 +104,8 @@ pub fn load(
                     continue;
                 }
                 let tdb = filter.map_db(db);
-                let key = Bytes::from(k.key.clone());
-                if restore && let RawValue::Complete(raw) = p.read_raw(opts.big_key_bytes)? {
-                    let payload = rdb::dump_payload(&raw, version as u16);
-                    let ttl = k.expire_at_ms.unwrap_or(0).to_string();
-                    group.push((
-                        tdb,
-                        vec![
-                            Bytes::from_static(b"RESTORE"),
-                            key,
-                            Bytes::from(ttl),
-                            Bytes::from(payload),
-                            Bytes::from_static(b"REPLACE"),
-                            Bytes::from_static(b"ABSTTL"),
-                        ],
-                    ));
+                if restore && p.read_raw_in(opts.big_key_bytes, &mut raw)? {
+                    group.restore(tdb, &k.key, k.expire_at_ms, &raw, version as u16);
                     stats.restored += 1;
                     keys += 1;
                     if group.len() >= GROUP_WRITES {
@@ -143,7 +128,7 @@ pub fn load(
                                 version,
                             });
                         }
-                        group.push((tdb, c.into_iter().map(Bytes::from).collect()));
+                        group.argv(tdb, c.into_iter().map(Bytes::from).collect());
                     }
                     if group.len() >= GROUP_WRITES {
                         send(&mut group, &mut keys)?;
@@ -154,7 +139,7 @@ pub fn load(
             RdbEvent::Function { code } => {
                 stats.functions += 1;
                 let c = rdb::decode::function_command(&code);
-                group.push((0, c.into_iter().map(Bytes::from).collect()));
+                group.argv(0, c.into_iter().map(Bytes::from).collect());
             }
             // Redis 5/6 keep their script cache in the RDB: load it, so that EVALSHA
             // replicated verbatim later finds the script on the target.
@@ -164,7 +149,7 @@ pub fn load(
                     Bytes::from_static(b"LOAD"),
                     Bytes::from(value),
                 ];
-                group.push((0, argv));
+                group.argv(0, argv);
             }
             RdbEvent::End { .. } => break,
             _ => {}

@@ -13,6 +13,7 @@ pub mod full;
 pub mod incr;
 pub mod migration;
 pub mod rdb_feed;
+pub mod restore;
 pub mod scripts;
 pub mod twoway;
 
@@ -33,6 +34,7 @@ use crate::redis::sink::{CkptState, Sink, SinkError, StandaloneSink};
 use crate::redis::url::Endpoint;
 use full::{Group, LoadOptions, TargetRdb};
 use incr::{IncrError, IncrPolicy, IncrStats, UnitBuilder};
+use restore::Write;
 
 /// The applied position is passed on to the source (REPLCONF ACK), the lag clock and the
 /// status at most once per this interval (the first move at once).
@@ -443,7 +445,7 @@ impl<S: Sink> Engine<'_, S> {
         info!(position = %pos, "full sync: loading the source's RDB into the target");
         let started = std::time::Instant::now();
         let (chunks_tx, chunks) = rdb_feed::rdb_feed();
-        let (writes_tx, mut writes) = mpsc::channel::<Group>(64);
+        let (writes_tx, writes) = mpsc::channel::<Group>(64);
         let opts = LoadOptions {
             target_rdb: self.target_rdb,
             big_key_bytes: self.cfg.big_key_bytes,
@@ -461,11 +463,8 @@ impl<S: Sink> Engine<'_, S> {
                 match link.events.next().await? {
                     Some(Event::RdbChunk(b)) => {
                         fed.full_sync_bytes(b.len() as u64);
-                        let sender = tx.clone().expect("sender until RdbEnd");
-                        // The parser thread drains this channel; a full channel means
-                        // it is busy, so wait off the runtime's threads.
-                        let sent = tokio::task::spawn_blocking(move || sender.send(b)).await;
-                        if !matches!(sent, Ok(Ok(()))) {
+                        let sender = tx.as_ref().expect("sender until RdbEnd");
+                        if sender.send(b).await.is_err() {
                             // The loader stopped early; its error explains why.
                             return Ok::<_, SyncError>(None);
                         }
@@ -495,14 +494,26 @@ impl<S: Sink> Engine<'_, S> {
         let status = &self.status;
         let caps = &self.caps;
         let apply = async {
+            // Owned here, so that a failed apply drops it: the loader's next send then
+            // fails and it stops, and so does the pump (otherwise both wait on full
+            // channels for ever and the error never surfaces).
+            let mut writes = writes;
             while let Some(group) = writes.recv().await {
-                for (db, argv) in group.writes {
-                    if !caps.watches_any() {
-                        sink.write(db, argv, pos.offset).await?;
-                        continue;
-                    }
-                    for argv in incr::rewritten_for_target(caps, argv, pos.offset)? {
-                        sink.write(db, argv, pos.offset).await?;
+                for w in group.writes {
+                    match w {
+                        // RESTORE exists on every target: nothing to translate.
+                        Write::Restore { db, key, raw } => {
+                            sink.write_keyed(db, b"RESTORE", key, raw, pos.offset)
+                                .await?;
+                        }
+                        Write::Argv(db, argv) if !caps.watches_any() => {
+                            sink.write(db, argv, pos.offset).await?;
+                        }
+                        Write::Argv(db, argv) => {
+                            for argv in incr::rewritten_for_target(caps, argv, pos.offset)? {
+                                sink.write(db, argv, pos.offset).await?;
+                            }
+                        }
                     }
                 }
                 // RESTOREs are idempotent; a checkpoint in state `full` makes a restart
