@@ -60,6 +60,14 @@ fn maybe_flush(c: &mut Client) -> Res<()> {
     Ok(())
 }
 
+/// Queue the write `args` (name, key, payload…); returns its payload bytes.
+fn queue_write(c: &mut Client, args: &[Vec<u8>]) -> Res<u64> {
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    c.queue(&refs);
+    maybe_flush(c)?;
+    Ok(args[2..].iter().map(|a| a.len() as u64).sum())
+}
+
 /// `n` keys of mixed types into db 0, ~300 bytes of payload per key on average:
 /// 50% strings (100–500 B), 15% hashes (8 fields), 15% lists (10 elements), 10% sets
 /// (10 members), 10% sorted sets (10 members), and `streams` streams of
@@ -121,10 +129,7 @@ pub fn populate_mixed(port: u16, n: u64, streams: u64, stream_entries: u64, seed
                 }
             }
         }
-        payload += args[2..].iter().map(|a| a.len() as u64).sum::<u64>();
-        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        c.queue(&refs);
-        maybe_flush(&mut c)?;
+        payload += queue_write(&mut c, &args)?;
     }
     c.flush()?;
     Ok(payload)
@@ -163,10 +168,7 @@ pub fn populate_small(port: u16, n: u64, seed: u64) -> Res<u64> {
                 args.push(pool.slice(&mut rng, 8).to_vec());
             }
         }
-        payload += args[2..].iter().map(|a| a.len() as u64).sum::<u64>();
-        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        c.queue(&refs);
-        maybe_flush(&mut c)?;
+        payload += queue_write(&mut c, &args)?;
     }
     c.flush()?;
     Ok(payload)

@@ -262,6 +262,17 @@ impl ClusterSink {
         }
     }
 
+    fn not_db0(&self, command: &str, offset: u64, db: u32) -> SinkError {
+        self.refused(
+            command,
+            offset,
+            format!(
+                "writes to db {db}, but a cluster has only db 0: map the source db to 0 with \
+                 --db-map {db}:0"
+            ),
+        )
+    }
+
     /// Route the buffered unit's writes to slots; keyless writes apart.
     #[allow(clippy::type_complexity)]
     /// `writes` is drained and `parts` filled (both keep their capacity for the next
@@ -286,14 +297,7 @@ impl ClusterSink {
         {
             if let Some(slot) = slot {
                 if db != 0 {
-                    return Err(self.refused(
-                        &name(&argv),
-                        off,
-                        format!(
-                            "writes to db {db}, but a cluster has only db 0: map the source \
-                             db to 0 with --db-map {db}:0"
-                        ),
-                    ));
+                    return Err(self.not_db0(&name(&argv), off, db));
                 }
                 parts.push(Part {
                     slot,
@@ -308,14 +312,7 @@ impl ClusterSink {
             };
             splittable &= spec.has(Flags::SPLITTABLE);
             if db != 0 {
-                return Err(self.refused(
-                    spec.name,
-                    off,
-                    format!(
-                        "writes to db {db}, but a cluster has only db 0: map the source db to 0 \
-                     with --db-map {db}:0"
-                    ),
-                ));
+                return Err(self.not_db0(spec.name, off, db));
             }
             if spec.has(Flags::NOT_ON_CLUSTER) {
                 return Err(self.refused(
