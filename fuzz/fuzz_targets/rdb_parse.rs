@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
         max_string: 1 << 24,
         ..Default::default()
     };
-    let Ok(mut p) = RdbParser::with_options(data, opts) else { return };
+    let Ok(mut p) = RdbParser::with_options(data, opts) else {
+        return;
+    };
     let version = p.version();
     let mut n = 0u32;
     loop {

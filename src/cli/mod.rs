@@ -18,13 +18,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The command line. Public so that the `url_flags` fuzz target (fuzz/) can run the
+/// same clap parser (`Cli::command()`, `Cli::from_arg_matches`); its fields stay private.
 #[derive(Parser)]
 #[command(
     name = "tandem",
     version,
     about = "Replication for Redis-compatible servers and MongoDB"
 )]
-struct Cli {
+pub struct Cli {
     /// Log filter (default: `info`, or the TANDEM_LOG environment variable).
     #[arg(long, global = true)]
     log: Option<String>,

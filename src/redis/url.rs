@@ -201,17 +201,23 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Replace the password part of a URL-looking string, for error messages about input
-/// that did not even parse.
+/// that did not even parse. The credentials are what precedes the last `@`, after the
+/// scheme if the string starts with one (`name://`): a URL with a mistyped scheme
+/// (`redis:/`), none, or a `://` further on still has its password masked.
 pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    match rest.rsplit_once('@') {
+    match url.rsplit_once('@') {
         Some((auth, host)) => {
+            let is_scheme = |s: &str| {
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            };
+            let (scheme, auth) = match auth.find("://") {
+                Some(i) if is_scheme(&auth[..i]) => auth.split_at(i + 3),
+                _ => ("", auth),
+            };
             let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
             let masked = if auth.contains(':') { ":***" } else { "" };
-            format!("{}{user}{masked}@{host}", &url[..scheme_end + 3])
+            format!("{scheme}{user}{masked}@{host}")
         }
         None => url.to_string(),
     }
@@ -283,5 +289,49 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"), "{err}");
         let err = Endpoint::parse("http://bob:hunter2@h").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    /// Found by the `url_flags` fuzz target (fuzz/regressions/url_flags-scheme-typo): a
+    /// URL without `://` before its `@` was shown whole, password included.
+    #[test]
+    fn a_mistyped_or_missing_scheme_does_not_show_the_password() {
+        for url in [
+            "redis:/u:Zq7SecretPw@h",
+            "u:Zq7SecretPw@h:6379",
+            "redis:u:Zq7SecretPw@h",
+            "redis:/u:Zq7SecretPw@h?x=redis://y",
+            "u:Zq7SecretPw@redis://h",
+            "redis:/redis:Zq7SecretPw@s://user:p@[::1]u",
+        ] {
+            let err = Endpoint::parse(url).unwrap_err();
+            assert!(!err.to_string().contains("Zq7SecretPw"), "{err}");
+        }
+        // The fuzz inputs, rebuilt as the target builds its URL:
+        // `<scheme picked by byte 0><prefix>:<secret>@<suffix>`, prefix and suffix split
+        // on NUL.
+        let schemes = [
+            "redis://",
+            "rediss://",
+            "",
+            "redis:/",
+            "http://",
+            "REDIS://",
+        ];
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions");
+        for name in [
+            "url_flags-scheme-typo",
+            "url_flags-scheme-after-at",
+            "url_flags-at-before-scheme",
+        ] {
+            let input = std::fs::read(format!("{dir}/{name}")).unwrap();
+            let mut parts = input[1..].splitn(3, |&b| b == 0);
+            let mut text =
+                || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let (prefix, suffix) = (text(), text());
+            let scheme = schemes[input[0] as usize % schemes.len()];
+            let url = format!("{scheme}{prefix}:Zq7SecretPw@{suffix}");
+            let err = Endpoint::parse(&url).unwrap_err();
+            assert!(!err.to_string().contains("Zq7SecretPw"), "{name}: {err}");
+        }
     }
 }
