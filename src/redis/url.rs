@@ -89,7 +89,11 @@ impl Endpoint {
         };
         let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
             let (h, p) = r.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
-            (h, p.strip_prefix(':'))
+            match p.strip_prefix(':') {
+                Some(port) => (h, Some(port)),
+                None if p.is_empty() => (h, None),
+                None => return Err(bad("after ] only :port may follow")),
+            }
         } else {
             match hostport.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -98,6 +102,14 @@ impl Endpoint {
         };
         if host.is_empty() {
             return Err(bad("missing host"));
+        }
+        // Such a host would reach the resolver and fail there with a vaguer message
+        // (`redis://u@@::1]:6380` gave host `::1]`), or not be what `addr()` prints.
+        if host
+            .chars()
+            .any(|c| matches!(c, '[' | ']' | '@') || c.is_whitespace() || c.is_control())
+        {
+            return Err(bad("the host has a character no host name or address has"));
         }
         let port = match port {
             Some(p) => p.parse().map_err(|_| bad("port must be 1-65535"))?,
@@ -293,6 +305,28 @@ mod tests {
 
     /// Found by the `url_flags` fuzz target (fuzz/regressions/url_flags-scheme-typo): a
     /// URL without `://` before its `@` was shown whole, password included.
+    #[test]
+    fn a_host_no_resolver_could_take_is_refused_here() {
+        for url in [
+            "redis://u@@::1]:6380",
+            "redis://[::1]x:6380",
+            "redis://[[::1]]:6380",
+            "redis://ho st:6380",
+            "redis://:pw@h]",
+        ] {
+            let e = Endpoint::parse(url).expect_err(url);
+            assert!(!e.shown.contains("pw"), "{}", e.shown);
+            assert!(
+                e.reason.contains("host") || e.reason.contains("after ]"),
+                "{url}: {}",
+                e.reason
+            );
+        }
+        let e = Endpoint::parse("redis://[::1]").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 6379));
+        assert_eq!(e.addr(), "[::1]:6379");
+    }
+
     #[test]
     fn a_mistyped_or_missing_scheme_does_not_show_the_password() {
         for url in [
