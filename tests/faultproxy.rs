@@ -160,3 +160,34 @@ fn refuse_resets_new_connections_and_a_new_upstream_takes_over() {
     let mut c = Client::connect(proxy.port).unwrap();
     assert_eq!(c.cmd_text(&["GET", "which"]), "second");
 }
+
+#[test]
+fn cut_replication_resets_only_the_replication_links() {
+    let server = RedisServer::replication_source();
+    let proxy = FaultProxy::start(server.port);
+    let mut plain = Client::connect(proxy.port).unwrap();
+    assert_eq!(plain.cmd_text(&["SET", "k", "v"]), "OK");
+    let mut replica = raw(proxy.port);
+    replica.write_all(b"PSYNC ? -1\r\n").unwrap();
+    wait_until(
+        "the full resync answer",
+        Duration::from_secs(10),
+        || matches!(read_once(&mut replica), Got::Data(d) if d.starts_with(b"+FULLRESYNC")),
+    );
+    assert_eq!(proxy.cut_replication(), 1);
+    let start = Instant::now();
+    let end = loop {
+        match read_once(&mut replica) {
+            Got::Data(_) | Got::Silence if start.elapsed() < Duration::from_secs(5) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(end, Got::Reset, "the replication link is reset");
+    assert_eq!(
+        plain.cmd_text(&["GET", "k"]),
+        "v",
+        "the other connection is kept"
+    );
+    assert_eq!(proxy.connections(), 1);
+    assert_eq!(proxy.cut_replication(), 0, "nothing left to cut");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use support::data::{assert_same_db, fill_all_types, snapshot};
-use support::proc::{Tandem, checkpoint};
+use support::proc::Tandem;
 use support::*;
 use support_cluster::*;
 use support_twoway::*;
@@ -29,37 +29,6 @@ fn twoway(a: &RedisServer, b: &RedisServer, extra: &[&str]) -> Tandem {
     let mut args = vec!["redis", "twoway", "--a", &ua, "--b", &ub];
     args.extend_from_slice(extra);
     Tandem::start(&args)
-}
-
-/// Both sides hold the same data in `dbs` (polled; the checkpoints alone cannot say
-/// "caught up" in two-way, since a trailing echo moves no checkpoint by design).
-fn wait_same(a: &RedisServer, b: &RedisServer, dbs: &[u32], limit: Duration) {
-    wait_until("both sides identical", limit, || {
-        dbs.iter().all(|&db| {
-            let (sa, sb) = (snapshot(a, db), snapshot(b, db));
-            sa.len() == sb.len()
-                && sa
-                    .iter()
-                    .zip(sb.iter())
-                    .all(|((ka, (va, _)), (kb, (vb, _)))| ka == kb && va == vb)
-        })
-    });
-}
-
-/// Writes a marker on `from` and waits until it is on `to`: everything `from`'s stream
-/// held before it has been handled by the link reading it.
-fn marker_crosses(from: &RedisServer, to: &RedisServer, token: &str) {
-    from.cmd(&["SET", "marker", token]);
-    wait_until("a marker to cross", Duration::from_secs(60), || {
-        to.client().cmd(&["GET", "marker"]) == Frame::BulkString(token.as_bytes().to_vec())
-    });
-}
-
-fn attached(a: &RedisServer, b: &RedisServer) {
-    wait_until("both links attached", Duration::from_secs(30), || {
-        checkpoint(b, "default:a2b").is_some_and(|(s, _)| s == "incr")
-            && checkpoint(a, "default:b2a").is_some_and(|(s, _)| s == "incr")
-    });
 }
 
 #[test]

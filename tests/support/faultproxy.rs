@@ -2,7 +2,9 @@
 //! cut it (RST), stall it (nothing forwarded, nothing lost), slow it down (bytes per
 //! second), blackhole it (bytes read and dropped, no RST, no FIN: the peer sees silence),
 //! or refuse new connections (accepted and reset at once: "connection refused" as a
-//! restarting server gives it). Each direction has its own setting.
+//! restarting server gives it). Each direction has its own setting. A cut can also
+//! take only the replication links (connections whose client sent `PSYNC`), leaving
+//! the other connections to the same server (tandem's writes, two-way) open.
 //!
 //! Plain threads and blocking sockets: every read has a short timeout so a pump sees a
 //! new setting or a cut within [`POLL`], and nothing here waits without a bound.
@@ -10,7 +12,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,16 @@ struct Shared {
     open: AtomicUsize,
     accepted: AtomicU64,
     forwarded: [AtomicU64; 2],
+    conns: Mutex<Vec<Weak<ConnFlags>>>,
+}
+
+/// One connection's state, held by its pumps: gone when the connection is.
+#[derive(Default)]
+struct ConnFlags {
+    /// The client sent `PSYNC`: a replication link.
+    replica: AtomicBool,
+    /// Reset by `cut_replication`.
+    killed: AtomicBool,
 }
 
 impl Shared {
@@ -118,6 +130,38 @@ impl FaultProxy {
         }
     }
 
+    /// Reset (RST) only the open replication links (the client sent `PSYNC`), and wait
+    /// until they are gone; returns how many there were.
+    pub fn cut_replication(&self) -> usize {
+        let victims: Vec<Weak<ConnFlags>> = {
+            let mut conns = self.shared.conns.lock().unwrap();
+            conns.retain(|w| w.strong_count() > 0);
+            conns
+                .iter()
+                .filter(|w| {
+                    w.upgrade().is_some_and(|f| {
+                        let hit = f.replica.load(Ordering::SeqCst);
+                        if hit {
+                            f.killed.store(true, Ordering::SeqCst);
+                        }
+                        hit
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        let start = Instant::now();
+        while victims.iter().any(|w| w.strong_count() > 0) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "fault proxy :{}: a replication link still open 5 s after its cut",
+                self.port
+            );
+            std::thread::sleep(POLL);
+        }
+        victims.len()
+    }
+
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
@@ -183,9 +227,16 @@ fn serve(client: TcpStream, sh: Arc<Shared>) {
     sh.open.fetch_add(1, Ordering::SeqCst);
     let open = Arc::new(Open(sh.clone()));
     let dead = Arc::new(AtomicBool::new(false));
+    let flags = Arc::new(ConnFlags::default());
+    sh.conns.lock().unwrap().push(Arc::downgrade(&flags));
+    let conn = Conn {
+        generation,
+        dead,
+        flags,
+    };
     // Blackholed when it arrives: accept and read, but never reach the server.
     if sh.flow(Dir::Up) == Flow::Blackhole {
-        pump(client, None, Dir::Up, &sh, generation, &dead);
+        pump(client, None, Dir::Up, &sh, &conn);
         drop(open);
         return;
     }
@@ -197,28 +248,34 @@ fn serve(client: TcpStream, sh: Arc<Shared>) {
     let _ = server.set_nodelay(true);
     let _ = client.set_nodelay(true);
     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let (sh2, dead2, open2) = (sh.clone(), dead.clone(), open.clone());
+    let (sh2, conn2, open2) = (sh.clone(), conn.clone(), open.clone());
     let down = std::thread::spawn(move || {
-        pump(s2, Some(c2), Dir::Down, &sh2, generation, &dead2);
+        pump(s2, Some(c2), Dir::Down, &sh2, &conn2);
         drop(open2);
     });
-    pump(client, Some(server), Dir::Up, &sh, generation, &dead);
+    pump(client, Some(server), Dir::Up, &sh, &conn);
     let _ = down.join();
     drop(open);
 }
 
+/// What both pumps of a connection share.
+#[derive(Clone)]
+struct Conn {
+    generation: u64,
+    /// Set by whichever pump stops first.
+    dead: Arc<AtomicBool>,
+    flags: Arc<ConnFlags>,
+}
+
 /// Move bytes from `src` to `dst` as the direction's setting says, until either side
 /// closes, the other pump of the connection stops, or a cut (which resets both sockets).
-fn pump(
-    mut src: TcpStream,
-    mut dst: Option<TcpStream>,
-    dir: Dir,
-    sh: &Shared,
-    generation: u64,
-    dead: &AtomicBool,
-) {
+fn pump(mut src: TcpStream, mut dst: Option<TcpStream>, dir: Dir, sh: &Shared, conn: &Conn) {
     let _ = src.set_read_timeout(Some(POLL));
-    let cut = || sh.generation.load(Ordering::SeqCst) != generation;
+    let dead = &conn.dead;
+    let cut = || {
+        sh.generation.load(Ordering::SeqCst) != conn.generation
+            || conn.flags.killed.load(Ordering::SeqCst)
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if cut() {
@@ -247,6 +304,13 @@ fn pump(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(_) => break,
         };
+        if dir == Dir::Up
+            && buf[..n]
+                .windows(5)
+                .any(|w| w.eq_ignore_ascii_case(b"PSYNC"))
+        {
+            conn.flags.replica.store(true, Ordering::SeqCst);
+        }
         // The setting may have changed during the read: what was read follows the new
         // one (held while stalled, dropped if blackholed).
         while sh.flow(dir) == Flow::Stall && !cut() {

@@ -482,6 +482,7 @@ pub mod data;
 pub mod faultproxy;
 pub mod http;
 pub mod kafka;
+pub mod kill;
 pub mod load;
 pub mod mongo;
 pub mod mongo_data;

@@ -1,10 +1,10 @@
-//! Two-way helpers for `tests/twoway.rs`: random workloads, cluster sides, attachment
-//! and progress checks.
+//! Two-way helpers for `tests/twoway.rs` and `tests/faults_twoway.rs`: random
+//! workloads, cluster sides, attachment, convergence and progress checks.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use crate::support::data::{KeyValue, Lcg};
+use crate::support::data::{KeyValue, Lcg, snapshot};
 use crate::support::proc::{Tandem, checkpoint};
 use crate::support::{Client, Cluster, Frame, RedisServer, wait_until};
 use crate::support_cluster::{ClusterExt, cluster_checkpoint, start_cluster};
@@ -53,6 +53,45 @@ pub fn twoway_urls(a: &str, b: &str, extra: &[&str]) -> Tandem {
     let mut args = vec!["redis", "twoway", "--a", a, "--b", b];
     args.extend_from_slice(extra);
     Tandem::start(&args)
+}
+
+/// Both sides hold the same data in `dbs` (polled; the checkpoints alone cannot say
+/// "caught up" in two-way, since a trailing echo moves no checkpoint by design).
+/// On a timeout, says which keys still differ.
+pub fn wait_same(a: &RedisServer, b: &RedisServer, dbs: &[u32], limit: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let diff = dbs.iter().find_map(|&db| {
+            let (sa, sb) = (snapshot(a, db), snapshot(b, db));
+            (!same_values(&sa, &sb)).then(|| {
+                let d = value_diff(&sa, &sb, 5);
+                format!("db {db}: {} keys vs {}: {d}", sa.len(), sb.len())
+            })
+        });
+        let Some(diff) = diff else { return };
+        assert!(
+            start.elapsed() < limit,
+            "both sides still differ after {limit:?}: {diff}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Writes a marker on `from` and waits until it is on `to`: everything `from`'s stream
+/// held before it has been handled by the link reading it.
+pub fn marker_crosses(from: &RedisServer, to: &RedisServer, token: &str) {
+    from.cmd(&["SET", "marker", token]);
+    wait_until("a marker to cross", Duration::from_secs(60), || {
+        to.client().cmd(&["GET", "marker"]) == Frame::BulkString(token.as_bytes().to_vec())
+    });
+}
+
+/// Both directions of a standalone pair attached: each link's checkpoint in `incr`.
+pub fn attached(a: &RedisServer, b: &RedisServer) {
+    wait_until("both links attached", Duration::from_secs(30), || {
+        checkpoint(b, "default:a2b").is_some_and(|(s, _)| s == "incr")
+            && checkpoint(a, "default:b2a").is_some_and(|(s, _)| s == "incr")
+    });
 }
 
 pub type Snap = std::collections::BTreeMap<Vec<u8>, (KeyValue, i64)>;

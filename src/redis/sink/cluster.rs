@@ -177,6 +177,8 @@ pub struct ClusterSink {
     slot_epoch: Vec<u32>,
     /// The ticket of each slot's open batch.
     slot_ticket: Vec<u64>,
+    /// Per slot, the last batch of this run the target confirmed: (seq, source offset).
+    slot_confirmed: Vec<(u64, u64)>,
     /// A ticket per slot batch not yet confirmed (open, in flight or waiting to be
     /// resent): what `applied` is.
     frontier: Frontier<At>,
@@ -242,6 +244,7 @@ impl ClusterSink {
             epoch: 0,
             slot_epoch: vec![0; SLOTS as usize],
             slot_ticket: vec![0; SLOTS as usize],
+            slot_confirmed: vec![(0, 0); SLOTS as usize],
             applied_at: None,
             frontier: Frontier::default(),
             skip: Some(skip),
@@ -760,6 +763,7 @@ impl ClusterSink {
             return;
         }
         self.busy[sent.slot as usize] = false;
+        self.slot_confirmed[sent.slot as usize] = (sent.batch.ckpt.seq, sent.batch.ckpt.pos.offset);
         self.cfg.confirmed(sent.batch.data_commands);
         if let Some(t) = sent.ticket {
             self.frontier.confirm(t);
@@ -811,6 +815,13 @@ impl ClusterSink {
 
     /// `node`'s connection broke: learn from the slot checkpoints which of its batches
     /// landed; resend the others (to whoever owns their slot now).
+    ///
+    /// A slot still served by the same node must hold at least the last batch it
+    /// confirmed: otherwise the node restarted without the writes it had confirmed, and
+    /// resending only the batches in flight would leave a hole (it did: the counters of
+    /// its slots restarted from the batches in flight). A failover to another node is
+    /// left alone: what the old master confirmed and never replicated is lost by the
+    /// cluster itself.
     async fn node_failed(&mut self, node: usize, e: ConnError) -> Result<(), SinkError> {
         if !e.is_retryable() {
             return Err(e.into());
@@ -821,6 +832,7 @@ impl ClusterSink {
         link.conn = None;
         link.unflushed = 0;
         let lost: Vec<Sent> = link.in_flight.drain(..).collect();
+        let failed = self.nodes.addrs[node].clone();
         self.nodes.refresh().await.ok();
         for mut sent in lost {
             if sent.floor {
@@ -830,7 +842,29 @@ impl ClusterSink {
             }
             let key = Bytes::from(slot_ckpt_key(&self.cfg.id, sent.slot));
             let held = read_ckpt(&mut self.nodes, &key).await?;
-            let landed = held.is_some_and(|h| h.run == self.run && h.seq >= sent.batch.ckpt.seq);
+            let (had_seq, had_offset) = self.slot_confirmed[sent.slot as usize];
+            let holds = |seq: u64| {
+                held.as_ref()
+                    .is_some_and(|h| h.run == self.run && h.seq >= seq)
+            };
+            let same_node = self.nodes.owner(sent.slot).is_some_and(|n| {
+                let now = &self.nodes.addrs[n];
+                if now.id.is_empty() || failed.id.is_empty() {
+                    now.addr() == failed.addr()
+                } else {
+                    now.id == failed.id
+                }
+            });
+            if had_seq > 0 && same_node && !holds(had_seq) {
+                return Err(SinkError::TargetWentBack {
+                    endpoint: self.nodes.endpoint(node).to_string(),
+                    had: format!("offset {had_offset} in slot {}", sent.slot),
+                    now: held.map_or("none".into(), |h| format!("offset {}", h.pos.offset)),
+                    fix: "remove tandem's checkpoints (__tandem:ckpt:<id>*) on every master \
+                          and restart tandem to copy again",
+                });
+            }
+            let landed = holds(sent.batch.ckpt.seq);
             if landed {
                 self.confirm(sent);
             } else {

@@ -114,13 +114,14 @@ pub enum SinkError {
     /// without persisting them): resending the batches in flight would leave a hole.
     #[error(
         "{endpoint}: the target lost writes it had confirmed: its checkpoint went back \
-         from {had} to {now} (restarted without persistence?); restart tandem to resume \
-         from the checkpoint the target holds"
+         from {had} to {now} (restarted without persistence?); {fix}"
     )]
     TargetWentBack {
         endpoint: String,
         had: String,
         now: String,
+        /// What the operator does next.
+        fix: &'static str,
     },
     #[error("{endpoint}: target unavailable for {secs} s, giving up: {last}")]
     GaveUp {

@@ -311,6 +311,7 @@ impl StandaloneSink {
             endpoint: self.cfg.target.to_string(),
             had: had.pos.to_string(),
             now: held.map_or("none".into(), |h| h.pos.to_string()),
+            fix: "restart tandem to resume from the checkpoint the target holds",
         }))
     }
 

@@ -338,13 +338,25 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError>
             }
         });
     }
-    let resolver = tokio::spawn(resolve::resolve_loop(
-        [sides[0].clone(), sides[1].clone()],
-        id.clone(),
-        detector,
-        progress,
-        inner.clone(),
-    ));
+    let resolver = {
+        let resolving = resolve::resolve_loop(
+            [sides[0].clone(), sides[1].clone()],
+            id.clone(),
+            detector,
+            progress,
+            inner.clone(),
+        );
+        // A resolver that fails for good stops tandem (its error is the one reported)
+        // rather than leaving the links running with no conflict ever converged.
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            let r = resolving.await;
+            if r.is_err() {
+                trigger.trigger();
+            }
+            r
+        })
+    };
     let mut result = Ok(());
     for t in tasks {
         let r = t.await.map_err(|e| SyncError::Full {

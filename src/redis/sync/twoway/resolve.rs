@@ -7,7 +7,7 @@
 //! same single-slot transaction: the loser's stream for that shard shows a `__tandem:`
 //! write in it and drops the copy as an echo.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,45 +188,111 @@ pub(super) async fn resolve_loop(
         shutdown.wait().await;
         return Ok(());
     }
-    let mut conns = [
-        SideConn::connect(&sides[0]).await?,
-        SideConn::connect(&sides[1]).await?,
-    ];
-    let mut masters: HashMap<String, Conn> = HashMap::new();
-    let mut verify: Vec<(Conflict<Key>, u64, u32)> = Vec::new();
+    let mut r = Resolver {
+        conns: None,
+        todo: VecDeque::new(),
+        verify: VecDeque::new(),
+        masters: HashMap::new(),
+    };
+    let mut pause = PAUSE;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
-        for c in detector.due(|s| progress.applied(s)) {
-            copy_winner(&mut conns, &c, &id).await?;
-            verify.push((c, crate::core::wall_ms(), 0));
+        r.todo.extend(detector.due(|s| progress.applied(s)));
+        match r.round(&sides, &id, &detector, &progress).await {
+            Ok(()) => pause = PAUSE,
+            // A side lost (cut, restarted, unreachable): connect again later and go on
+            // with every conflict not yet handled. Returning here used to end the
+            // resolver for good while the links went on: no conflict converged again.
+            Err(e) if retryable(&e) => {
+                pause = (pause * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                warn!(error = %e, "conflict resolver: a side is unavailable, retrying in {pause:?}");
+                r.conns = None;
+            }
+            Err(e) => return Err(e),
         }
-        if verify.is_empty() || !caught_up(&progress, &mut masters).await {
-            continue;
+    }
+}
+
+/// Between two rounds of the resolver.
+const PAUSE: Duration = Duration::from_millis(20);
+
+/// What waiting can fix: the network, a server restarting, a cluster giving no answer
+/// for a while.
+fn retryable(e: &SyncError) -> bool {
+    match e {
+        SyncError::Sink(crate::redis::sink::SinkError::Conn(c)) => c.is_retryable(),
+        SyncError::Sink(crate::redis::sink::SinkError::GaveUp { .. }) => true,
+        _ => false,
+    }
+}
+
+struct Resolver {
+    /// Both sides, connected when needed (dropped after an error).
+    conns: Option<[SideConn; 2]>,
+    /// Due conflicts whose winner is not copied yet.
+    todo: VecDeque<Conflict<Key>>,
+    /// Copied conflicts to check: (conflict, copied at, copies after the first).
+    verify: VecDeque<(Conflict<Key>, u64, u32)>,
+    masters: HashMap<String, Conn>,
+}
+
+impl Resolver {
+    /// Copy every due winner, then check what was copied once everything is caught up.
+    /// On an error, the conflict at hand and every later one stay queued.
+    async fn round(
+        &mut self,
+        sides: &[SideInfo; 2],
+        id: &str,
+        detector: &Detector<Key>,
+        progress: &Progress,
+    ) -> Result<(), SyncError> {
+        if self.conns.is_none() {
+            self.conns = Some([
+                SideConn::connect(&sides[0]).await?,
+                SideConn::connect(&sides[1]).await?,
+            ]);
         }
-        let mut keep = Vec::new();
-        for (c, copied_at, tries) in verify.drain(..) {
+        let conns = self.conns.as_mut().expect("connected");
+        while let Some(c) = self.todo.front() {
+            copy_winner(conns, c, id).await?;
+            let c = self.todo.pop_front().expect("at hand");
+            self.verify.push_back((c, crate::core::wall_ms(), 0));
+        }
+        if self.verify.is_empty() || !caught_up(progress, &mut self.masters).await {
+            return Ok(());
+        }
+        for _ in 0..self.verify.len() {
+            let Some((c, copied_at, tries)) = self.verify.front() else {
+                break;
+            };
             let last = detector.last_writes(&c.key);
-            if last.iter().flatten().any(|w| w.at_ms > copied_at) {
+            if last.iter().flatten().any(|w| w.at_ms > *copied_at) {
                 // Written again since (as tandem observed it): check again once that is
                 // applied too. Dropping the check here lost convergence: the copy's DUMP
                 // held a winner's write that its link had not yet replayed (observed
                 // after the copy), which then landed on the loser a second time (an INCR
                 // counted twice, tests/twoway.rs, cluster sides, 3 runs in 10).
-                keep.push((c, crate::core::wall_ms(), tries));
+                let (c, _, tries) = self.verify.pop_front().expect("at hand");
+                self.verify.push_back((c, crate::core::wall_ms(), tries));
                 continue;
             }
             let same = dump(&mut conns[0], &c.key).await? == dump(&mut conns[1], &c.key).await?;
+            let tries = *tries;
             if !same && tries < 5 {
-                copy_winner(&mut conns, &c, &id).await?;
-                keep.push((c, crate::core::wall_ms(), tries + 1));
+                copy_winner(conns, c, id).await?;
+            }
+            let (c, _, _) = self.verify.pop_front().expect("at hand");
+            if !same && tries < 5 {
+                self.verify
+                    .push_back((c, crate::core::wall_ms(), tries + 1));
             } else if !same {
                 warn!(key = %String::from_utf8_lossy(&c.key.1), "conflict did not converge after 5 copies");
             }
         }
-        verify = keep;
+        Ok(())
     }
 }
 

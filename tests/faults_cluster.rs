@@ -1,0 +1,268 @@
+//! Faults on a cluster target (3 masters) of `tandem redis sync`: every connection
+//! tandem opens to a master goes through that master's fault proxy. Each scenario runs
+//! under writes on the standalone source and ends with every counter and list compared
+//! exactly (tests/support/load.rs) through a slot-routing client.
+//!
+//! Putting the proxies in tandem's path: tandem learns the masters from `CLUSTER
+//! SHARDS` (`CLUSTER SLOTS` before Redis 7), which list each node's announced
+//! address, and `MOVED` names it too. `cluster-announce-port <proxy port>` (set with
+//! `CONFIG SET`) makes every node announce its proxy instead of its own port; the
+//! announced bus port stays the real port + 10000 (`cluster-announce-bus-port` unset),
+//! so the cluster bus never crosses a proxy and the cluster itself sees no fault, only
+//! tandem does. The announced ip is left alone (127.0.0.1, where the proxies listen). A
+//! restarted node announces its own port again until the setting is applied again.
+
+mod support;
+mod support_cluster;
+
+use std::time::Duration;
+
+use support::faultproxy::{Dir, FaultProxy};
+use support::kill::{Target, kill_loop};
+use support::load::{Writer, assert_exact_by, stat};
+use support::proc::Tandem;
+use support::*;
+use support_cluster::{ClusterClient, cluster_checkpoint, wait_caught_up_any};
+
+const CATCH_UP: Duration = Duration::from_secs(90);
+
+/// A 3-master cluster, each master announcing its fault proxy.
+struct ProxiedCluster {
+    cluster: Cluster,
+    proxies: Vec<FaultProxy>,
+}
+
+impl ProxiedCluster {
+    /// `persist`: every write on disk before it is answered (`appendfsync always`), so
+    /// that a restarted master comes back with what it confirmed.
+    fn start(persist: bool) -> ProxiedCluster {
+        let mut opts = ServerOpts::default();
+        if persist {
+            opts = opts.arg("appendonly", "yes").arg("appendfsync", "always");
+        }
+        let cluster = Cluster::start_with(3, 0, opts);
+        let proxies: Vec<FaultProxy> = cluster
+            .masters
+            .iter()
+            .map(|m| FaultProxy::start(m.port))
+            .collect();
+        let c = ProxiedCluster { cluster, proxies };
+        for i in 0..3 {
+            c.announce(i);
+        }
+        c
+    }
+
+    /// Master `i` announces its proxy; wait until every node says so.
+    fn announce(&self, i: usize) {
+        let (m, p) = (&self.cluster.masters[i], &self.proxies[i]);
+        let port = p.port.to_string();
+        assert_eq!(
+            m.cmd(&["CONFIG", "SET", "cluster-announce-port", &port]),
+            Frame::SimpleString(b"OK".to_vec())
+        );
+        let needle = format!("127.0.0.1:{port}@{}", m.port + 10000);
+        wait_until("every node announces the proxy", CATCH_UP, || {
+            self.cluster.masters.iter().all(|n| {
+                Client::connect(n.port)
+                    .and_then(|mut c| c.try_cmd(&["CLUSTER", "NODES"]))
+                    .is_ok_and(|f| frame_to_string(&f).contains(&needle))
+            })
+        });
+    }
+
+    /// The seed tandem is given: master 0's proxy.
+    fn url(&self) -> String {
+        self.proxies[0].url()
+    }
+
+    fn floor(&self) -> Option<(String, u64)> {
+        cluster_checkpoint(&self.cluster, "default")
+    }
+
+    /// tandem wrote to every master through its proxy (before any test read, which
+    /// goes through them too).
+    fn assert_written_through_proxies(&self) {
+        for p in &self.proxies {
+            assert!(
+                p.forwarded(Dir::Up) > 0,
+                "nothing crossed proxy :{}",
+                p.port
+            );
+        }
+    }
+}
+
+fn sync_into(src: &RedisServer, target: &ProxiedCluster, extra: &[&str]) -> Tandem {
+    let (s, t) = (src.url(), target.url());
+    let mut args = vec!["redis", "sync", "--source", &s, "--target", &t];
+    args.extend_from_slice(extra);
+    Tandem::start(&args)
+}
+
+/// Caught up, then every counter and list of the source equals the cluster's.
+fn caught_up_and_exact(src: &RedisServer, dst: &ProxiedCluster, rounds: u64) {
+    wait_caught_up_any(src, &|| dst.floor(), CATCH_UP);
+    let (mut s, mut cc) = (src.client(), ClusterClient::new(&dst.cluster));
+    assert_exact_by(&mut |a| s.cmd(a), &mut |a| cc.cmd(a, 1), "", rounds);
+}
+
+fn assert_source_link_kept(src: &RedisServer, t: &Tandem) {
+    let log = t.log_text();
+    assert!(!log.contains("replica link lost"), "{log}");
+    assert_eq!(stat(src, "sync_full"), 1, "{log}");
+}
+
+/// Wait until tandem has applied more of the stream than now (the floor moved).
+fn progress(dst: &Cluster) {
+    let floor = || cluster_checkpoint(dst, "default");
+    let before = floor().map_or(0, |c| c.1);
+    wait_until("tandem makes progress", CATCH_UP, || {
+        floor().is_some_and(|(s, o)| s == "incr" && o > before)
+    });
+}
+
+/// One master's connections are reset and new ones refused for 8 s under writes: the
+/// batches for its slots are retried with backoff, the other masters go on, and once it
+/// is back only what did not land is resent.
+#[test]
+fn an_unreachable_master_is_retried_and_resumed_exactly() {
+    let src = RedisServer::replication_source();
+    let dst = ProxiedCluster::start(false);
+    let writer = Writer::start(src.port, 51, Duration::from_millis(2), u64::MAX);
+    let t = sync_into(&src, &dst, &["--batch-commands", "200"]);
+    t.wait_log("full sync applied", CATCH_UP);
+    progress(&dst.cluster);
+    let victim = &dst.proxies[1];
+    let accepted = victim.accepted();
+    victim.refuse(true);
+    victim.cut();
+    std::thread::sleep(Duration::from_secs(8));
+    let tries = victim.accepted() - accepted;
+    victim.refuse(false);
+    let rounds = writer.stop();
+    wait_caught_up_any(&src, &|| dst.floor(), CATCH_UP);
+    dst.assert_written_through_proxies();
+    caught_up_and_exact(&src, &dst, rounds);
+    assert!(
+        tries >= 3,
+        "tandem tried the master only {tries} times in 8 s"
+    );
+    let log = t.log_text();
+    assert!(log.contains("cluster target: retrying"), "{log}");
+    assert_source_link_kept(&src, &t);
+}
+
+/// A master is killed and restarted twice, with its data (`appendfsync always`): its
+/// slot checkpoints are what it confirmed, and tandem resends only what did not land.
+#[test]
+fn a_restarted_master_with_its_data_is_resumed_exactly() {
+    let src = RedisServer::replication_source();
+    let mut dst = ProxiedCluster::start(true);
+    let writer = Writer::start(src.port, 52, Duration::from_millis(2), u64::MAX);
+    let t = sync_into(&src, &dst, &["--batch-commands", "200"]);
+    t.wait_log("full sync applied", CATCH_UP);
+    for _ in 0..2 {
+        progress(&dst.cluster);
+        dst.cluster.masters[2].restart();
+        dst.announce(2);
+    }
+    let rounds = writer.stop();
+    wait_caught_up_any(&src, &|| dst.floor(), CATCH_UP);
+    dst.assert_written_through_proxies();
+    caught_up_and_exact(&src, &dst, rounds);
+    assert!(t.log_text().contains("cluster target: retrying"));
+    assert_source_link_kept(&src, &t);
+}
+
+/// A master restarted without persistence comes back without the writes it had
+/// confirmed (it keeps its node id and slots: `nodes.conf`). Resending only the batches
+/// in flight would leave a hole in its slots, so tandem stops with one line naming the
+/// master; with the checkpoints removed, as the line says, a new copy ends exact.
+/// (No proxies: the restarted node must announce the address it had.)
+#[test]
+fn a_master_that_lost_confirmed_writes_stops_tandem_then_a_new_copy_is_exact() {
+    let src = RedisServer::replication_source();
+    let mut dst = Cluster::start(3, 0);
+    let writer = Writer::start(src.port, 53, Duration::from_millis(2), u64::MAX);
+    let (s, d) = (src.url(), dst.url());
+    let sync = || {
+        Tandem::start(&[
+            "redis",
+            "sync",
+            "--source",
+            &s,
+            "--target",
+            &d,
+            "--skip-precheck",
+        ])
+    };
+    let mut t = sync();
+    t.wait_log("full sync applied", CATCH_UP);
+    progress(&dst);
+    dst.masters[1].restart();
+    let (err, log) = t.one_error_line(CATCH_UP);
+    assert!(err.contains("lost writes it had confirmed"), "{log}");
+    let port = dst.masters[1].port;
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{log}");
+    forget_checkpoints(&dst);
+    let t = sync();
+    let rounds = writer.stop();
+    wait_caught_up_any(&src, &|| cluster_checkpoint(&dst, "default"), CATCH_UP);
+    let (mut s, mut cc) = (src.client(), ClusterClient::new(&dst));
+    assert_exact_by(&mut |a| s.cmd(a), &mut |a| cc.cmd(a, 1), "", rounds);
+    drop(t);
+}
+
+/// SIGKILL six times, half of them in a full sync (the checkpoints removed first),
+/// under writes, into a cluster reached through the proxies; then SIGTERM: exit 0, the
+/// floor checkpoint at the source's offset, every counter and list exact.
+#[test]
+fn sigkill_at_random_moments_into_a_cluster_then_sigterm_is_exact() {
+    let dst = ProxiedCluster::start(false);
+    let mut cc = ClusterClient::new(&dst.cluster);
+    let proxied = &dst;
+    let mut target = Target {
+        url: dst.url(),
+        forget: Box::new(|| forget_checkpoints(&dst.cluster)),
+        checkpoint: Box::new(|| dst.floor()),
+        read: Box::new(move |a| {
+            proxied.assert_written_through_proxies();
+            cc.cmd(a, 1)
+        }),
+    };
+    // An RDB of ~2.5 MB: a copy into three masters lasts long enough to be hit.
+    let r = kill_loop(&mut target, 6, 5_000);
+    assert_eq!(r.in_full + r.in_incr, 6);
+}
+
+/// Remove tandem's checkpoints from every master: the next run copies again.
+fn forget_checkpoints(c: &Cluster) {
+    for m in &c.masters {
+        let mut c = m.client();
+        for key in checkpoint_keys(&mut c) {
+            c.cmd_bytes(&[b"DEL", &key]);
+        }
+    }
+}
+
+/// Every `__tandem:ckpt:*` key of one master: the floor and the slot checkpoints.
+fn checkpoint_keys(c: &mut Client) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cursor = "0".to_string();
+    for _ in 0..100_000 {
+        let Frame::Array(reply) =
+            c.cmd(&["SCAN", &cursor, "MATCH", "__tandem:ckpt:*", "COUNT", "1000"])
+        else {
+            panic!("SCAN")
+        };
+        cursor = frame_to_string(&reply[0]);
+        if let Frame::Array(keys) = &reply[1] {
+            out.extend(keys.iter().map(|k| frame_to_string(k).into_bytes()));
+        }
+        if cursor == "0" {
+            return out;
+        }
+    }
+    panic!("SCAN did not finish");
+}
