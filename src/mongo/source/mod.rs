@@ -5,6 +5,7 @@
 pub mod assemble;
 pub mod entry;
 pub mod file;
+pub mod merge;
 pub mod oplog;
 pub mod stream;
 
