@@ -309,3 +309,146 @@ async fn bson_file_until_and_rerun_apply_each_entry_once() {
         "{err}"
     );
 }
+
+/// Documents of `ns` as BSON bytes, sorted, for comparing with `docs`.
+fn bytes_of(want: &[Document]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = want
+        .iter()
+        .map(|d| mongodb::bson::to_vec(d).unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+fn replay_files(files: &[PathBuf], target: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(tandem_bin());
+    c.args(["mongo", "replay"]);
+    for f in files {
+        c.arg("--oplog").arg(f);
+    }
+    let out = c.args(["--target", target]).args(extra).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// The fixture's prepared transaction (`txn/small-prepared-committed`) as a sharded
+/// cluster writes it: its ops split across two shards' oplogs (plus one more insert
+/// on the second), each shard with its own prepare and its own commit entry carrying
+/// the one `commitTimestamp`, among plain writes of each shard. Replayed from both
+/// files it is one unit, whole at the first shard's commit (even with `--until` before
+/// the second shard's commit entry), never half; a rerun applies nothing twice; a
+/// second shard whose commit is missing is one error naming its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_prepared_on_two_shards_replays_as_one() {
+    let dst = MongoServer::start();
+    let b = dst.client().await;
+    let text = std::fs::read_to_string(fixtures().join("oplog-entries.jsonl")).unwrap();
+    let record: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["name"] == "txn/small-prepared-committed")
+        .unwrap();
+    let entries = record["entries"].as_array().unwrap();
+    let (prepare, commit) = (&entries[0], &entries[1]);
+    assert_eq!(prepare["o"]["prepare"], true);
+    let ops = prepare["o"]["applyOps"].as_array().unwrap();
+    let t = 1515616500;
+    let ts = |i: u32| serde_json::json!({"$timestamp": {"t": t, "i": i}});
+    let plain = |i: u32, id: &str| {
+        serde_json::json!({"ts": ts(i), "t": {"$numberLong": "1"}, "op": "i",
+            "ns": "txntest.other", "o": {"_id": id}})
+    };
+    let prepared = |i: u32, ops: Vec<Value>| {
+        let mut e = prepare.clone();
+        e["ts"] = ts(i);
+        e["o"]["applyOps"] = Value::Array(ops);
+        e
+    };
+    let committed = |i: u32, prev: u32| {
+        let mut e = commit.clone();
+        e["ts"] = ts(i);
+        e["prevOpTime"]["ts"] = ts(prev);
+        e
+    };
+    // The commit time the coordinator chose: the later prepare's.
+    assert_eq!(commit["o"]["commitTimestamp"], ts(11));
+    let mut extra = ops[1].clone();
+    extra["o"] = serde_json::json!({"_id": {"$numberInt": "2"}, "x": {"$numberInt": "2"}});
+    let shard0 = vec![
+        plain(2, "a"),
+        prepared(3, vec![ops[0].clone(), ops[2].clone()]),
+        committed(12, 3),
+        plain(14, "c"),
+    ];
+    let shard1 = vec![
+        plain(4, "b"),
+        prepared(11, vec![ops[1].clone(), ops[3].clone(), extra]),
+        plain(13, "d"),
+        committed(20, 11),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, es: &[Value]| {
+        let p = dir.path().join(name);
+        let lines: Vec<String> = es.iter().map(|e| e.to_string()).collect();
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    };
+    let files = [
+        write("shard0.jsonl", &shard0),
+        write("shard1.jsonl", &shard1),
+    ];
+    let run = |extra: &[&str]| {
+        let (code, out, err) = replay_files(&files, &dst.uri(), extra);
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    let whole = bytes_of(&[doc! {"_id": 0, "x": 1}, doc! {"_id": 2, "x": 2}]);
+    let other = |ids: &[&str]| bytes_of(&ids.iter().map(|i| doc! {"_id": *i}).collect::<Vec<_>>());
+
+    assert_eq!(
+        run(&["--until", &format!("{t}.11")]),
+        "replayed 2 units (0 already applied by an earlier run)"
+    );
+    assert_eq!(docs(&b, "txntest.e").await, bytes_of(&[]));
+    assert_eq!(docs(&b, "txntest.other").await, other(&["a", "b"]));
+    // Up to the first shard's commit: the transaction whole, shard 1's part with it.
+    assert_eq!(
+        run(&["--until", &format!("{t}.12")]),
+        "replayed 1 units (2 already applied by an earlier run)"
+    );
+    assert_eq!(docs(&b, "txntest.e").await, whole);
+    assert_eq!(docs(&b, "txntest.other").await, other(&["a", "b"]));
+    assert_eq!(
+        run(&[]),
+        "replayed 2 units (3 already applied by an earlier run)"
+    );
+    assert_eq!(
+        run(&[]),
+        "replayed 0 units (5 already applied by an earlier run)"
+    );
+    assert_eq!(docs(&b, "txntest.e").await, whole);
+    assert_eq!(
+        docs(&b, "txntest.other").await,
+        other(&["a", "b", "c", "d"])
+    );
+
+    // Shard 1's commit entry missing: the transaction cannot be whole.
+    let cut = write("shard1-cut.jsonl", &shard1[..3]);
+    let (code, out, err) = replay_files(
+        &[files[0].clone(), cut.clone()],
+        &dst.uri(),
+        &["--id", "cut"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains(&format!("oplog file {}", cut.display()))
+            && lines[0].contains(&format!("committed at {t}.11"))
+            && lines[0].contains("still prepared"),
+        "{err}"
+    );
+}

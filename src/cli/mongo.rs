@@ -164,8 +164,10 @@ pub struct TwowayArgs {
 #[derive(Args)]
 pub struct ReplayArgs {
     /// The recorded oplog: BSON documents back to back, or JSON lines of Extended JSON.
-    #[arg(long)]
-    oplog: PathBuf,
+    /// Given once per shard of a sharded cluster, the files are merged in time order
+    /// and each cross-shard (prepared) transaction is applied as one transaction.
+    #[arg(long, required = true)]
+    oplog: Vec<PathBuf>,
     #[arg(long)]
     target: String,
     /// Stop after the entries at this time: SECONDS or SECONDS.INCREMENT.
@@ -344,7 +346,7 @@ async fn replay(a: ReplayArgs) -> CliResult {
     let target = MongoEndpoint::connect("--target", &a.target).await?;
     let until = a.until.as_deref().map(parse_ts).transpose()?;
     let cfg = crate::mongo::replay::ReplayConfig {
-        file: a.oplog,
+        files: a.oplog,
         target,
         id: a.id,
         filter: a.ns.filter()?,

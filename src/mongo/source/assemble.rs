@@ -74,7 +74,7 @@ impl Assembler {
                 open.ops.extend(ops);
                 self.finish(open)
             }
-            Entry::Commit { key, prev } => {
+            Entry::Commit { key, prev, .. } => {
                 let open = self.open.remove(&key).unwrap_or(Open {
                     first_prev: prev,
                     ..Open::default()

@@ -36,10 +36,13 @@ pub enum Entry {
         ops: Vec<Op>,
         prev: OpTime,
     },
-    /// A prepared transaction committed.
+    /// A prepared transaction committed. `commit` is the transaction's
+    /// `commitTimestamp`, the same on every shard it spans (this entry is at or after
+    /// it).
     Commit {
         key: TxnKey,
         prev: OpTime,
+        commit: Option<OpTime>,
     },
     Abort {
         key: TxnKey,
@@ -263,6 +266,10 @@ fn command(e: &Document) -> Result<Entry> {
         "commitTransaction" => Entry::Commit {
             key: txn_key(e)?,
             prev: prev_ts(e),
+            commit: match o.get("commitTimestamp") {
+                Some(Bson::Timestamp(t)) => Some(OpTime::new(t.time, t.increment)),
+                _ => None,
+            },
         },
         "abortTransaction" => Entry::Abort { key: txn_key(e)? },
         "create" => Entry::Ddl(Ddl::Create {

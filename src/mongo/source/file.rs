@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use bson::Document;
 
 use super::assemble::{Assembler, Ready};
-use super::entry::{self, Header};
+use super::entry::{self, Entry, Header};
+use super::merge::Feed;
 use super::oplog::unit_of;
 use crate::core::{MongoPosition, OpTime};
 use crate::mongo::error::{MongoError, Result};
@@ -125,34 +126,44 @@ impl FileReader {
         }
     }
 
+    /// The next entry parsed, with where it began, or `None` at the end of the file
+    /// (or past `--until`).
+    fn read_entry(&mut self) -> Result<Option<(u64, Header, Document, Entry)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let start = self.at;
+        let Some(e) = self.entry()? else {
+            self.done = true;
+            return Ok(None);
+        };
+        let h = entry::header(&e).map_err(|x| self.err_at(start, x))?;
+        if self.until.is_some_and(|u| h.ts > u) {
+            self.done = true;
+            return Ok(None);
+        }
+        let parsed = entry::parse(&e).map_err(|x| self.err_at(start, x))?;
+        Ok(Some((start, h, e, parsed)))
+    }
+
+    fn missing(&self, start: u64, before: OpTime) -> MongoError {
+        file_err(
+            &self.path,
+            matches!(self.input, Input::Json(_)),
+            start,
+            format!(
+                "the transaction committed here began before the file (its entry {before} is not in it)"
+            ),
+        )
+    }
+
     /// The next unit, or `None` at the end of the file (or past `--until`).
     pub fn next_unit(&mut self) -> Result<Option<Unit>> {
-        while !self.done {
-            let start = self.at;
-            let Some(e) = self.entry()? else {
-                self.done = true;
-                break;
-            };
-            let Header { ts, wall_ms } = entry::header(&e).map_err(|x| self.err_at(start, x))?;
-            if self.until.is_some_and(|u| ts > u) {
-                self.done = true;
-                break;
-            }
-            let parsed = entry::parse(&e).map_err(|x| self.err_at(start, x))?;
+        while let Some((start, Header { ts, wall_ms }, e, parsed)) = self.read_entry()? {
             let (payload, txn) = match self.asm.push(parsed) {
                 Ready::Held => continue,
                 Ready::Unit { payload, txn } => (payload, txn),
-                Ready::Missing { before, .. } => {
-                    let json = matches!(self.input, Input::Json(_));
-                    return Err(file_err(
-                        &self.path,
-                        json,
-                        start,
-                        format!(
-                            "the transaction committed here began before the file (its entry {before} is not in it)"
-                        ),
-                    ));
-                }
+                Ready::Missing { before, .. } => return Err(self.missing(start, before)),
             };
             return Ok(Some(unit_of(
                 MongoPosition::oplog(FILE_HISTORY, ts),
@@ -161,6 +172,60 @@ impl FileReader {
                 txn,
                 super::oplog::lsid_of(&e),
             )));
+        }
+        Ok(None)
+    }
+
+    /// The next entry as the merger of several files takes it (one file per shard):
+    /// prepares, commits and aborts of prepared transactions named, the rest as units.
+    /// `None` at the end of the file.
+    pub fn next_feed(&mut self) -> Result<Option<Feed<Unit>>> {
+        while let Some((start, Header { ts, wall_ms }, e, parsed)) = self.read_entry()? {
+            let marker = match &parsed {
+                Entry::Part {
+                    key, prepare: true, ..
+                } => Some(Feed::Prepared {
+                    key: key.clone(),
+                    at: ts,
+                }),
+                Entry::Abort { key } => Some(Feed::Aborted {
+                    key: key.clone(),
+                    at: ts,
+                }),
+                _ => None,
+            };
+            let commit = match &parsed {
+                Entry::Commit { key, commit, .. } => Some((key.clone(), *commit)),
+                _ => None,
+            };
+            let (payload, txn) = match self.asm.push(parsed) {
+                Ready::Held | Ready::Unit { .. } if marker.is_some() => return Ok(marker),
+                Ready::Held => continue,
+                Ready::Unit { payload, txn } => (payload, txn),
+                Ready::Missing { before, .. } => return Err(self.missing(start, before)),
+            };
+            let unit = unit_of(
+                MongoPosition::oplog(FILE_HISTORY, ts),
+                wall_ms,
+                payload,
+                txn,
+                super::oplog::lsid_of(&e),
+            );
+            return match commit {
+                None => Ok(Some(Feed::Unit { unit, at: ts })),
+                Some((key, Some(commit))) => Ok(Some(Feed::Committed {
+                    unit,
+                    key,
+                    commit,
+                    at: ts,
+                })),
+                Some((_, None)) => Err(file_err(
+                    &self.path,
+                    matches!(self.input, Input::Json(_)),
+                    start,
+                    "commitTransaction without commitTimestamp: its parts on other shards cannot be found",
+                )),
+            };
         }
         Ok(None)
     }

@@ -103,19 +103,19 @@ impl ShardMark {
 /// A feed that breaks the rules a real oplog keeps.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
-    #[error("shard {shard}: entry at {at} after one at {read}: a shard's oplog is in time order")]
+    #[error("entry at {at} after one at {read}: an oplog is in time order")]
     OutOfOrder {
         shard: usize,
         at: OpTime,
         read: OpTime,
     },
     #[error(
-        "shard {shard}: a prepared transaction's part committed at {at} without being prepared \
+        "a prepared transaction's part committed at {at} without being prepared \
          in what was read (start the reader at the checkpoint's read_from)"
     )]
     NotPrepared { shard: usize, at: OpTime },
     #[error(
-        "shard {shard}: the input ended with a part of the transaction committed at {commit} \
+        "the input ended with a part of the transaction committed at {commit} \
          still prepared: its commit on this shard is missing"
     )]
     EndedPrepared { shard: usize, commit: OpTime },
