@@ -92,6 +92,25 @@ pub fn describe_sink() {
         SINK_RETRIES,
         "Target write attempts retried after a failure"
     );
+    metrics::describe_counter!(
+        MIGRATION_BARRIER_WAITS,
+        "Cluster source: RESTORE-ASKINGs held until the old master's writes of the key landed"
+    );
+    metrics::describe_counter!(
+        MIGRATION_BARRIER_GAVE_UP,
+        "Cluster source: barrier waits that gave up with no DEL from the old master"
+    );
+}
+
+pub const MIGRATION_BARRIER_WAITS: &str = "tandem_migration_barrier_waits_total";
+pub const MIGRATION_BARRIER_GAVE_UP: &str = "tandem_migration_barrier_gave_up_total";
+
+pub fn migration_barrier_wait() {
+    metrics::counter!(MIGRATION_BARRIER_WAITS).increment(1);
+}
+
+pub fn migration_barrier_gave_up() {
+    metrics::counter!(MIGRATION_BARRIER_GAVE_UP).increment(1);
 }
 
 pub fn sink_batch(commands: usize) {

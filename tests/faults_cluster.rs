@@ -17,81 +17,14 @@ mod support_cluster;
 
 use std::time::Duration;
 
-use support::faultproxy::{Dir, FaultProxy};
 use support::kill::{Target, kill_loop};
 use support::load::{Writer, assert_exact_by, stat};
 use support::proc::Tandem;
 use support::*;
+use support_cluster::proxied::ProxiedCluster;
 use support_cluster::{ClusterClient, cluster_checkpoint, wait_caught_up_any};
 
 const CATCH_UP: Duration = Duration::from_secs(90);
-
-/// A 3-master cluster, each master announcing its fault proxy.
-struct ProxiedCluster {
-    cluster: Cluster,
-    proxies: Vec<FaultProxy>,
-}
-
-impl ProxiedCluster {
-    /// `persist`: every write on disk before it is answered (`appendfsync always`), so
-    /// that a restarted master comes back with what it confirmed.
-    fn start(persist: bool) -> ProxiedCluster {
-        let mut opts = ServerOpts::default();
-        if persist {
-            opts = opts.arg("appendonly", "yes").arg("appendfsync", "always");
-        }
-        let cluster = Cluster::start_with(3, 0, opts);
-        let proxies: Vec<FaultProxy> = cluster
-            .masters
-            .iter()
-            .map(|m| FaultProxy::start(m.port))
-            .collect();
-        let c = ProxiedCluster { cluster, proxies };
-        for i in 0..3 {
-            c.announce(i);
-        }
-        c
-    }
-
-    /// Master `i` announces its proxy; wait until every node says so.
-    fn announce(&self, i: usize) {
-        let (m, p) = (&self.cluster.masters[i], &self.proxies[i]);
-        let port = p.port.to_string();
-        assert_eq!(
-            m.cmd(&["CONFIG", "SET", "cluster-announce-port", &port]),
-            Frame::SimpleString(b"OK".to_vec())
-        );
-        let needle = format!("127.0.0.1:{port}@{}", m.port + 10000);
-        wait_until("every node announces the proxy", CATCH_UP, || {
-            self.cluster.masters.iter().all(|n| {
-                Client::connect(n.port)
-                    .and_then(|mut c| c.try_cmd(&["CLUSTER", "NODES"]))
-                    .is_ok_and(|f| frame_to_string(&f).contains(&needle))
-            })
-        });
-    }
-
-    /// The seed tandem is given: master 0's proxy.
-    fn url(&self) -> String {
-        self.proxies[0].url()
-    }
-
-    fn floor(&self) -> Option<(String, u64)> {
-        cluster_checkpoint(&self.cluster, "default")
-    }
-
-    /// tandem wrote to every master through its proxy (before any test read, which
-    /// goes through them too).
-    fn assert_written_through_proxies(&self) {
-        for p in &self.proxies {
-            assert!(
-                p.forwarded(Dir::Up) > 0,
-                "nothing crossed proxy :{}",
-                p.port
-            );
-        }
-    }
-}
 
 fn sync_into(src: &RedisServer, target: &ProxiedCluster, extra: &[&str]) -> Tandem {
     let (s, t) = (src.url(), target.url());

@@ -493,3 +493,67 @@ fn source_slot_migration_loses_no_key() {
     }
     assert_counters(&mut |a| d.cmd(a), 50, rounds);
 }
+
+/// Resharding on the source while the old master's link lags: a key written on X, then
+/// migrated to Y and written again there, must end with Y's value. X's stream (its
+/// older write, then the migration's DEL) is held back at X's fault proxy while Y's
+/// stream (`RESTORE-ASKING`, then the new write) flows. Without the barrier the target
+/// took Y's writes first and X's older write last, and kept it.
+#[test]
+fn a_key_migrated_then_rewritten_keeps_its_new_value_when_the_old_masters_link_lags() {
+    use support::faultproxy::{Dir, Flow};
+    use support_cluster::proxied::ProxiedCluster;
+    let src = ProxiedCluster::start(false);
+    let c = &src.cluster;
+    c.all_nodes(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    let dst = RedisServer::start();
+    let key = "{mig}k";
+    let slot = tandem::redis::slot::key_slot(b"{mig}");
+    assert!(!SHARDS.contains(&slot), "a shard's name must not move");
+    let xi = slot as usize / 5461;
+    let yi = (xi + 1) % 3;
+    let (x, y) = (&c.masters[xi], &c.masters[yi]);
+    x.cmd(&["SET", key, "v0"]);
+    let t = sync_urls(&src.url(), &dst.url(), &[]);
+    let caught_up = || {
+        wait_until("every shard caught up", CATCH_UP, || {
+            (0..3).all(|i| {
+                let want = master_offset(&c.masters[i]);
+                support::proc::checkpoint(&dst, &format!("default:{}", SHARDS[i]))
+                    .is_some_and(|(st, o)| st == "incr" && o == want)
+            })
+        })
+    };
+    caught_up();
+    src.proxies[xi].set(Dir::Down, Flow::Stall);
+    x.cmd(&["SET", key, "v1"]);
+    let (x_id, y_id) = (
+        x.client().cmd_text(&["CLUSTER", "MYID"]),
+        y.client().cmd_text(&["CLUSTER", "MYID"]),
+    );
+    let s = slot.to_string();
+    y.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &x_id]);
+    x.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &y_id]);
+    let yport = y.port.to_string();
+    assert_eq!(
+        x.cmd(&["MIGRATE", "127.0.0.1", &yport, key, "0", "5000"]),
+        Frame::SimpleString(b"OK".to_vec())
+    );
+    for m in &c.masters {
+        m.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &y_id]);
+    }
+    y.cmd(&["SET", key, "v2"]);
+    let held = "waiting until its old master's writes landed";
+    let get = || dst.client().cmd(&["GET", key]);
+    wait_until("the new master's stream read", CATCH_UP, || {
+        get() == Frame::BulkString(b"v2".to_vec()) || t.log_text().contains(held)
+    });
+    src.proxies[xi].set(Dir::Down, Flow::Pass);
+    caught_up();
+    assert_eq!(get(), Frame::BulkString(b"v2".to_vec()), "{}", t.log_text());
+    assert!(t.log_text().contains(held), "{}", t.log_text());
+    assert_eq!(
+        y.client().cmd(&["GET", key]),
+        Frame::BulkString(b"v2".to_vec())
+    );
+}

@@ -119,7 +119,7 @@ pub async fn run(args: SyncArgs) -> CliResult {
         spool_dir: spool_dir.clone(),
         spool_max_bytes: args.spool_max_bytes,
         repl_timeout: std::time::Duration::from_secs(args.repl_timeout),
-        cluster_source: false,
+        cluster_source: None,
         status: status.clone(),
     };
     let shutdown = super::shutdown_on_signal();

@@ -156,7 +156,7 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         spool_dir: spool_dir.clone(),
         spool_max_bytes: 4 << 30,
         repl_timeout: Duration::from_secs(args.repl_timeout),
-        cluster_source: false,
+        cluster_source: None,
         status: status.clone(),
     };
     let cfg = TwoWayConfig {

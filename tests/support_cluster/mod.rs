@@ -2,6 +2,8 @@
 //! whole-cluster snapshots, tandem's floor checkpoint on a cluster target, moving a slot.
 #![allow(dead_code)]
 
+pub mod proxied;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

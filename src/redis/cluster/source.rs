@@ -105,6 +105,7 @@ pub(crate) async fn run_cluster_source(
     }
     let mut followed: Vec<Followed> = Vec::new();
     let mut tasks = JoinSet::new();
+    let moved = Arc::new(crate::redis::sync::migration::Moved::default());
     let mut seen: HashSet<String> = HashSet::new();
     let spawn = |shard: &super::Shard,
                  followed: &mut Vec<Followed>,
@@ -116,7 +117,7 @@ pub(crate) async fn run_cluster_source(
         info!(shard = %name, master = %shard.master.addr(), "following source master");
         let mut shard_cfg = cfg.clone();
         shard_cfg.id = format!("{}:{name}", cfg.id);
-        shard_cfg.cluster_source = true;
+        shard_cfg.cluster_source = Some(moved.clone());
         shard_cfg.spool_dir = cfg.spool_dir.join(&name);
         tasks.spawn(follow_shard(
             shard_cfg,

@@ -15,11 +15,25 @@
 //! deleted. Either way the target ends as the source is.
 //!
 //! The cost is one round trip to the source per DEL/UNLINK unit of a cluster source.
+//!
+//! The DEL is not all: X's writes to the key *before* the migration still have to land
+//! before Y's. When X's link lags, the target could get Y's `RESTORE` and Y's later
+//! writes first, then X's older `SET`, and keep that (the DEL is dropped as above). So
+//! the engines of a cluster source share a [`Moved`] barrier: Y's engine holds its
+//! stream at a `RESTORE-ASKING` of a key until X's engine has *landed* (the target
+//! confirmed) the unit whose DEL took that key away, i.e. everything X served of it.
+//! Y cannot know which master X was, so it waits for the key, from any of them. A
+//! `MIGRATE … COPY` leaves no DEL, and two masters migrating keys to each other at once
+//! could each wait for the other: the wait gives up after [`BARRIER_WAIT`], logged and
+//! counted, and the stream goes on as it did without the barrier.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::Notify;
+use tracing::{info, warn};
 
 use super::SyncError;
 use super::incr::TargetWrite;
@@ -30,6 +44,59 @@ use crate::redis::url::Endpoint;
 pub struct MigrationGuard {
     source: Endpoint,
     conns: HashMap<String, Conn>,
+    moved: Arc<Moved>,
+    /// Keys the last [`MigrationGuard::filter`] found served by another master: once the
+    /// unit that deleted them landed, [`Moved::landed`].
+    moved_out: Vec<Bytes>,
+}
+
+/// How long an importing master's engine waits for the old master's DEL of a key.
+pub const BARRIER_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a landed DEL is remembered for an importing master's engine that has not
+/// read its `RESTORE-ASKING` yet.
+const REMEMBER: Duration = Duration::from_secs(600);
+
+/// Keys moved away from a source master whose DEL that master's engine has landed on
+/// the target, shared by the engines of one cluster source.
+#[derive(Debug, Default)]
+pub struct Moved {
+    landed: Mutex<HashMap<Bytes, Instant>>,
+    notify: Notify,
+}
+
+impl Moved {
+    /// The old master's engine landed the removal of `keys`.
+    pub fn landed(&self, keys: Vec<Bytes>) {
+        let now = Instant::now();
+        let mut l = self.landed.lock().unwrap_or_else(|e| e.into_inner());
+        l.retain(|_, at| now.duration_since(*at) < REMEMBER);
+        l.extend(keys.into_iter().map(|k| (k, now)));
+        drop(l);
+        self.notify.notify_waiters();
+    }
+
+    /// Wait until the removal of `key` from its old master landed, at most `limit`.
+    /// `false`: it did not within `limit`.
+    pub async fn wait(&self, key: &Bytes, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Registered before the check, so a `landed` in between is not missed.
+            let notified = self.notify.notified();
+            if self
+                .landed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key)
+                .is_some()
+            {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,11 +107,50 @@ fn is_delete(argv: &[Bytes]) -> bool {
 }
 
 impl MigrationGuard {
-    pub fn new(source: Endpoint) -> Self {
+    pub fn new(source: Endpoint, moved: Arc<Moved>) -> Self {
         Self {
             source,
             conns: HashMap::new(),
+            moved,
+            moved_out: Vec::new(),
         }
+    }
+
+    /// Hold the stream at a `RESTORE-ASKING` (a key migrated here) until the old
+    /// master's engine landed the key's removal: what it served of the key lands first.
+    pub async fn before_restores(&self, writes: &[TargetWrite]) {
+        for w in writes {
+            if !(w.argv.len() >= 2 && w.argv[0].eq_ignore_ascii_case(b"RESTORE-ASKING")) {
+                continue;
+            }
+            let key = &w.argv[1];
+            if self.moved.wait(key, Duration::ZERO).await {
+                continue;
+            }
+            info!(
+                key = %String::from_utf8_lossy(key),
+                "a key migrated to this master: waiting until its old master's writes landed"
+            );
+            crate::metrics::migration_barrier_wait();
+            if !self.moved.wait(key, BARRIER_WAIT).await {
+                crate::metrics::migration_barrier_gave_up();
+                warn!(
+                    key = %String::from_utf8_lossy(key),
+                    "no DEL of a migrated key from its old master within {BARRIER_WAIT:?} \
+                     (MIGRATE COPY, or masters migrating to each other): going on"
+                );
+            }
+        }
+    }
+
+    /// Keys the last `filter` found moved to another master (taken).
+    pub fn take_moved_out(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.moved_out)
+    }
+
+    /// The unit whose DELs `take_moved_out` returned has landed.
+    pub fn landed(&self, keys: Vec<Bytes>) {
+        self.moved.landed(keys);
     }
 
     /// `writes` with the keys that moved to another source master taken out of their
@@ -64,8 +170,13 @@ impl MigrationGuard {
             }
             let mut keep = vec![w.argv[0].clone()];
             for key in &w.argv[1..] {
-                if !self.lives_elsewhere(key).await? {
-                    keep.push(key.clone());
+                match self.lives_elsewhere(key).await? {
+                    Where::Here => keep.push(key.clone()),
+                    Where::Gone => {
+                        keep.push(key.clone());
+                        self.moved_out.push(key.clone());
+                    }
+                    Where::There => self.moved_out.push(key.clone()),
                 }
             }
             if keep.len() == w.argv.len() {
@@ -80,18 +191,19 @@ impl MigrationGuard {
     }
 
     /// Whether `key` is now served by another master of the source, and exists there.
-    async fn lives_elsewhere(&mut self, key: &Bytes) -> Result<bool, SyncError> {
+    async fn lives_elsewhere(&mut self, key: &Bytes) -> Result<Where, SyncError> {
         let home = self.source.addr();
         let reply = self.request(&home, &[b"EXISTS", key], false).await?;
         let Frame::Error(e) = reply else {
-            return Ok(false);
+            return Ok(Where::Here);
         };
         let addr = match redirect(&e) {
             Some(Redirect::Ask(a)) | Some(Redirect::Moved(a)) => a,
             None => return Err(self.err(&home, format!("EXISTS answered {e}"))),
         };
         match self.request(&addr, &[b"EXISTS", key], true).await? {
-            Frame::Integer(n) => Ok(n > 0),
+            Frame::Integer(n) if n > 0 => Ok(Where::There),
+            Frame::Integer(_) => Ok(Where::Gone),
             other => Err(self.err(&addr, format!("EXISTS answered {other:?}"))),
         }
     }
@@ -143,6 +255,70 @@ impl MigrationGuard {
     }
 }
 
+/// A two-way side's slot holds tandem's per-slot keys (the reverse link's checkpoints,
+/// `{slot tag}`ged), so a migration's DEL names them beside the users' keys. As is,
+/// that DEL counts as an echo (it writes a `__tandem:` key) and is dropped whole, and
+/// the importing master's engine would never learn that the users' keys left. A bare
+/// DEL/UNLINK (tandem writes none: its own are inside `MULTI`) loses its tandem keys
+/// here; what is left is a DEL of users' keys like any other.
+pub fn strip_tandem_keys(unit: &mut super::incr::Unit) {
+    let [cmd] = &mut unit.cmds[..] else {
+        return;
+    };
+    let tandem = |k: &Bytes| k.starts_with(crate::redis::filter::TANDEM_PREFIX);
+    if !is_delete(&cmd.argv) || !cmd.argv[1..].iter().any(tandem) {
+        return;
+    }
+    let keep: Vec<Bytes> = std::iter::once(cmd.argv[0].clone())
+        .chain(cmd.argv[1..].iter().filter(|k| !tandem(k)).cloned())
+        .collect();
+    if keep.len() == 1 {
+        return;
+    }
+    let mut raw = bytes::BytesMut::new();
+    let argv: Vec<&[u8]> = keep.iter().map(|a| &a[..]).collect();
+    crate::redis::conn::encode_command(&mut raw, &argv);
+    cmd.raw = raw.freeze();
+    cmd.argv = keep;
+}
+
+/// Where a key deleted by this master's stream lives now.
+enum Where {
+    /// This master still serves its slot: a user's DEL.
+    Here,
+    /// Another master serves it and has it: the DEL of a migration.
+    There,
+    /// Another master serves its slot and does not have it (deleted there since).
+    Gone,
+}
+
 fn link_err(e: ConnError) -> SyncError {
     SyncError::Sink(e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_ends_at_the_landing_of_its_key_whenever_it_came() {
+        let m = Arc::new(Moved::default());
+        let k = Bytes::from_static(b"k");
+        // Landed before anyone waits: found at once, and only once.
+        m.landed(vec![k.clone()]);
+        assert!(m.wait(&k, Duration::ZERO).await);
+        assert!(!m.wait(&k, Duration::from_millis(10)).await);
+        // Landed while waiting (another key first).
+        let waiter = tokio::spawn({
+            let (m, k) = (m.clone(), k.clone());
+            async move { m.wait(&k, Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        m.landed(vec![Bytes::from_static(b"other")]);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        m.landed(vec![k.clone()]);
+        assert!(waiter.await.unwrap());
+        assert!(m.wait(&Bytes::from_static(b"other"), Duration::ZERO).await);
+    }
 }

@@ -69,9 +69,10 @@ pub struct SyncConfig {
     /// Silence on the source link after which it is dropped and reconnected (Redis's
     /// `repl-timeout`): how long a blackholed link goes unnoticed.
     pub repl_timeout: Duration,
-    /// The source is one master of a cluster: DELs pass the resharding guard
-    /// (`migration.rs`). Set by the cluster source, never by users.
-    pub cluster_source: bool,
+    /// The source is one master of a cluster: DELs pass the resharding guard, and
+    /// `RESTORE-ASKING`s its barrier, shared by the cluster's engines (`migration.rs`).
+    /// Set by the cluster source, never by users.
+    pub cluster_source: Option<Arc<migration::Moved>>,
     /// The process's `/status` registry; each engine reports under its link `id`.
     pub status: Arc<Status>,
 }
@@ -229,7 +230,8 @@ async fn engine<S: Sink>(
         scripts: scripts::ScriptCache::default(),
         migration: cfg
             .cluster_source
-            .then(|| migration::MigrationGuard::new(cfg.source.clone())),
+            .as_ref()
+            .map(|m| migration::MigrationGuard::new(cfg.source.clone(), m.clone())),
         status,
     };
     let result = eng.run(&mut link, &mut shutdown).await;
@@ -367,9 +369,12 @@ impl<S: Sink> Engine<'_, S> {
                 }
                 Event::Command(mut cmd) => {
                     self.scripts.prepare(&mut cmd);
-                    let Some(unit) = self.units.push(cmd) else {
+                    let Some(mut unit) = self.units.push(cmd) else {
                         continue;
                     };
+                    if self.migration.is_some() && self.hooks.is_some() {
+                        migration::strip_tandem_keys(&mut unit);
+                    }
                     let end = unit.end;
                     self.db = unit.db;
                     let is_echo = match self.hooks.as_mut() {
@@ -382,6 +387,7 @@ impl<S: Sink> Engine<'_, S> {
                         let mut writes = self.cfg.policy.writes(unit, &mut self.stats)?;
                         if let Some(g) = self.migration.as_mut() {
                             writes = g.filter(writes).await?;
+                            g.before_restores(&writes).await;
                         }
                         let writes = match self.hooks.as_ref() {
                             Some(h) => h.judge(writes, end, link.events.observed_ms()),
@@ -398,6 +404,14 @@ impl<S: Sink> Engine<'_, S> {
                         }
                         let pos = ReplPosition::new(self.replid.clone(), end);
                         self.sink.end_unit(pos, self.db, CkptState::Incr).await?;
+                        if let Some(g) = self.migration.as_mut() {
+                            let moved = g.take_moved_out();
+                            if !moved.is_empty() {
+                                // The importing master's engine waits for this.
+                                self.sink.flush().await?;
+                                g.landed(moved);
+                            }
+                        }
                     }
                     self.unit_done(link, end).await?;
                 }
