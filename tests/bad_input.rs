@@ -486,3 +486,69 @@ fn a_value_longer_than_the_targets_max_bulk_stops_the_live_stream() {
     assert_eq!(dst.client().cmd_text(&["GET", "before"]), "1");
     assert_eq!(checkpoint(&dst, "default"), Some(("incr".into(), at)));
 }
+
+/// A cluster target whose master owning the key takes 1 MB bulks. (tandem checks
+/// against the smallest limit among the masters: a write may go to any of them.)
+#[test]
+fn a_value_longer_than_a_cluster_masters_max_bulk_stops_the_full_sync() {
+    let src = password_less_quiet_source();
+    let dst = Cluster::start(3, 0);
+    assert_eq!(
+        dst.master_for("big")
+            .cmd(&["CONFIG", "SET", "proto-max-bulk-len", "1mb"]),
+        Frame::SimpleString("OK".into())
+    );
+    src.cmd(&["SET", "big", &incompressible(2 << 20)]);
+    let target = dst.url();
+    let began = Instant::now();
+    let mut t = Tandem::start(&[
+        "redis",
+        "sync",
+        "--source",
+        &src.url(),
+        "--target",
+        &target,
+        "--skip-precheck",
+    ]);
+    let (line, log) = t.one_error_line(Duration::from_secs(20));
+    assert!(began.elapsed() < Duration::from_secs(10), "{line}");
+    assert!(
+        line.contains(&format!(
+            "{target}: the target cannot take RESTORE of key \"big\""
+        )) && line.contains("longer than its proto-max-bulk-len (1048576)"),
+        "{line}"
+    );
+    assert!(!log.contains("retrying"), "{log}");
+    let owner = dst.master_for("big");
+    assert_eq!(owner.cmd(&["EXISTS", "big"]), Frame::Integer(0));
+}
+
+/// A wrong target password with the precheck skipped: the sink's own connect says it,
+/// naming the target and neither password.
+#[test]
+fn a_wrong_target_password_is_one_line_without_it() {
+    let src = password_less_quiet_source();
+    let dst = RedisServer::start_with(ServerOpts::default().arg("requirepass", "right-7731"));
+    let target = format!("redis://:wrong-7731@127.0.0.1:{}", dst.port);
+    let mut t = Tandem::start(&[
+        "redis",
+        "sync",
+        "--source",
+        &src.url(),
+        "--target",
+        &target,
+        "--skip-precheck",
+    ]);
+    let (line, log) = t.one_error_line(Duration::from_secs(20));
+    assert!(
+        line.contains(&format!(
+            "127.0.0.1:{}: authentication failed: WRONGPASS",
+            dst.port
+        )),
+        "{line}"
+    );
+    assert!(
+        !log.contains("wrong-7731") && !log.contains("right-7731"),
+        "{log}"
+    );
+}
