@@ -366,7 +366,7 @@ fn a_stream_cut_mid_command_waits_for_the_source_then_completes_the_command() {
 /// `+FULLRESYNC` announcing a 93 GB RDB, then 1 000 bytes and a close: after a
 /// successful handshake that is a cut mid-RDB, retried with `PSYNC ? -1` (a full
 /// resync starting over). The announced size is never allocated: tandem's memory stays
-/// small while it retries.
+/// small while it retries. SIGINT meanwhile exits 0.
 #[test]
 fn an_absurd_rdb_size_then_a_cut_is_retried_without_allocating_it() {
     let (psync_tx, psync_rx) = std::sync::mpsc::channel();
@@ -396,6 +396,10 @@ fn an_absurd_rdb_size_then_a_cut_is_retried_without_allocating_it() {
     let log = t.log_text();
     assert!(log.contains("full resync"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+    // A stop during the transfer is a stop, not "the replication link ended
+    // unexpectedly" with exit 1 (as it was).
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+    assert!(!t.log_text().contains("tandem: error"), "{}", t.log_text());
 }
 
 fn password_less_quiet_source() -> RedisServer {
