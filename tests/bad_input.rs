@@ -556,3 +556,61 @@ fn a_wrong_target_password_is_one_line_without_it() {
         "{log}"
     );
 }
+
+/// A live command announcing a 93 GB argument, of which 64 kB arrive: the argument is
+/// held as it arrives, never reserved at its announced length (as a Redis replica,
+/// tandem waits for the rest; the source's `repl-timeout` silence rule still applies).
+/// Nothing of it reaches the target and SIGINT exits 0.
+#[test]
+fn an_absurd_bulk_in_the_live_stream_is_not_allocated() {
+    let rdb = small_rdb();
+    let mut stream = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$99999999999\r\n".to_vec();
+    stream.resize(stream.len() + (64 << 10), b'x');
+    let sent = stream.len() as u64;
+    let fake = FakeMaster::links(move |_, mut r| {
+        if handshake_until_psync(&mut r).is_none() {
+            return;
+        }
+        let mut out = format!("+FULLRESYNC {REPLID} 0\r\n${}\r\n", rdb.len()).into_bytes();
+        out.extend_from_slice(&rdb);
+        out.extend_from_slice(&stream);
+        let _ = r.get_mut().write_all(&out);
+        drain(r);
+    });
+    let target = RedisServer::start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut t = Tandem::start(&[
+        "redis",
+        "sync",
+        "--source",
+        &fake.url(),
+        "--target",
+        &target.url(),
+        "--skip-precheck",
+        "--metrics-addr",
+        &addr,
+    ]);
+    let received = format!(
+        "tandem_link_received_offset{{source=\"{}\"}}",
+        fake.endpoint()
+    );
+    wait_until("the 64 kB received", CATCH_UP, || {
+        std::net::TcpStream::connect(&addr).is_ok()
+            && metric_value(&scrape_metrics(port), &received) == Some(sent as f64)
+    });
+    wait_until("the RDB applied", CATCH_UP, || {
+        checkpoint(&target, "default") == Some(("incr".into(), 0))
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", t.pid())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kb < 200 * 1024, "tandem holds {rss_kb} kB");
+    assert!(t.is_running(), "{}", t.log_text());
+    assert_eq!(target.cmd(&["EXISTS", "k"]), Frame::Integer(0));
+    assert_eq!(t.interrupt(), Some(0), "{}", t.log_text());
+    assert_eq!(fake.connections(), 1);
+}
