@@ -192,6 +192,11 @@ fn parse_psync_reply(
             _ => Err(bad(format!("malformed +FULLRESYNC line {line:?}"))),
         }
     } else if let Some(rest) = line.strip_prefix("+CONTINUE") {
+        // Only a resume can be continued; a master continuing `PSYNC ? -1` would hand
+        // over a stream without the data it applies to.
+        if resume.is_none() {
+            return Err(bad(format!("{line:?} to a full resync request")));
+        }
         let replid = match rest.trim() {
             "" => resume.map(|r| r.replid.clone()).unwrap_or_default(),
             id if id.len() == 40 => id.to_string(),
@@ -271,5 +276,8 @@ mod tests {
         assert!(!e.is_retryable(), "{e}");
         assert!(parse_psync_reply("e", "HTTP/1.1 400", None).is_err());
         assert!(parse_psync_reply("e", "+FULLRESYNC short 1", None).is_err());
+        let e = parse_psync_reply("e", "+CONTINUE", None).unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("to a full resync request"), "{e}");
     }
 }

@@ -93,7 +93,15 @@ pub async fn run_link(
             let _ = spool.append(&Record::Failed(err.to_string())).await;
             return Err(err);
         }
-        warn!(source = %cfg.source, error = %err, "replica link lost, reconnecting in {backoff:?}");
+        // The offset held tells an operator where the stream stopped (a cut inside a
+        // command included: its first bytes wait in the spool for the rest).
+        let held = state
+            .resume
+            .as_ref()
+            .map_or("none (full resync)".to_string(), |r| {
+                (r.offset - 1).to_string()
+            });
+        warn!(source = %cfg.source, offset = %held, error = %err, "replica link lost, reconnecting in {backoff:?}");
         crate::metrics::link_reconnect(&cfg.source);
         cfg.status.reconnecting(err.to_string());
         tokio::select! {
@@ -104,10 +112,18 @@ pub async fn run_link(
     }
 }
 
+/// Failures that, before any handshake succeeded, mean a wrong address rather than a
+/// source in trouble: nothing listening, silence, or a peer that hangs up on a replica's
+/// first commands (another service, a TLS port spoken to in plain text).
 fn is_network(e: &LinkError) -> bool {
     matches!(
         e,
-        LinkError::Conn(ConnError::Connect { .. } | ConnError::Timeout { .. })
+        LinkError::Conn(
+            ConnError::Connect { .. }
+                | ConnError::Timeout { .. }
+                | ConnError::Closed { .. }
+                | ConnError::Io { .. }
+        )
     )
 }
 

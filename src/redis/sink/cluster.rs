@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::batch::Batch;
+use super::bulk::{self, BulkLimit};
 use super::checkpoint::{self, CkptState, HsetStem, TargetCheckpoint};
 use super::frontier::Frontier;
 use super::standalone::SinkConfig;
@@ -193,6 +194,9 @@ pub struct ClusterSink {
     floor_key: Bytes,
     floor_written: Option<(u64, CkptState)>,
     floor_at: Instant,
+    /// `cfg.target` as messages show it.
+    endpoint: String,
+    bulk: BulkLimit,
 }
 
 impl ClusterSink {
@@ -202,6 +206,15 @@ impl ClusterSink {
         let floor_key = Bytes::from(checkpoint::key(&cfg.id));
         let floor = read_ckpt(&mut nodes, &floor_key).await?;
         let per_slot = read_slot_ckpts(&mut nodes, &cfg.id).await?;
+        // The smallest of the masters' limits: a write may go to any of them.
+        let bulk = BulkLimit::new(
+            nodes
+                .request_all(&[b"CONFIG", b"GET", b"proto-max-bulk-len"])
+                .await?
+                .iter()
+                .filter_map(|(_, f)| bulk::parse(f))
+                .min(),
+        );
         let start = match floor {
             Some(f) => Some(f),
             None => {
@@ -223,6 +236,7 @@ impl ClusterSink {
               "cluster target");
         let links = Vec::new();
         let (applied, _) = watch::channel(start.clone());
+        let cfg_endpoint = cfg.target.to_string();
         Ok(Self {
             run: super::checkpoint::new_run_id(),
             cfg,
@@ -253,6 +267,8 @@ impl ClusterSink {
             floor_key,
             floor_written: None,
             floor_at: Instant::now(),
+            endpoint: cfg_endpoint,
+            bulk,
         })
     }
 
@@ -983,6 +999,7 @@ impl From<ConnError> for Failure {
 
 impl Sink for ClusterSink {
     async fn write(&mut self, db: u32, argv: Vec<Bytes>, offset: u64) -> Result<(), SinkError> {
+        self.bulk.check_argv(&self.endpoint, &argv, offset)?;
         self.unit.push(UnitWrite {
             db,
             argv,
@@ -1000,6 +1017,7 @@ impl Sink for ClusterSink {
         raw: Bytes,
         offset: u64,
     ) -> Result<(), SinkError> {
+        self.bulk.check_raw(&self.endpoint, &raw, offset)?;
         self.unit.push(UnitWrite {
             db,
             argv,
@@ -1018,6 +1036,7 @@ impl Sink for ClusterSink {
         raw: Bytes,
         offset: u64,
     ) -> Result<(), SinkError> {
+        self.bulk.check_raw(&self.endpoint, &raw, offset)?;
         self.unit.push(UnitWrite {
             db,
             slot: Some(key_slot(&key)),

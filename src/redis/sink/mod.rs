@@ -7,6 +7,7 @@
 //! target's replication stream (two-way sync drops it there).
 
 pub mod batch;
+pub mod bulk;
 pub mod checkpoint;
 pub mod cluster;
 pub mod frontier;
@@ -103,6 +104,21 @@ pub enum SinkError {
         command: String,
         offset: u64,
         message: String,
+    },
+    /// Resending cannot help: the target refuses the argument on every connection.
+    #[error(
+        "{endpoint}: the target cannot take {command}{key} at source offset {offset}: an \
+         argument of {len} bytes is longer than its proto-max-bulk-len ({limit}); raise it \
+         on the target (CONFIG SET proto-max-bulk-len) and restart tandem"
+    )]
+    TooLong {
+        endpoint: String,
+        command: String,
+        /// ` of key "…"`, or empty for a command without one.
+        key: String,
+        offset: u64,
+        len: u64,
+        limit: u64,
     },
     #[error("{endpoint}: checkpoint {key} is unreadable: {detail}")]
     BadCheckpoint {

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tracing::{error, warn};
 
 use super::batch::{Batch, BatchBuilder};
+use super::bulk::BulkLimit;
 use super::checkpoint::{self, CkptState, TargetCheckpoint};
 use super::{ReplyClass, SinkError, classify_reply};
 use crate::core::{ReplPosition, ShortId};
@@ -82,6 +83,9 @@ pub struct StandaloneSink {
     /// Units ended but not yet sent, and the checkpoint after the last of them.
     open: BatchBuilder,
     open_end: Option<(ReplPosition, u32, CkptState)>,
+    bulk: BulkLimit,
+    /// `cfg.target` as messages show it.
+    endpoint: String,
 }
 
 impl StandaloneSink {
@@ -89,6 +93,8 @@ impl StandaloneSink {
     pub async fn connect(cfg: SinkConfig) -> Result<Self, SinkError> {
         let mut conn = Conn::connect(&cfg.target.with_db(0), cfg.timeout).await?;
         let start = TargetCheckpoint::load(&mut conn, &cfg.id).await?;
+        let bulk = BulkLimit::probe(&mut conn).await?;
+        let endpoint = cfg.target.to_string();
         let run = super::checkpoint::new_run_id();
         let (applied, _) = watch::channel(start.clone());
         Ok(Self {
@@ -102,6 +108,8 @@ impl StandaloneSink {
             applied,
             open: BatchBuilder::new(),
             open_end: None,
+            bulk,
+            endpoint,
         })
     }
 
@@ -345,6 +353,7 @@ impl StandaloneSink {
 
 impl super::Sink for StandaloneSink {
     async fn write(&mut self, db: u32, argv: Vec<Bytes>, offset: u64) -> Result<(), SinkError> {
+        self.bulk.check_argv(&self.endpoint, &argv, offset)?;
         self.open.push(db, &argv, offset);
         Ok(())
     }
@@ -356,6 +365,7 @@ impl super::Sink for StandaloneSink {
         raw: Bytes,
         offset: u64,
     ) -> Result<(), SinkError> {
+        self.bulk.check_raw(&self.endpoint, &raw, offset)?;
         self.open.push_encoded(db, &raw, offset);
         Ok(())
     }
@@ -368,6 +378,7 @@ impl super::Sink for StandaloneSink {
         raw: Bytes,
         offset: u64,
     ) -> Result<(), SinkError> {
+        self.bulk.check_raw(&self.endpoint, &raw, offset)?;
         self.open.push_encoded(db, &raw, offset);
         Ok(())
     }

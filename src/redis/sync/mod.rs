@@ -327,10 +327,23 @@ impl<S: Sink> Engine<'_, S> {
                     let mut pos = ReplPosition::new(self.replid.clone(), offset);
                     if self.cfg.mode == Mode::Incr {
                         info!(position = %pos, "incremental only: skipping the RDB");
-                        pos = skip_rdb(link, pos).await?;
+                        pos = match skip_rdb(link, pos).await {
+                            Err(SyncError::LinkEnded) if shutdown.is_triggered() => return Ok(()),
+                            r => r?,
+                        };
                     } else {
                         self.status.full_sync_started();
-                        while let Some(next) = self.full_sync(link, pos.clone()).await? {
+                        loop {
+                            // Stopped during the transfer (the link ends first): a stop
+                            // like any other, not a failure; the next run starts from
+                            // the checkpoint the target holds, as after a SIGKILL.
+                            let next = match self.full_sync(link, pos.clone()).await {
+                                Err(SyncError::LinkEnded) if shutdown.is_triggered() => {
+                                    return Ok(());
+                                }
+                                r => r?,
+                            };
+                            let Some(next) = next else { break };
                             warn!(
                                 old = %pos, new = %next,
                                 "the source link broke during the RDB transfer: \
