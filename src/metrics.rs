@@ -170,12 +170,17 @@ pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandl
 
 pub const CONFLICTS: &str = "tandem_conflicts_total";
 pub const CONFLICT_WRITES: &str = "tandem_conflict_detector_writes";
+pub const CONFLICT_WRITES_IN_MEMORY: &str = "tandem_conflict_detector_writes_in_memory";
 pub const CONFLICTS_RESOLVED: &str = "tandem_conflicts_resolved_total";
 
 pub fn describe_twoway() {
     metrics::describe_gauge!(
         CONFLICT_WRITES,
-        "Writes the two-way conflict detector remembers (its memory)"
+        "Writes the two-way conflict detector remembers, in memory and on disk"
+    );
+    metrics::describe_gauge!(
+        CONFLICT_WRITES_IN_MEMORY,
+        "Of those, the writes held in memory (the rest wait on disk)"
     );
     metrics::describe_counter!(
         CONFLICTS,
@@ -192,8 +197,9 @@ pub fn conflict(policy: crate::core::conflict::Policy) {
     metrics::counter!(CONFLICTS, "policy" => p).increment(1);
 }
 
-pub fn conflict_writes(n: usize) {
-    metrics::gauge!(CONFLICT_WRITES).set(n as f64);
+pub fn conflict_writes(all: usize, in_memory: usize) {
+    metrics::gauge!(CONFLICT_WRITES).set(all as f64);
+    metrics::gauge!(CONFLICT_WRITES_IN_MEMORY).set(in_memory as f64);
 }
 
 pub fn conflict_resolved() {

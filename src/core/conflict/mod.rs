@@ -36,7 +36,10 @@
 //! Entries older than the retention are forgotten: a conflict whose writes are further
 //! apart than that (a link lagging by more) is not detected. docs/TWO-WAY.md says so.
 
+mod spill;
 mod store;
+
+pub use store::SpillTo;
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex};
@@ -221,6 +224,13 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Detector<K, S> {
         self.policy
     }
 
+    /// Past `to.in_memory` writes of a side, move its oldest to disk, so that memory
+    /// stays bounded however far the other side's link lags (docs/TWO-WAY.md).
+    pub fn spill_to(self, to: SpillTo) -> Self {
+        self.state.lock().unwrap().store.spill_to(to);
+        self
+    }
+
     /// Record a local write of `side` and decide whether its link applies it to the
     /// other side. Returns the conflict when this write made one.
     pub fn observe(&self, side: Side, key: K, w: Write) -> (Verdict, Option<Conflict<K>>) {
@@ -240,14 +250,16 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Detector<K, S> {
         };
         let held = &st.held;
         // The common case, no concurrent write of the other side, clones nothing.
-        let Some((key, w, o)) = st.store.pair(me, other, theirs).filter(|(_, w, o)| {
+        let found = st.store.pair(me, other, theirs).filter(|(_, w, o)| {
             w.seen_other.get(o.space) < o.own
                 && o.seen_other.get(w.space) < w.own
                 && !forgotten(held, side.other(), o, Some(w.at_ms), self.retention_ms)
-        }) else {
+        });
+        let Some((key, w, o)) = found.map(|(k, w, o)| (k.clone(), w.clone(), o)) else {
+            st.store.settle(me);
             return (Verdict::Apply, None);
         };
-        let (key, w, o) = (key.clone(), w.clone(), o.clone());
+        st.store.settle(me);
         let winner = match w.at_ms.cmp(&o.at_ms) {
             std::cmp::Ordering::Greater => side,
             std::cmp::Ordering::Less => side.other(),
@@ -298,13 +310,17 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Detector<K, S> {
             st.store
                 .latest(side.idx(), key)
                 .filter(|w| !forgotten(&st.held, side, w, Some(st.now_ms), self.retention_ms))
-                .cloned()
         };
         [live(Side::A), live(Side::B)]
     }
 
     pub fn detected(&self) -> u64 {
         self.state.lock().unwrap().detected
+    }
+
+    /// Writes held in memory (the rest of [`Detector::remembered`] is on disk).
+    pub fn in_memory(&self) -> usize {
+        self.state.lock().unwrap().store.in_memory()
     }
 
     pub fn pending(&self) -> usize {

@@ -16,8 +16,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::path::PathBuf;
 
 use super::Write;
+use super::spill::{Names, Segment, second_hash};
 
 /// No write: the end of a chain, or an empty side of an index entry.
 const NONE: u64 = u64::MAX;
@@ -93,8 +95,19 @@ impl Hasher for Passthrough {
     }
 }
 
+/// Where and when a side's oldest writes go to disk ([`super::spill`]).
+pub struct SpillTo {
+    pub dir: PathBuf,
+    /// Writes a side holds in memory; past it, the older half is moved to a segment.
+    pub in_memory: usize,
+}
+
 pub struct Store<K, S> {
     logs: [SideLog<K>; 2],
+    /// Per side, its writes older than `logs` on disk, oldest first.
+    segments: [Vec<Segment>; 2],
+    spill: Option<SpillTo>,
+    names: Names,
     /// Key hash → the sequence number of the latest indexed write of each side with it.
     index: HashMap<u64, [u64; 2], BuildHasherDefault<Passthrough>>,
     hasher: S,
@@ -107,15 +120,87 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Store<K, S> {
     pub fn new(hasher: S) -> Self {
         Store {
             logs: [SideLog::new(), SideLog::new()],
+            segments: [Vec::new(), Vec::new()],
+            spill: None,
+            names: Names::default(),
             index: HashMap::default(),
             hasher,
             sweep_at: SWEEP_MIN,
         }
     }
 
-    /// Writes held, both sides.
+    pub fn spill_to(&mut self, to: SpillTo) {
+        self.spill = Some(to);
+    }
+
+    /// Writes held, both sides, in memory and on disk.
     pub fn len(&self) -> usize {
+        self.logs.iter().map(|l| l.writes.len()).sum::<usize>()
+            + self
+                .segments
+                .iter()
+                .flatten()
+                .map(|s| s.writes)
+                .sum::<usize>()
+    }
+
+    /// Writes held in memory, both sides.
+    pub fn in_memory(&self) -> usize {
         self.logs.iter().map(|l| l.writes.len()).sum()
+    }
+
+    /// Move side `s`'s older half to a new segment when it holds too many in memory.
+    fn spill_if_full(&mut self, s: usize) {
+        let Some(to) = &self.spill else { return };
+        let log = &mut self.logs[s];
+        if log.writes.len() <= to.in_memory {
+            return;
+        }
+        let n = log.writes.len() / 2;
+        let moved: Vec<_> = log
+            .writes
+            .iter()
+            .take(n)
+            .map(|l| ((l.hash, second_hash(&l.key)), l.w.clone()))
+            .collect();
+        match Segment::create(&to.dir, moved, &mut self.names) {
+            Ok(seg) => {
+                tracing::debug!(
+                    side = s,
+                    writes = n,
+                    segments = self.segments[s].len() + 1,
+                    "conflict detector: writes moved to disk"
+                );
+                self.segments[s].push(seg);
+                // Index entries and chain links into them now end there (`get`).
+                log.writes.drain(..n);
+                log.base += n as u64;
+                log.indexed = log.indexed.max(log.base);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %to.dir.display(), "conflict detector: cannot move writes to disk, keeping them in memory: {e}");
+                self.spill = None;
+            }
+        }
+    }
+
+    /// The latest write of `key` on side `s`'s disk segments.
+    fn on_disk(&self, s: usize, hash: u64, key: &K) -> Option<Write> {
+        if self.segments[s].is_empty() {
+            return None;
+        }
+        let id = (hash, second_hash(key));
+        for seg in self.segments[s].iter().rev() {
+            match seg.get(id, &self.names) {
+                Ok(Some(w)) => return Some(w),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("conflict detector: reading a segment failed: {e}");
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// Append a write of side `me` (`other`: the other side). Returns where the other
@@ -135,11 +220,12 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Store<K, S> {
                 self.compact(me);
             }
         }
-        if self.logs[other].writes.is_empty() {
+        if self.logs[other].writes.is_empty() && self.segments[other].is_empty() {
             let prev = NONE;
             self.logs[me]
                 .writes
                 .push_back(Logged { key, hash, prev, w });
+            self.spill_if_full(me);
             return None;
         }
         self.catch_up_index();
@@ -153,22 +239,37 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Store<K, S> {
         let log = &mut self.logs[me];
         log.writes.push_back(Logged { key, hash, prev, w });
         log.indexed = seq + 1;
+        // The pair is read before anything moves to disk.
         Some(theirs)
+    }
+
+    /// After [`Store::push`] and [`Store::pair`]: side `me` may have grown too long.
+    pub fn settle(&mut self, me: usize) {
+        self.spill_if_full(me);
     }
 
     /// The write just pushed on side `me` (its key and itself) and the other side's
     /// latest still-logged write of that key, found from `theirs` ([`Store::push`]).
-    pub fn pair(&self, me: usize, other: usize, theirs: u64) -> Option<(&K, &Write, &Write)> {
+    pub fn pair(&self, me: usize, other: usize, theirs: u64) -> Option<(&K, &Write, Write)> {
         let mine = self.logs[me].writes.back()?;
-        let o = Self::find(&self.logs[other], theirs, &mine.key)?;
+        let o = match Self::find(&self.logs[other], theirs, &mine.key) {
+            Some(o) => o.clone(),
+            None => self.on_disk(other, mine.hash, &mine.key)?,
+        };
         Some((&mine.key, &mine.w, o))
     }
 
     /// The latest still-logged write of side `s` for `key`; call [`Store::catch_up_index`] first.
-    pub fn latest(&self, s: usize, key: &K) -> Option<&Write> {
+    pub fn latest(&self, s: usize, key: &K) -> Option<Write> {
         let hash = self.hasher.hash_one(key);
-        let seq = self.index.get(&hash)?[s];
-        Self::find(&self.logs[s], seq, key)
+        let in_memory = self
+            .index
+            .get(&hash)
+            .and_then(|slot| Self::find(&self.logs[s], slot[s], key));
+        match in_memory {
+            Some(w) => Some(w.clone()),
+            None => self.on_disk(s, hash, key),
+        }
     }
 
     /// Walk `log`'s chain from `seq` to the first write of `key`.
@@ -201,8 +302,34 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Store<K, S> {
     /// order, which is offset order per stream: with one stream a side (or streams that
     /// progress together) that is every write that stopped counting; others wait behind
     /// an older one that still counts, and are checked when looked up.
+    ///
+    /// Disk segments go first, whole, once no write in them counts (a write with their
+    /// newest offset per space and newest time would not); the logs only behind them:
+    /// what is dropped is always a side's oldest writes, so a key's latest write is
+    /// never dropped before an older one.
     pub fn trim(&mut self, mut gone: impl FnMut(usize, &Write) -> bool) {
+        for (s, segs) in self.segments.iter_mut().enumerate() {
+            while let Some(seg) = segs.first() {
+                let all = seg.newest.iter().all(|&(space, own)| {
+                    let w = Write {
+                        space,
+                        own,
+                        seen_other: Default::default(),
+                        at_ms: seg.newest_ms,
+                        command: "",
+                    };
+                    gone(s, &w)
+                });
+                if !all {
+                    break;
+                }
+                segs.remove(0);
+            }
+        }
         for (s, log) in self.logs.iter_mut().enumerate() {
+            if !self.segments[s].is_empty() {
+                continue;
+            }
             while log.writes.front().is_some_and(|l| gone(s, &l.w)) {
                 log.writes.pop_front();
                 log.base += 1;

@@ -339,12 +339,16 @@ proptest! {
         policy in prop_oneof![Just(Policy::Converge), Just(Policy::Ignore), Just(Policy::Overwrite)],
         retention in 2u64..40,
         buckets in prop_oneof![Just(0u64), Just(1u64), Just(2u64)],
+        spill in prop_oneof![Just(0usize), 1usize..6, 6usize..24],
     ) {
         let sp = |side: bool, x: bool| -> Space { (side as u32) * 2 + x as u32 };
         let side_of = |b: bool| if b { Side::B } else { Side::A };
-        let d = Detector::with_hasher(
+        let mut d = Detector::with_hasher(
             policy, Side::A, Duration::from_millis(retention), Collide(buckets),
         );
+        if spill > 0 {
+            d = d.spill_to(SpillTo { dir: std::env::temp_dir().join("tandem-detector-test"), in_memory: spill });
+        }
         let mut m = model::Model {
             policy, prefer: Side::A, retention_ms: retention,
             last: Default::default(), held: Default::default(),

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::{Mode, SyncConfig, SyncError};
-use crate::core::conflict::{Detector, Policy, Seen, Side, Space};
+use crate::core::conflict::{Detector, Policy, Seen, Side, Space, SpillTo};
 use crate::core::shutdown::{Shutdown, shutdown_pair};
 use crate::redis::cluster::nodes::Nodes;
 use crate::redis::cluster::source::{self as cluster_source, HookFactory};
@@ -195,9 +195,19 @@ async fn initial_seen(
     Ok(seen)
 }
 
+/// Writes of one side the conflict detector keeps in memory (see `run`).
+const DETECTOR_IN_MEMORY: usize = 1 << 16;
+
 /// Run both directions until shutdown or the first fatal error.
 pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError> {
-    let detector = Arc::new(Detector::new(cfg.policy, cfg.prefer, cfg.retention));
+    // The writes a side holds in memory before its oldest go to disk: about 150 bytes
+    // each with their index entry, so the detector stays near 20 MB under any burst.
+    let detector = Arc::new(
+        Detector::new(cfg.policy, cfg.prefer, cfg.retention).spill_to(SpillTo {
+            dir: cfg.base.spool_dir.join("detector"),
+            in_memory: DETECTOR_IN_MEMORY,
+        }),
+    );
     let log = match &cfg.conflict_log {
         Some(p) => Some(Arc::new(Mutex::new(
             std::fs::OpenOptions::new()
@@ -330,7 +340,8 @@ pub async fn run(cfg: TwoWayConfig, shutdown: Shutdown) -> Result<(), SyncError>
         let (detector, mut stop) = (detector.clone(), inner.clone());
         tokio::spawn(async move {
             loop {
-                crate::metrics::conflict_writes(detector.remembered());
+                let all = detector.remembered();
+                crate::metrics::conflict_writes(all, detector.in_memory());
                 tokio::select! {
                     _ = stop.wait() => break,
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
