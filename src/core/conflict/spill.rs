@@ -156,47 +156,39 @@ impl Segment {
         let from = self.fences[i.saturating_sub(1)].1;
         let mut at = from;
         let mut buf = vec![0u8; 4096];
-        let mut have = 0usize;
-        let mut pos = 0usize;
+        let (mut have, mut pos) = (0usize, 0usize);
         loop {
-            if pos + HEAD > have {
+            // The bytes the record at `pos` needs: its header, then all of it.
+            let need = if pos + HEAD > have {
+                HEAD
+            } else {
+                HEAD + usize::from(u16_at(&buf[pos..have], 38)) * 12
+            };
+            if pos + need > have {
                 if at >= self.len {
                     return Ok(None);
                 }
                 buf.copy_within(pos..have, 0);
                 have -= pos;
                 pos = 0;
+                if need > buf.len() {
+                    buf.resize(need, 0);
+                }
                 let n = ((self.len - at) as usize).min(buf.len() - have);
                 self.file.read_exact_at(&mut buf[have..have + n], at)?;
                 have += n;
                 at += n as u64;
                 continue;
             }
-            let r = &buf[pos..have];
+            let r = &buf[pos..pos + need];
             let (h1, h2) = (u64_at(r, 0), u64_at(r, 8));
-            let seen = usize::from(u16_at(r, 38));
-            let size = HEAD + seen * 12;
-            if size > buf.len() {
-                buf.resize(size, 0);
-            }
-            if pos + size > have {
-                // Read the rest of this record first.
-                buf.copy_within(pos..have, 0);
-                have -= pos;
-                pos = 0;
-                let n = ((self.len - at) as usize).min(buf.len() - have);
-                self.file.read_exact_at(&mut buf[have..have + n], at)?;
-                have += n;
-                at += n as u64;
-                continue;
-            }
             if h1 > id.0 {
                 return Ok(None);
             }
             if (h1, h2) == id {
-                return Ok(Some(decode(&buf[pos..pos + size], names)));
+                return Ok(Some(decode(r, names)));
             }
-            pos += size;
+            pos += need;
         }
     }
 }
