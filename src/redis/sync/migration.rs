@@ -120,10 +120,9 @@ impl MigrationGuard {
     /// master's engine landed the key's removal: what it served of the key lands first.
     pub async fn before_restores(&self, writes: &[TargetWrite]) {
         for w in writes {
-            if !(w.argv.len() >= 2 && w.argv[0].eq_ignore_ascii_case(b"RESTORE-ASKING")) {
+            let Some(key) = w.argv.get(1).filter(|_| is_migrated_key(&w.argv)) else {
                 continue;
-            }
-            let key = &w.argv[1];
+            };
             if self.moved.wait(key, Duration::ZERO).await {
                 continue;
             }
@@ -265,7 +264,7 @@ pub fn strip_tandem_keys(unit: &mut super::incr::Unit) {
     let [cmd] = &mut unit.cmds[..] else {
         return;
     };
-    let tandem = |k: &Bytes| k.starts_with(crate::redis::filter::TANDEM_PREFIX);
+    let tandem = |k: &Bytes| crate::redis::filter::is_tandem_key(k);
     if !is_delete(&cmd.argv) || !cmd.argv[1..].iter().any(tandem) {
         return;
     }
@@ -280,6 +279,20 @@ pub fn strip_tandem_keys(unit: &mut super::incr::Unit) {
     crate::redis::conn::encode_command(&mut raw, &argv);
     cmd.raw = raw.freeze();
     cmd.argv = keep;
+}
+
+/// `RESTORE-ASKING`: a key arriving on this master by `MIGRATE`, i.e. the cluster moving
+/// it between its masters (resharding). Nobody wrote it: its value is already on the
+/// other side (applied from the old master's stream, or written there), so in two-way it
+/// is neither applied nor judged (`twoway/hooks.rs`); on a cluster source it passes the
+/// barrier first ([`MigrationGuard::before_restores`]). Applying it put back, over the other side's own newer
+/// writes, the value the key had when it moved; judging it made every key the other side
+/// was writing in the moving slot a conflict, and `converge` then copied a stale value
+/// across (tests/twoway_cluster_ops.rs, slot migration). The old master's `DEL` of it
+/// is handled by the resharding guard (`sync/migration.rs`).
+pub fn is_migrated_key(argv: &[Bytes]) -> bool {
+    argv.first()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"RESTORE-ASKING"))
 }
 
 /// Where a key deleted by this master's stream lives now.

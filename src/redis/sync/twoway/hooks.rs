@@ -17,6 +17,7 @@ use crate::redis::command::{Flags, key_indexes, single_key_index};
 use crate::redis::filter::{TANDEM_PREFIX, any_writes_tandem_key};
 use crate::redis::slot::key_slot;
 use crate::redis::sync::incr::{TargetWrite, Unit};
+use crate::redis::sync::migration::is_migrated_key;
 
 pub struct Hooks {
     pub side: Side,
@@ -161,6 +162,7 @@ impl Hooks {
     pub fn judge(&self, writes: Vec<TargetWrite>, unit_end: u64, now: u64) -> Vec<TargetWrite> {
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
+            // Neither applied nor judged (`migration::is_migrated_key`).
             if is_migrated_key(&w.argv) {
                 continue;
             }
@@ -232,19 +234,6 @@ impl Hooks {
             let _ = writeln!(log.lock().unwrap(), "{line}");
         }
     }
-}
-
-/// `RESTORE-ASKING`: a key arriving on this master by `MIGRATE`, i.e. the cluster moving
-/// it between its masters (resharding). Nobody wrote it: its value is already on the
-/// other side (applied from the old master's stream, or written there), so in two-way it
-/// is neither applied nor judged. Applying it put back, over the other side's own newer
-/// writes, the value the key had when it moved; judging it made every key the other side
-/// was writing in the moving slot a conflict, and `converge` then copied a stale value
-/// across (tests/twoway_cluster_ops.rs, slot migration). The old master's `DEL` of it
-/// is handled by the resharding guard (`sync/migration.rs`).
-fn is_migrated_key(argv: &[Bytes]) -> bool {
-    argv.first()
-        .is_some_and(|c| c.eq_ignore_ascii_case(b"RESTORE-ASKING"))
 }
 
 /// What follows the reverse link's id in one of its checkpoint keys: nothing (a
