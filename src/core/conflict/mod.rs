@@ -163,12 +163,58 @@ struct State<K, S> {
     /// side's spaces that stream holds. Only registered observers count.
     held: [HashMap<Space, Seen>; 2],
     /// Converge: conflicts waiting until both writes landed both ways.
-    pending: HashMap<K, Conflict<K>>,
+    pending: HashMap<K, Waiting>,
     detected: u64,
     /// The latest observation clock, for checks that have no write at hand.
     now_ms: u64,
     /// Writes observed since the logs were last trimmed for the retention.
     since_trim: u32,
+}
+
+/// A pending conflict, without its key (the map's) and without the writes' views of the
+/// other side: a burst of contested keys can leave hundreds of thousands waiting, and a
+/// view read back from the disk spill is an allocation of its own per write.
+struct Waiting {
+    writes: [Slim; 2],
+    winner: Side,
+}
+
+struct Slim {
+    space: Space,
+    own: u64,
+    at_ms: u64,
+    command: &'static str,
+}
+
+impl Waiting {
+    fn of<K>(c: &Conflict<K>) -> Waiting {
+        let slim = |w: &Write| Slim {
+            space: w.space,
+            own: w.own,
+            at_ms: w.at_ms,
+            command: w.command,
+        };
+        Waiting {
+            writes: [slim(&c.writes[0]), slim(&c.writes[1])],
+            winner: c.winner,
+        }
+    }
+
+    fn into_conflict<K>(self, key: K) -> Conflict<K> {
+        static NO_VIEW: std::sync::LazyLock<Seen> = std::sync::LazyLock::new(Seen::default);
+        let full = |w: &Slim| Write {
+            space: w.space,
+            own: w.own,
+            seen_other: NO_VIEW.clone(),
+            at_ms: w.at_ms,
+            command: w.command,
+        };
+        Conflict {
+            writes: [full(&self.writes[0]), full(&self.writes[1])],
+            winner: self.winner,
+            key,
+        }
+    }
 }
 
 /// Writes between two trims of the logs by age (a trim for what the other side holds
@@ -276,7 +322,7 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Detector<K, S> {
         };
         st.detected += 1;
         if self.policy == Policy::Converge {
-            st.pending.insert(key, c.clone());
+            st.pending.insert(key, Waiting::of(&c));
         }
         let verdict = match self.policy {
             Policy::Ignore => Verdict::Skip,
@@ -286,7 +332,9 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Detector<K, S> {
     }
 
     /// Conflicts whose writes are both applied on the other side: `applied(space)` is
-    /// how far that stream is applied on the other side.
+    /// how far that stream is applied on the other side. Their writes come without the
+    /// views of the other side (`seen_other` empty): a due conflict is only copied and
+    /// logged.
     pub fn due(&self, applied: impl Fn(Space) -> u64) -> Vec<Conflict<K>> {
         let mut st = self.state.lock().unwrap();
         let ready: Vec<K> = st
@@ -297,7 +345,8 @@ impl<K: Clone + Eq + Hash, S: BuildHasher> Detector<K, S> {
             .collect();
         ready
             .into_iter()
-            .filter_map(|k| st.pending.remove(&k))
+            .filter_map(|k| st.pending.remove_entry(&k))
+            .map(|(k, w)| w.into_conflict(k))
             .collect()
     }
 

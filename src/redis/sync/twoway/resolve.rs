@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::{Key, Progress, SideInfo};
-use crate::core::conflict::{Conflict, Detector, Policy};
+use crate::core::conflict::{Detector, Policy, Side};
 use crate::core::shutdown::Shutdown;
 use crate::redis::cluster::nodes::{Nodes, Redirect, redirect};
 use crate::redis::cluster::tags;
@@ -200,7 +200,15 @@ pub(super) async fn resolve_loop(
             _ = shutdown.wait() => return Ok(()),
             _ = tokio::time::sleep(pause) => {}
         }
-        r.todo.extend(detector.due(|s| progress.applied(s)));
+        r.todo.extend(
+            detector
+                .due(|s| progress.applied(s))
+                .into_iter()
+                .map(|c| Contested {
+                    key: c.key,
+                    winner: c.winner,
+                }),
+        );
         match r.round(&sides, &id, &detector, &progress).await {
             Ok(()) => pause = PAUSE,
             // A side lost (cut, restarted, unreachable): connect again later and go on
@@ -229,13 +237,21 @@ fn retryable(e: &SyncError) -> bool {
     }
 }
 
+/// A due conflict as the resolver keeps it: under a burst of contested keys it holds
+/// hundreds of thousands until everything is caught up, and the writes (only logged at
+/// detection) would triple each one.
+struct Contested {
+    key: Key,
+    winner: Side,
+}
+
 struct Resolver {
     /// Both sides, connected when needed (dropped after an error).
     conns: Option<[SideConn; 2]>,
     /// Due conflicts whose winner is not copied yet.
-    todo: VecDeque<Conflict<Key>>,
+    todo: VecDeque<Contested>,
     /// Copied conflicts to check: (conflict, copied at, copies after the first).
-    verify: VecDeque<(Conflict<Key>, u64, u32)>,
+    verify: VecDeque<(Contested, u64, u32)>,
     masters: HashMap<String, Conn>,
 }
 
@@ -338,11 +354,7 @@ async fn dump(conn: &mut SideConn, key: &Key) -> Result<(Option<Bytes>, bool), S
 
 /// Copy the winner's whole value (or its absence) to the loser in one tagged
 /// transaction: the loser's link sees a `__tandem:` write in it and drops the echo.
-async fn copy_winner(
-    conns: &mut [SideConn; 2],
-    c: &Conflict<Key>,
-    id: &str,
-) -> Result<(), SyncError> {
+async fn copy_winner(conns: &mut [SideConn; 2], c: &Contested, id: &str) -> Result<(), SyncError> {
     let (w, l) = (c.winner as usize, c.winner.other() as usize);
     let key = &c.key;
     let value = match conns[w].request(key, &[b"DUMP", &key.1]).await? {
