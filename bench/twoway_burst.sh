@@ -16,7 +16,7 @@ sleep 1
 t0=$(date +%s.%N)
 redis-benchmark -p $A -t set -n $N -r ${KEYS:-100000000} -P 200 -q >/dev/null & P1=$!
 redis-benchmark -p $B -t set -n $N -r ${KEYS:-100000000} -P 200 -q >/dev/null & P2=$!
-( m=0; while kill -0 $TP 2>/dev/null; do v=$(curl -s 127.0.0.1:27399/metrics | grep "^tandem_conflict_detector_writes" | awk '{print $2}'); [ -n "$v" ] && echo "$v" >> $work/dw; sleep 0.2; done ) & MP=$!
+( m=0; while kill -0 $TP 2>/dev/null; do v=$(curl -s 127.0.0.1:27399/metrics | grep "^tandem_conflict_detector_writes " | awk '{print $2}'); [ -n "$v" ] && echo "$v" >> $work/dw; sleep 0.2; done ) & MP=$!
 wait $P1 $P2
 t1=$(date +%s.%N)
 for i in $(seq 600); do a=$(redis-cli -p $A dbsize); b=$(redis-cli -p $B dbsize); [ "$a" = "$b" ] && [ "$(redis-cli -p $A info replication | grep master_repl_offset)" = "$(sleep 0.5; redis-cli -p $A info replication | grep master_repl_offset)" ] && break; sleep 0.5; done
