@@ -213,7 +213,7 @@ pub fn exact_user_keys(port: u16) -> Res<u64> {
     Ok(total)
 }
 
-fn count_tandem_keys(c: &mut Client) -> Res<u64> {
+pub fn count_tandem_keys(c: &mut Client) -> Res<u64> {
     let mut cursor = b"0".to_vec();
     let mut n = 0;
     loop {

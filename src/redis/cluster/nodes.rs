@@ -265,6 +265,7 @@ fn cluster_err(ep: &Endpoint, e: super::ClusterError) -> SinkError {
 }
 
 /// Exponential backoff bounded by a total time, after which it gives up.
+#[derive(Clone)]
 pub struct Backoff {
     started: Instant,
     limit: Duration,

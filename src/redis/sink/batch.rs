@@ -87,6 +87,7 @@ impl BatchBuilder {
             origin: self.origin,
             data_commands: self.data_commands,
             ckpt,
+            plain: false,
         }
     }
 }
@@ -100,19 +101,28 @@ pub struct Batch {
     pub origin: Vec<Option<u64>>,
     pub data_commands: usize,
     pub ckpt: TargetCheckpoint,
+    /// A pipeline of idempotent commands without `MULTI`/`EXEC` and without the
+    /// checkpoint (a cluster target's full-sync RESTOREs, sent per master): one reply
+    /// per command, and `ckpt` is only where the batch ends.
+    pub plain: bool,
 }
 
 impl Batch {
-    /// Replies the target sends: +OK for MULTI, one per queued command, EXEC's array.
+    /// Replies the target sends: +OK for MULTI, one per queued command, EXEC's array
+    /// (a plain batch: one per command).
     pub fn replies(&self) -> usize {
-        self.origin.len() + 2
+        if self.plain {
+            self.origin.len()
+        } else {
+            self.origin.len() + 2
+        }
     }
 
     /// The command at `i` (counted after `MULTI`, as replies are) and its source offset,
     /// for messages; `bookkeeping` names tandem's own commands.
     pub fn describe(&self, i: usize, bookkeeping: &str) -> (String, u64) {
         match self.origin.get(i) {
-            Some(Some(off)) => (self.command_name(i + 1), *off),
+            Some(Some(off)) => (self.command_name(i + usize::from(!self.plain)), *off),
             Some(None) => (bookkeeping.into(), self.ckpt.pos.offset),
             None => ("EXEC".into(), self.ckpt.pos.offset),
         }

@@ -21,8 +21,13 @@
 //!   named node; `TRYAGAIN`/`CLUSTERDOWN` and other retryable refusals wait and resend.
 //!   After a lost connection the slot checkpoints of the batches in flight say which
 //!   landed (`run`/`seq`), so no batch is applied twice.
+//! - Full sync: RESTOREs go per master in plain pipelines instead (`plain`): idempotent,
+//!   they need neither a transaction nor a slot checkpoint.
 
-use std::collections::VecDeque;
+mod plain;
+mod route;
+
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -39,9 +44,8 @@ use crate::core::{ReplPosition, ShortId};
 use crate::redis::cluster::ckpt::{read_ckpt, read_slot_ckpts};
 use crate::redis::cluster::nodes::{Backoff, Nodes, Redirect, redirect};
 use crate::redis::cluster::tags::slot_ckpt_key;
-use crate::redis::command::{Flags, resolve, target_db};
 use crate::redis::conn::{Conn, ConnError, Frame, encode_command};
-use crate::redis::slot::{SLOTS, SplitError, key_slot, one_slot, split_by_slot};
+use crate::redis::slot::{SLOTS, key_slot};
 
 /// Batches in flight per master, at most.
 const NODE_WINDOW: usize = 256;
@@ -76,6 +80,8 @@ struct Sent {
     ticket: Option<u64>,
     /// Send to this node with `ASKING` (an `ASK` redirection).
     ask: Option<usize>,
+    /// The node a plain batch is for (its commands' slots are that master's).
+    node: Option<usize>,
     not_before: Option<Instant>,
     retry: Option<Backoff>,
     /// The floor checkpoint, not a slot batch: it holds no slot busy and confirms no
@@ -111,6 +117,8 @@ struct UnitWrite {
 /// A write routed to one slot.
 struct Part {
     slot: u16,
+    /// A full-sync RESTORE ([`Sink::write_keyed`]): may go in a plain batch.
+    keyed: bool,
     argv: Vec<Bytes>,
     raw: Option<Bytes>,
     offset: u64,
@@ -197,6 +205,14 @@ pub struct ClusterSink {
     /// `cfg.target` as messages show it.
     endpoint: String,
     bulk: BulkLimit,
+    /// Per master, its open pipeline of full-sync RESTOREs.
+    plain: Vec<plain::PlainOpen>,
+    plain_spare: Vec<BytesMut>,
+    /// Tickets of plain batches split over several routes: how many parts are not yet
+    /// confirmed.
+    holds: HashMap<u64, usize>,
+    /// Whether the last unit was in state `full`.
+    last_full: Option<bool>,
 }
 
 impl ClusterSink {
@@ -226,8 +242,11 @@ impl ClusterSink {
         let skip = per_slot
             .iter()
             .map(|c| {
+                // A slot checkpoint of another history (left from before a full
+                // resync, in a slot the new one never wrote) says nothing of this one.
                 c.as_ref()
                     .filter(|c| !c.state.is_full())
+                    .filter(|c| start.as_ref().is_some_and(|s| s.pos.replid == c.pos.replid))
                     .map(|c| c.pos.offset)
             })
             .collect();
@@ -269,155 +288,11 @@ impl ClusterSink {
             floor_at: Instant::now(),
             endpoint: cfg_endpoint,
             bulk,
+            plain: Vec::new(),
+            plain_spare: Vec::new(),
+            holds: HashMap::new(),
+            last_full: None,
         })
-    }
-
-    fn refused(&self, command: &str, offset: u64, message: String) -> SinkError {
-        SinkError::Refused {
-            endpoint: self.cfg.target.to_string(),
-            command: command.to_string(),
-            offset,
-            message,
-        }
-    }
-
-    fn not_db0(&self, command: &str, offset: u64, db: u32) -> SinkError {
-        self.refused(
-            command,
-            offset,
-            format!(
-                "writes to db {db}, but a cluster has only db 0: map the source db to 0 with \
-                 --db-map {db}:0"
-            ),
-        )
-    }
-
-    /// Route the buffered unit's writes to slots; keyless writes apart.
-    #[allow(clippy::type_complexity)]
-    /// `writes` is drained and `parts` filled (both keep their capacity for the next
-    /// unit).
-    fn route(
-        &self,
-        writes: &mut Vec<UnitWrite>,
-        parts: &mut Vec<Part>,
-        state: CkptState,
-    ) -> Result<Vec<(Vec<Bytes>, u64)>, SinkError> {
-        let mut keyless = Vec::new();
-        let name = |a: &[Bytes]| String::from_utf8_lossy(&a[0]).to_ascii_uppercase();
-        let one_command = writes.windows(2).all(|w| w[0].offset == w[1].offset);
-        let mut splittable = true;
-        for UnitWrite {
-            db,
-            argv,
-            offset: off,
-            raw,
-            slot,
-        } in writes.drain(..)
-        {
-            if let Some(slot) = slot {
-                if db != 0 {
-                    return Err(self.not_db0(&name(&argv), off, db));
-                }
-                parts.push(Part {
-                    slot,
-                    argv,
-                    raw,
-                    offset: off,
-                });
-                continue;
-            }
-            let Some(spec) = resolve(&argv) else {
-                return Err(self.refused(&name(&argv), off, "unknown command".into()));
-            };
-            splittable &= spec.has(Flags::SPLITTABLE);
-            if db != 0 {
-                return Err(self.not_db0(spec.name, off, db));
-            }
-            if spec.has(Flags::NOT_ON_CLUSTER) {
-                return Err(self.refused(
-                    spec.name,
-                    off,
-                    "cannot be applied to a cluster target (it has only db 0)".into(),
-                ));
-            }
-            if spec.has(Flags::CROSS_DB)
-                && target_db(spec, &argv)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|(_, d)| d != 0)
-            {
-                return Err(self.refused(
-                    spec.name,
-                    off,
-                    "writes to another db, and a cluster target has only db 0".into(),
-                ));
-            }
-            if spec.has(Flags::KEYLESS) {
-                keyless.push((argv, off));
-                continue;
-            }
-            let split = match one_slot(spec, &argv) {
-                Ok(Some(slot)) => {
-                    parts.push(Part {
-                        slot,
-                        argv,
-                        raw,
-                        offset: off,
-                    });
-                    continue;
-                }
-                Ok(None) => split_by_slot(spec, &argv),
-                Err(e) => Err(e),
-            };
-            match split {
-                Ok(p) => parts.extend(p.into_iter().map(|(slot, argv)| Part {
-                    slot,
-                    argv,
-                    raw: None,
-                    offset: off,
-                })),
-                Err(SplitError::CrossSlot { command, slots }) => {
-                    return Err(self.refused(
-                        command,
-                        off,
-                        format!(
-                            "keys in slots {slots:?}: a cluster target cannot apply it in one \
-                         transaction and it cannot be split exactly"
-                        ),
-                    ));
-                }
-                Err(e) => return Err(self.refused(spec.name, off, e.to_string())),
-            }
-        }
-        if state == CkptState::Incr {
-            if !keyless.is_empty() && !parts.is_empty() {
-                let off = keyless[0].1;
-                return Err(self.refused(
-                    "MULTI",
-                    off,
-                    "a transaction mixing keyless commands (FLUSHALL, FUNCTION, SCRIPT) with \
-                     key writes cannot be applied atomically on a cluster target"
-                        .into(),
-                ));
-            }
-            let first = parts.first().map(|p| p.slot);
-            let spans = parts.iter().any(|p| Some(p.slot) != first);
-            if spans && !(one_command && splittable) {
-                let mut slots: Vec<u16> = parts.iter().map(|p| p.slot).collect();
-                slots.sort_unstable();
-                slots.dedup();
-                let off = parts.last().map(|p| p.offset).unwrap_or_default();
-                return Err(self.refused(
-                    "MULTI",
-                    off,
-                    format!(
-                        "a source transaction (or script) writing keys in slots {slots:?}: a \
-                     cluster target cannot apply it atomically"
-                    ),
-                ));
-            }
-        }
-        Ok(keyless)
     }
 
     fn pump_commands(&self) -> usize {
@@ -505,9 +380,11 @@ impl ClusterSink {
                 origin,
                 data_commands,
                 ckpt,
+                plain: false,
             },
             ticket: Some(self.slot_ticket[slot as usize]),
             ask: None,
+            node: None,
             not_before: None,
             retry: None,
             floor: false,
@@ -527,7 +404,11 @@ impl ClusterSink {
 
     /// Queue `sent` on its node's pipeline (not flushed).
     async fn send(&mut self, mut sent: Sent) -> Result<(), SinkError> {
-        let node = match sent.ask.or_else(|| self.nodes.owner(sent.slot)) {
+        let node = match sent
+            .ask
+            .or(sent.node)
+            .or_else(|| self.nodes.owner(sent.slot))
+        {
             Some(n) => n,
             None => {
                 self.nodes.refresh().await.ok();
@@ -542,6 +423,15 @@ impl ClusterSink {
         if self.link(node).conn.is_none() {
             match self.nodes.open(node).await {
                 Ok(c) => self.link(node).conn = Some(c),
+                Err(e) if e.is_retryable() && sent.batch.plain => {
+                    self.nodes.refresh().await.ok();
+                    let b = sent
+                        .retry
+                        .get_or_insert_with(|| Backoff::new(self.cfg.give_up_after));
+                    b.wait(&self.cfg.target, &e.to_string()).await?;
+                    self.plain_lost(sent);
+                    return Ok(());
+                }
                 Err(e) if e.is_retryable() => {
                     sent.ask = None;
                     self.nodes.refresh().await.ok();
@@ -662,6 +552,9 @@ impl ClusterSink {
         let link = &mut self.links[node];
         let conn = link.conn.as_mut().expect("in flight means connected");
         let front = link.in_flight.front().expect("a batch in flight");
+        if front.batch.plain {
+            return self.read_plain(node).await;
+        }
         if front.ask.is_some() {
             conn.read_frame().await?;
         }
@@ -778,13 +671,17 @@ impl ClusterSink {
         if sent.floor {
             return;
         }
-        self.busy[sent.slot as usize] = false;
-        self.slot_confirmed[sent.slot as usize] = (sent.batch.ckpt.seq, sent.batch.ckpt.pos.offset);
         self.cfg.confirmed(sent.batch.data_commands);
         if let Some(t) = sent.ticket {
-            self.frontier.confirm(t);
+            self.release(t);
         }
         self.advance();
+        if sent.batch.plain {
+            self.recycle_plain(sent.batch.payload);
+            return;
+        }
+        self.busy[sent.slot as usize] = false;
+        self.slot_confirmed[sent.slot as usize] = (sent.batch.ckpt.seq, sent.batch.ckpt.pos.offset);
         self.recycle(sent);
     }
 
@@ -856,6 +753,10 @@ impl ClusterSink {
                 self.floor_written = None;
                 continue;
             }
+            if sent.batch.plain {
+                self.plain_lost(sent);
+                continue;
+            }
             let key = Bytes::from(slot_ckpt_key(&self.cfg.id, sent.slot));
             let held = read_ckpt(&mut self.nodes, &key).await?;
             let (had_seq, had_offset) = self.slot_confirmed[sent.slot as usize];
@@ -894,9 +795,10 @@ impl ClusterSink {
     /// Send everything and wait until the target confirmed all of it.
     async fn drain(&mut self) -> Result<(), SinkError> {
         loop {
+            self.send_plain(true).await?;
             self.pump().await?;
             if self.in_flight() == 0 {
-                if self.retry.is_empty() && self.open_list.is_empty() {
+                if self.retry.is_empty() && self.open_list.is_empty() && !self.plain_open() {
                     return Ok(());
                 }
                 continue;
@@ -931,9 +833,11 @@ impl ClusterSink {
                 origin: vec![None],
                 data_commands: 0,
                 ckpt: c,
+                plain: false,
             },
             ticket: None,
             ask: None,
+            node: None,
             not_before: None,
             retry: None,
             floor: true,
@@ -1064,6 +968,13 @@ impl Sink for ClusterSink {
         writes.clear();
         self.unit = writes;
         let keyless = routed?;
+        let full = state.is_full();
+        if self.last_full.is_some_and(|f| f != full) {
+            // Plain batches may be resent in any order: none may be left when the
+            // stream's writes (or another full sync's) start.
+            self.drain().await?;
+        }
+        self.last_full = Some(full);
         for (argv, off) in &keyless {
             self.keyless(argv, *off).await?;
         }
@@ -1084,7 +995,9 @@ impl Sink for ClusterSink {
             };
         }
         for part in &parts {
-            self.queue_part(part, pos.offset);
+            if !(full && part.keyed && self.queue_plain(part, pos.offset)) {
+                self.queue_part(part, pos.offset);
+            }
         }
         self.frontier.end_unit((pos, db, state));
         self.advance();
@@ -1093,9 +1006,18 @@ impl Sink for ClusterSink {
             self.drain().await?;
             self.write_floor().await?;
         }
+        if full {
+            self.send_plain(false).await?;
+            if self.floor_at.elapsed() >= FLOOR_EVERY {
+                self.queue_floor().await?;
+            }
+        }
         // A slot batch that reached --batch-commands goes now (a hot slot, or a big key
         // being rewritten); the rest wait for the pump threshold.
-        for &Part { slot, .. } in &parts {
+        for &Part { slot, keyed, .. } in &parts {
+            if full && keyed {
+                continue;
+            }
             let open = &self.slots[slot as usize];
             if !self.busy[slot as usize]
                 && (open.origin.len() >= self.cfg.batch_commands
