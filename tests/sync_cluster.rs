@@ -460,6 +460,49 @@ fn full_sync_of_many_mixed_keys_and_big_values_into_a_cluster() {
     assert_same_snapshot(&expected, &cluster_snapshot(&dst), Duration::from_secs(30));
 }
 
+/// Resharding on the target during a full sync: the RESTOREs go in plain pipelines per
+/// master, and those of the slot that moves meet `ASK` (a key not yet on the old master)
+/// and then `MOVED`; each must be sent again on its new route, none lost or doubled.
+#[test]
+fn target_slot_migration_during_a_full_sync_loses_no_key() {
+    let src = RedisServer::replication_source();
+    let dst = cluster(0);
+    let mut c = src.client();
+    fill_mixed(&mut c, 20_000, 23);
+    // 3000 keys in one slot, spread through the RDB among the others.
+    for i in 0..3000 {
+        c.cmd(&["SET", &format!("{{hot}}k{i}"), &format!("v{i}")]);
+    }
+    let expected = snapshot(&src, 0);
+    let total = expected.len() as u64;
+    // Small batches: many round trips, so the copy lasts while the slot moves.
+    let t = sync_to_cluster(&src, &dst, &["--batch-commands", "10"]);
+    let slot = tandem::redis::slot::key_slot(b"{hot}");
+    let (to_port, moved) = move_slot(&dst, slot, 20, Duration::from_millis(2), |from| {
+        wait_until(
+            "the first hot keys on the target",
+            Duration::from_secs(60),
+            || {
+                from.client()
+                    .cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()])
+                    != Frame::Integer(0)
+            },
+        );
+        let dbsize = |m: &RedisServer| match m.client().cmd(&["DBSIZE"]) {
+            Frame::Integer(n) => n as u64,
+            other => panic!("DBSIZE: {other:?}"),
+        };
+        let held: u64 = dst.masters.iter().map(dbsize).sum();
+        assert!(held < total, "the copy was over before the slot moved");
+    });
+    assert!(moved > 0, "the slot held keys when it moved");
+    wait_caught_up_any(&src, &|| cluster_checkpoint(&dst, "default"), CATCH_UP);
+    assert_eq!(dst.owner_port(slot), to_port);
+    let log = t.log_text();
+    assert!(!log.contains("connection lost"), "{log}");
+    assert_same_snapshot(&expected, &cluster_snapshot(&dst), Duration::from_secs(60));
+}
+
 /// Resharding on the source: a slot full of keys moves from one source master to
 /// another (CLUSTER SETSLOT + MIGRATE) while writes flow elsewhere. The importing
 /// master's stream carries RESTORE-ASKING of each key, the old master's a DEL of it;
