@@ -47,8 +47,10 @@ pub(super) struct PlainOpen {
 const SPARE_PER_NODE: usize = 2;
 /// Batches in flight per master before the oldest one's replies are read: a sent batch
 /// is kept until confirmed (to resend it), so without a bound a full sync held every
-/// RESTORE sent and not yet read back (tandem's RSS rose by the copy's size).
-const PLAIN_WINDOW: usize = 4;
+/// RESTORE sent and not yet read back (row 5: 127 MB peak RSS). 4 gave 40 MB but 0.87×
+/// of the standalone rate (tandem waited on one master while the others ran dry), 12
+/// 62 MB and 0.93× (docs/BENCHMARKS.md).
+const PLAIN_WINDOW: usize = 12;
 
 impl ClusterSink {
     /// Append a full-sync RESTORE to its master's pipeline; `false` when the slot has no
