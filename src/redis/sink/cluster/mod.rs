@@ -346,20 +346,27 @@ impl ClusterSink {
         self.slot_epoch[slot as usize] = self.epoch;
     }
 
-    /// Close slot `slot`'s open batch with its checkpoint.
-    fn build(&mut self, slot: u16) -> Sent {
-        let open = std::mem::take(&mut self.slots[slot as usize]);
-        let epoch = &self.epochs[self.slot_epoch[slot as usize] as usize];
-        let ckpt = TargetCheckpoint {
+    /// The checkpoint of a batch of epoch `epoch` ending at source offset `offset`.
+    fn checkpoint_at(&self, epoch: u32, offset: u64, seq: u64) -> TargetCheckpoint {
+        let epoch = &self.epochs[epoch as usize];
+        TargetCheckpoint {
             pos: ReplPosition {
                 replid: epoch.replid.clone(),
-                offset: open.end_offset,
+                offset,
             },
             db: epoch.db,
             state: epoch.state,
             run: self.run.clone(),
-            seq: self.next_seq,
-        };
+            seq,
+        }
+    }
+
+    /// Close slot `slot`'s open batch with its checkpoint.
+    fn build(&mut self, slot: u16) -> Sent {
+        let open = std::mem::take(&mut self.slots[slot as usize]);
+        let epoch = self.slot_epoch[slot as usize];
+        let ckpt = self.checkpoint_at(epoch, open.end_offset, self.next_seq);
+        let epoch = &self.epochs[epoch as usize];
         self.next_seq += 1;
         self.open_cmds -= open.origin.len();
         self.open_bytes -= open.buf.len();

@@ -23,12 +23,10 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use super::{ClusterSink, Failure, Part, Sent};
-use crate::core::ReplPosition;
 use crate::redis::cluster::nodes::{Backoff, Redirect, redirect};
 use crate::redis::conn::{Frame, encode_command};
 use crate::redis::scan::{self, Scan};
 use crate::redis::sink::batch::Batch;
-use crate::redis::sink::checkpoint::TargetCheckpoint;
 use crate::redis::sink::{ReplyClass, SinkError, classify_reply};
 use crate::redis::slot::key_slot;
 
@@ -106,17 +104,7 @@ impl ClusterSink {
 
     fn build_plain(&mut self, node: usize) -> Sent {
         let open = std::mem::take(&mut self.plain[node]);
-        let epoch = &self.epochs[open.epoch as usize];
-        let ckpt = TargetCheckpoint {
-            pos: ReplPosition {
-                replid: epoch.replid.clone(),
-                offset: open.end_offset,
-            },
-            db: epoch.db,
-            state: epoch.state,
-            run: self.run.clone(),
-            seq: 0,
-        };
+        let ckpt = self.checkpoint_at(open.epoch, open.end_offset, 0);
         Sent {
             slot: open.first_slot,
             batch: Batch {
