@@ -100,13 +100,22 @@ pub fn describe_sink() {
         MIGRATION_BARRIER_GAVE_UP,
         "Cluster source: barrier waits that gave up with no DEL from the old master"
     );
+    metrics::describe_counter!(
+        MIGRATION_CHECK_RETRIES,
+        "Cluster source: checks of where a deleted key lives asked again (source in flux)"
+    );
 }
 
 pub const MIGRATION_BARRIER_WAITS: &str = "tandem_migration_barrier_waits_total";
 pub const MIGRATION_BARRIER_GAVE_UP: &str = "tandem_migration_barrier_gave_up_total";
+pub const MIGRATION_CHECK_RETRIES: &str = "tandem_migration_check_retries_total";
 
 pub fn migration_barrier_wait() {
     metrics::counter!(MIGRATION_BARRIER_WAITS).increment(1);
+}
+
+pub fn migration_check_retry() {
+    metrics::counter!(MIGRATION_CHECK_RETRIES).increment(1);
 }
 
 pub fn migration_barrier_gave_up() {

@@ -600,3 +600,48 @@ fn a_key_migrated_then_rewritten_keeps_its_new_value_when_the_old_masters_link_l
         Frame::BulkString(b"v2".to_vec())
     );
 }
+
+/// A master's DEL is checked against the source (does the key live on another master
+/// now?). When that check meets `CLUSTERDOWN` — a third master frozen past the node
+/// timeout — it waits and asks again; before, the shard stopped on the first refusal
+/// and took the whole sync down (a CI run). The DEL lands once the cluster is up.
+#[test]
+fn a_deletes_resharding_check_outlasts_a_cluster_down_source() {
+    use support::faultproxy::{Dir, Flow};
+    use support_cluster::proxied::ProxiedCluster;
+    let src = ProxiedCluster::start(false);
+    let c = &src.cluster;
+    let dst = RedisServer::start();
+    let key = "{del}k";
+    let xi = tandem::redis::slot::key_slot(b"{del}") as usize / 5461;
+    let (x, z) = (&c.masters[xi], &c.masters[(xi + 1) % 3]);
+    x.cmd(&["SET", key, "v"]);
+    let mut t = sync_urls(&src.url(), &dst.url(), &[]);
+    let caught_up = || {
+        wait_until("every shard caught up", CATCH_UP, || {
+            (0..3).all(|i| {
+                let want = master_offset(&c.masters[i]);
+                support::proc::checkpoint(&dst, &format!("default:{}", SHARDS[i]))
+                    .is_some_and(|(st, o)| st == "incr" && o == want)
+            })
+        })
+    };
+    caught_up();
+    assert_eq!(dst.cmd(&["GET", key]), Frame::BulkString(b"v".to_vec()));
+    // tandem reads the DEL only once X answers CLUSTERDOWN.
+    src.proxies[xi].set(Dir::Down, Flow::Stall);
+    assert_eq!(x.cmd(&["DEL", key]), Frame::Integer(1));
+    z.freeze(true);
+    wait_until("the cluster is down", CATCH_UP, || {
+        let info = x.client().cmd_text(&["CLUSTER", "INFO"]);
+        info.contains("cluster_state:fail")
+    });
+    src.proxies[xi].set(Dir::Down, Flow::Pass);
+    t.wait_log("checking where a deleted key lives: CLUSTERDOWN", CATCH_UP);
+    z.freeze(false);
+    c.wait_ok();
+    caught_up();
+    assert_eq!(dst.cmd(&["GET", key]), Frame::Null, "{}", t.log_text());
+    assert!(t.is_running(), "{}", t.log_text());
+    assert!(!t.log_text().contains("shard stopped"), "{}", t.log_text());
+}

@@ -238,6 +238,17 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Stop (`SIGSTOP`) or resume (`SIGCONT`) the server: alive to the kernel, mute to
+    /// its peers (a cluster marks it failing after its node timeout).
+    pub fn freeze(&self, on: bool) {
+        let sig = if on { "-STOP" } else { "-CONT" };
+        let pid = self.child.id().to_string();
+        let done = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(done.is_ok_and(|s| s.success()), "kill {sig} :{}", self.port);
+    }
+
     /// Start as a replica of `master` and wait until the initial sync is done.
     pub fn start_replica_of(master: &RedisServer) -> Self {
         let r = Self::start();

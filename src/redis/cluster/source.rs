@@ -251,6 +251,8 @@ async fn follow_shard(
             }
             Err(e) => {
                 // The master may be failing over: give the monitor a moment to notice.
+                // Said now: the process reports the error only when every shard ended.
+                warn!(id = %cfg.id, "shard stopped ({e}); waiting up to 15 s for a failover");
                 let mut waited = master.clone();
                 let noticed = tokio::time::timeout(Duration::from_secs(15), waited.changed()).await;
                 if !matches!(noticed, Ok(Ok(()))) {

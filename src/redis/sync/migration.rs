@@ -37,8 +37,9 @@ use tracing::{info, warn};
 
 use super::SyncError;
 use super::incr::TargetWrite;
+use crate::core::shutdown::Shutdown;
 use crate::redis::cluster::nodes::{Redirect, redirect};
-use crate::redis::conn::{Conn, ConnError, Frame};
+use crate::redis::conn::{Conn, ConnError, Frame, is_transient_server_error};
 use crate::redis::url::Endpoint;
 
 pub struct MigrationGuard {
@@ -118,7 +119,9 @@ impl MigrationGuard {
 
     /// Hold the stream at a `RESTORE-ASKING` (a key migrated here) until the old
     /// master's engine landed the key's removal: what it served of the key lands first.
-    pub async fn before_restores(&self, writes: &[TargetWrite]) {
+    /// `false`: `shutdown` came first (the writes are not applied; the stream stops
+    /// before them, and its checkpoint does not cover them).
+    pub async fn before_restores(&self, writes: &[TargetWrite], shutdown: &mut Shutdown) -> bool {
         for w in writes {
             let Some(key) = w.argv.get(1).filter(|_| is_migrated_key(&w.argv)) else {
                 continue;
@@ -131,7 +134,14 @@ impl MigrationGuard {
                 "a key migrated to this master: waiting until its old master's writes landed"
             );
             crate::metrics::migration_barrier_wait();
-            if !self.moved.wait(key, BARRIER_WAIT).await {
+            // Another shard failing stops this one: a wait of 30 s per key held the
+            // whole process (one stopped importing master waited 300 × 30 s).
+            let landed = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return false,
+                l = self.moved.wait(key, BARRIER_WAIT) => l,
+            };
+            if !landed {
                 crate::metrics::migration_barrier_gave_up();
                 warn!(
                     key = %String::from_utf8_lossy(key),
@@ -140,6 +150,7 @@ impl MigrationGuard {
                 );
             }
         }
+        true
     }
 
     /// Keys the last `filter` found moved to another master (taken).
@@ -190,7 +201,31 @@ impl MigrationGuard {
     }
 
     /// Whether `key` is now served by another master of the source, and exists there.
+    /// A source in flux answers for a while with a refusal that goes away by itself
+    /// (`CLUSTERDOWN` while a master is failing, `TRYAGAIN`, `LOADING`), a lost
+    /// connection, or a redirect from the node it redirected to (the slot moved on
+    /// between the two questions): each is asked again from the start, for at most
+    /// [`SETTLE`]. A CI run lost its shard to one `CLUSTERDOWN` here.
     async fn lives_elsewhere(&mut self, key: &Bytes) -> Result<Where, SyncError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let (addr, why) = match self.ask_where(key).await {
+                Ok(w) => return Ok(w),
+                Err(Ask::Fatal(e)) => return Err(e),
+                Err(Ask::Again { addr, why }) => (addr, why),
+            };
+            if started.elapsed() >= SETTLE {
+                return Err(self.err(&addr, format!("still {why} after {SETTLE:?}")));
+            }
+            warn!(node = %addr, "checking where a deleted key lives: {why}; asking again in {pause:?}");
+            crate::metrics::migration_check_retry();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn ask_where(&mut self, key: &Bytes) -> Result<Where, Ask> {
         let home = self.source.addr();
         let reply = self.request(&home, &[b"EXISTS", key], false).await?;
         let Frame::Error(e) = reply else {
@@ -198,32 +233,35 @@ impl MigrationGuard {
         };
         let addr = match redirect(&e) {
             Some(Redirect::Ask(a)) | Some(Redirect::Moved(a)) => a,
-            None => return Err(self.err(&home, format!("EXISTS answered {e}"))),
+            None if is_transient_server_error(&e) => return Err(Ask::again(&home, e.to_string())),
+            None => return Err(Ask::Fatal(self.err(&home, format!("EXISTS answered {e}")))),
         };
         match self.request(&addr, &[b"EXISTS", key], true).await? {
             Frame::Integer(n) if n > 0 => Ok(Where::There),
             Frame::Integer(_) => Ok(Where::Gone),
-            other => Err(self.err(&addr, format!("EXISTS answered {other:?}"))),
+            Frame::Error(e) if is_transient_server_error(&e) || redirect(&e).is_some() => {
+                Err(Ask::again(&addr, e.to_string()))
+            }
+            other => Err(Ask::Fatal(
+                self.err(&addr, format!("EXISTS answered {other:?}")),
+            )),
         }
     }
 
-    async fn request(
-        &mut self,
-        addr: &str,
-        argv: &[&[u8]],
-        asking: bool,
-    ) -> Result<Frame, SyncError> {
+    async fn request(&mut self, addr: &str, argv: &[&[u8]], asking: bool) -> Result<Frame, Ask> {
         let conn = match self.conns.get_mut(addr) {
             Some(c) => c,
             None => {
                 let (host, port) = addr
                     .rsplit_once(':')
                     .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-                    .ok_or_else(|| self.err(addr, "unreadable node address".into()))?;
+                    .ok_or_else(|| Ask::Fatal(self.err(addr, "unreadable node address".into())))?;
                 let mut ep = self.source.with_db(0);
                 ep.host = host.trim_matches(['[', ']']).to_string();
                 ep.port = port;
-                let c = Conn::connect(&ep, TIMEOUT).await.map_err(link_err)?;
+                let c = Conn::connect(&ep, TIMEOUT)
+                    .await
+                    .map_err(|e| Ask::from_conn(addr, e))?;
                 self.conns.entry(addr.to_string()).or_insert(c)
             }
         };
@@ -242,7 +280,7 @@ impl MigrationGuard {
         };
         reply.map_err(|e| {
             self.conns.remove(addr);
-            link_err(e)
+            Ask::from_conn(addr, e)
         })
     }
 
@@ -305,8 +343,34 @@ enum Where {
     Gone,
 }
 
-fn link_err(e: ConnError) -> SyncError {
-    SyncError::Sink(e.into())
+/// How long the source may stay in flux before a DEL's check fails the shard.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Why a question to the source got no answer.
+enum Ask {
+    /// Ask again (see [`MigrationGuard::lives_elsewhere`]).
+    Again {
+        addr: String,
+        why: String,
+    },
+    Fatal(SyncError),
+}
+
+impl Ask {
+    fn again(addr: &str, why: impl Into<String>) -> Ask {
+        Ask::Again {
+            addr: addr.to_string(),
+            why: why.into(),
+        }
+    }
+
+    fn from_conn(addr: &str, e: ConnError) -> Ask {
+        if e.is_retryable() {
+            Ask::again(addr, e.to_string())
+        } else {
+            Ask::Fatal(SyncError::Sink(e.into()))
+        }
+    }
 }
 
 #[cfg(test)]

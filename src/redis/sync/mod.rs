@@ -400,7 +400,9 @@ impl<S: Sink> Engine<'_, S> {
                         let mut writes = self.cfg.policy.writes(unit, &mut self.stats)?;
                         if let Some(g) = self.migration.as_mut() {
                             writes = g.filter(writes).await?;
-                            g.before_restores(&writes).await;
+                            if !g.before_restores(&writes, shutdown).await {
+                                return Ok(());
+                            }
                         }
                         let writes = match self.hooks.as_ref() {
                             Some(h) => h.judge(writes, end, link.events.observed_ms()),
