@@ -88,9 +88,43 @@ pub struct Conn {
     endpoint: String,
     timeout: Duration,
     tls: bool,
+    /// [`MAX_REPLY`]; lower in unit tests.
+    max_reply: usize,
+}
+
+/// The top-level header of an incomplete reply, when it announces more than a Redis
+/// server ever sends: a bulk over [`MAX_BULK`], or an array with more elements than
+/// [`MAX_REPLY`] bytes could hold.
+fn declared_too_long(buf: &[u8]) -> Option<String> {
+    let kind = *buf.first()?;
+    if kind != b'$' && kind != b'*' {
+        return None;
+    }
+    let end = buf.iter().take(24).position(|&b| b == b'\r')?;
+    let n: u64 = std::str::from_utf8(&buf[1..end]).ok()?.parse().ok()?;
+    match kind {
+        b'$' if n > MAX_BULK => Some(format!(
+            "a reply announces a {n}-byte value, more than a Redis server sends \
+             ({MAX_BULK} bytes, proto-max-bulk-len)"
+        )),
+        // Each element takes at least 3 bytes (`:0\r\n` is 4).
+        b'*' if n > (MAX_REPLY / 3) as u64 => Some(format!(
+            "a reply announces an array of {n} elements, more than {MAX_REPLY} bytes hold"
+        )),
+        _ => None,
+    }
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The longest bulk a reply may declare: a Redis server's default `proto-max-bulk-len`
+/// (512 MiB), the largest value it takes in.
+pub const MAX_BULK: u64 = 512 << 20;
+
+/// The most one reply may hold before it is whole (a 512 MiB value inside its array,
+/// with room to spare): past it the peer is not answering as a Redis server does, and
+/// holding more would let it take all memory.
+pub const MAX_REPLY: usize = 1 << 30;
 
 impl Conn {
     /// Connect and authenticate (AUTH with user or password), then SELECT the URL's db.
@@ -141,6 +175,7 @@ impl Conn {
             endpoint,
             timeout,
             tls: ep.tls,
+            max_reply: MAX_REPLY,
         })
     }
 
@@ -210,7 +245,14 @@ impl Conn {
         }
         match decode_bytes_mut(&mut self.rbuf) {
             Ok(Some((frame, _, _))) => Ok(Some(frame)),
-            Ok(None) => Ok(None),
+            Ok(None) => match declared_too_long(&self.rbuf) {
+                // Said now, not after reading (or waiting for) what it announces.
+                Some(detail) => Err(ConnError::Protocol {
+                    endpoint: self.endpoint.clone(),
+                    detail,
+                }),
+                None => Ok(None),
+            },
             Err(e) => Err(ConnError::Protocol {
                 endpoint: self.endpoint.clone(),
                 detail: format!("unreadable reply ({})", e.details()),
@@ -220,6 +262,17 @@ impl Conn {
 
     /// Read more bytes into the buffer, failing after `timeout` of silence.
     async fn fill(&mut self, timeout: Duration) -> Result<(), ConnError> {
+        // Callers fill only while what is buffered is not one whole reply yet.
+        if self.rbuf.len() > self.max_reply {
+            return Err(ConnError::Protocol {
+                endpoint: self.endpoint.clone(),
+                detail: format!(
+                    "a reply still incomplete after {} bytes (at most {} expected)",
+                    self.rbuf.len(),
+                    self.max_reply
+                ),
+            });
+        }
         self.rbuf.reserve(READ_CHUNK);
         let read = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.rbuf)).await;
         match read {
@@ -411,5 +464,57 @@ mod tests {
             extend_encode_borrowed(&mut theirs, &BorrowedFrame::Array(&frames), false).unwrap();
             prop_assert_eq!(ours, theirs);
         }
+    }
+
+    fn over(stream: tokio::io::DuplexStream, max_reply: usize) -> Conn {
+        Conn {
+            stream: Box::new(stream),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            endpoint: "127.0.0.1:1".into(),
+            timeout: Duration::from_secs(5),
+            tls: false,
+            max_reply,
+        }
+    }
+
+    /// A peer that keeps sending one reply: it ends at the cap with one error, not in
+    /// all memory, and a reply of the cap's size still reads.
+    #[tokio::test]
+    async fn an_endless_reply_stops_at_the_cap() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 16);
+        let mut c = over(ours, 100_000);
+        let feed = tokio::spawn(async move {
+            peer.write_all(b"$90000\r\n").await.unwrap();
+            peer.write_all(&[b'x'; 90_000]).await.unwrap();
+            peer.write_all(b"\r\n$400000\r\n").await.unwrap();
+            // Past the cap, then silence: the error must not wait for the timeout.
+            let _ = peer.write_all(&[b'y'; 150_000]).await;
+            peer
+        });
+        let Frame::BulkString(v) = c.read_frame().await.unwrap() else {
+            panic!("not a bulk")
+        };
+        assert_eq!(v.len(), 90_000);
+        let e = c.read_frame().await.unwrap_err().to_string();
+        assert!(
+            e.contains("127.0.0.1:1") && e.contains("still incomplete after"),
+            "{e}"
+        );
+        assert!(e.contains("at most 100000"), "{e}");
+        drop(feed.await.unwrap());
+    }
+
+    #[test]
+    fn absurd_announced_lengths_are_refused_from_the_header() {
+        let bulk = declared_too_long(b"$536870913\r\n").unwrap();
+        assert!(bulk.contains("536870913-byte value"), "{bulk}");
+        assert_eq!(declared_too_long(b"$536870912\r\n"), None);
+        let arr = declared_too_long(b"*999999999999\r\n").unwrap();
+        assert!(arr.contains("array of 999999999999"), "{arr}");
+        assert_eq!(declared_too_long(b"*100000\r\n$3\r\n"), None);
+        // Not a header yet, or not a length: left to the decoder.
+        assert_eq!(declared_too_long(b"$99999"), None);
+        assert_eq!(declared_too_long(b"+OK"), None);
     }
 }
