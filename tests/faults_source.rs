@@ -194,3 +194,73 @@ fn a_promoted_replica_behind_the_same_address_continues_the_stream() {
         "the new history id is taken up\n{log}"
     );
 }
+
+/// Keys deleted on the source while the link is down, and a backlog too small to
+/// continue: the full resync must not leave them on the target. `--on-resync clear`
+/// (the default) removes the link's keys before loading the new RDB — only those: a
+/// key outside the key filter and a db that is not replicated keep theirs.
+/// `--on-resync keep` loads over them and the deleted keys stay (what tandem did before).
+#[test]
+fn a_full_resync_removes_the_keys_deleted_on_the_source_meanwhile() {
+    for mode in ["clear", "keep"] {
+        let src = source(&[("repl-backlog-size", "16kb")]);
+        let dst = RedisServer::start();
+        let mut s = src.client();
+        for i in 0..50 {
+            s.cmd(&["SET", &format!("gone:{i}"), "v"]);
+            s.cmd(&["SET", &format!("kept:{i}"), "v"]);
+        }
+        let mut d = dst.client();
+        d.cmd(&["SET", "local:x", "theirs"]);
+        d.cmd(&["SELECT", "3"]);
+        d.cmd(&["SET", "db3:x", "theirs"]);
+        d.cmd(&["SELECT", "0"]);
+        let proxy = FaultProxy::start(src.port);
+        let args = [
+            "--skip-precheck",
+            "--exclude-prefix",
+            "local:",
+            "--include-db",
+            "0",
+            "--on-resync",
+            mode,
+        ];
+        let t = sync_via(&proxy.url(), &dst, &args);
+        wait_caught_up(&src, &dst, "default", CATCH_UP);
+        proxy.refuse(true);
+        proxy.cut();
+        for i in 0..50 {
+            s.cmd(&["DEL", &format!("gone:{i}")]);
+        }
+        // Far more than the 16 kB backlog.
+        let filler = "f".repeat(1000);
+        for i in 0..100 {
+            s.cmd(&["SET", &format!("kept:fill{i}"), &filler]);
+        }
+        proxy.refuse(false);
+        t.wait_log("backlog overrun or another history", CATCH_UP);
+        wait_caught_up(&src, &dst, "default", CATCH_UP);
+        let mut want = data::keys(&mut s, 0);
+        let got = data::keys(&mut d, 0);
+        assert_eq!(stat(&src, "sync_full"), 2, "{}", t.log_text());
+        if mode == "clear" {
+            want.push(b"local:x".to_vec());
+            want.sort();
+            assert_eq!(got, want, "{}", t.log_text());
+            // gone:* and kept:*, then loaded again from the new RDB.
+            assert!(t.log_text().contains("removed=100"), "{}", t.log_text());
+        } else {
+            assert_eq!(got.iter().filter(|k| k.starts_with(b"gone:")).count(), 50);
+            assert!(
+                !t.log_text().contains("removed its keys"),
+                "{}",
+                t.log_text()
+            );
+        }
+        assert_eq!(
+            d.cmd(&["GET", "local:x"]),
+            Frame::BulkString(b"theirs".to_vec())
+        );
+        assert_eq!(data::keys(&mut d, 3), vec![b"db3:x".to_vec()]);
+    }
+}

@@ -645,3 +645,71 @@ fn a_deletes_resharding_check_outlasts_a_cluster_down_source() {
     assert!(t.is_running(), "{}", t.log_text());
     assert!(!t.log_text().contains("shard stopped"), "{}", t.log_text());
 }
+
+/// Three source masters into one standalone target; one master's link is down while
+/// keys are deleted there and its 16 kB backlog overflows. Its full resync removes,
+/// before loading, only the keys of the slots that master serves: the other masters'
+/// keys on the target are other links' and stay, and the deleted ones go.
+#[test]
+fn a_source_masters_full_resync_clears_only_its_own_slots() {
+    use support_cluster::proxied::ProxiedCluster;
+    let src = ProxiedCluster::start(false);
+    let c = &src.cluster;
+    c.all_nodes(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    let dst = RedisServer::start();
+    let tags = tagged_prefixes(c);
+    let mut cc = ClusterClient::new(c);
+    for t in &tags {
+        for i in 0..20 {
+            cc.cmd(&["SET", &format!("{t}gone{i}"), "v"], 1);
+            cc.cmd(&["SET", &format!("{t}kept{i}"), "v"], 1);
+        }
+    }
+    let t = sync_urls(&src.url(), &dst.url(), &[]);
+    let caught_up = || {
+        wait_until("every shard caught up", CATCH_UP, || {
+            (0..3).all(|i| {
+                let want = master_offset(&c.masters[i]);
+                support::proc::checkpoint(&dst, &format!("default:{}", SHARDS[i]))
+                    .is_some_and(|(st, o)| st == "incr" && o == want)
+            })
+        })
+    };
+    caught_up();
+    let x = &c.masters[1];
+    x.cmd(&["CONFIG", "SET", "repl-backlog-size", "16384"]);
+    let xt = tags
+        .iter()
+        .find(|t| c.master_for(t).port == x.port)
+        .unwrap();
+    src.proxies[1].refuse(true);
+    assert_eq!(src.proxies[1].cut_replication(), 1);
+    for i in 0..20 {
+        assert_eq!(x.cmd(&["DEL", &format!("{xt}gone{i}")]), Frame::Integer(1));
+    }
+    let filler = "f".repeat(1000);
+    for i in 0..100 {
+        x.cmd(&["SET", &format!("{xt}fill{i}"), &filler]);
+    }
+    // The other masters' deleted keys go through their streams, as usual.
+    let other = tags.iter().find(|t| *t != xt).unwrap();
+    cc.cmd(&["DEL", &format!("{other}gone0")], 1);
+    src.proxies[1].refuse(false);
+    t.wait_log("backlog overrun or another history", CATCH_UP);
+    caught_up();
+    let mut want: Vec<Vec<u8>> = c
+        .masters
+        .iter()
+        .flat_map(|m| support::data::keys(&mut m.client(), 0))
+        .collect();
+    want.sort();
+    assert_eq!(
+        support::data::keys(&mut dst.client(), 0),
+        want,
+        "{}",
+        t.log_text()
+    );
+    assert_eq!(want.len(), 20 * 2 * 3 - 20 - 1 + 100);
+    // Master 1's 40 keys from before the cut, no other master's.
+    assert!(t.log_text().contains("removed=40"), "{}", t.log_text());
+}

@@ -9,6 +9,7 @@ use super::{CliResult, secret};
 use crate::ops::Status;
 use crate::redis::filter::FilterConfig;
 use crate::redis::sync::incr::{IncrPolicy, OnFlush, OnUnsupported};
+use crate::redis::sync::resync::OnResync;
 use crate::redis::sync::{Mode, SyncConfig};
 
 #[derive(Args)]
@@ -50,6 +51,11 @@ pub struct SyncArgs {
     /// FLUSHALL/FLUSHDB: apply within the replicated scope, skip, or stop.
     #[arg(long, value_enum, default_value = "apply")]
     on_flush: OnFlush,
+    /// A full resync over data this link wrote (the source could not continue from the
+    /// checkpoint): clear removes the target's keys of the link's scope first, so keys
+    /// deleted on the source meanwhile go too; keep loads over them.
+    #[arg(long, value_enum, default_value = "clear")]
+    on_resync: OnResync,
     /// Keys whose serialized value is larger are rewritten in chunks instead of RESTOREd.
     #[arg(long, default_value_t = 64 << 20)]
     big_key_bytes: usize,
@@ -121,6 +127,7 @@ pub async fn run(args: SyncArgs) -> CliResult {
         repl_timeout: std::time::Duration::from_secs(args.repl_timeout),
         cluster_source: None,
         status: status.clone(),
+        on_resync: args.on_resync,
     };
     let shutdown = super::shutdown_on_signal();
     let display = args.progress.start(status, shutdown.clone());

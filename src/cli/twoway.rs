@@ -158,6 +158,8 @@ pub async fn run(args: TwoWayArgs) -> CliResult {
         repl_timeout: Duration::from_secs(args.repl_timeout),
         cluster_source: None,
         status: status.clone(),
+        // The target of each direction is the other side's own data.
+        on_resync: crate::redis::sync::resync::OnResync::Keep,
     };
     let cfg = TwoWayConfig {
         base,

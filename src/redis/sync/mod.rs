@@ -14,6 +14,7 @@ pub mod incr;
 pub mod migration;
 pub mod rdb_feed;
 pub mod restore;
+pub mod resync;
 pub mod scripts;
 pub mod twoway;
 
@@ -75,6 +76,8 @@ pub struct SyncConfig {
     pub cluster_source: Option<Arc<migration::Moved>>,
     /// The process's `/status` registry; each engine reports under its link `id`.
     pub status: Arc<Status>,
+    /// A full resync over data this link wrote: clear its keys first, or load over them.
+    pub on_resync: resync::OnResync,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +316,8 @@ impl<S: Sink> Engine<'_, S> {
                     if let Some(h) = self.hooks.as_mut() {
                         h.attached();
                     }
+                    // Over data this link wrote: its checkpoint was there, or it streamed.
+                    let resync = !self.replid.is_empty();
                     if !self.replid.is_empty() {
                         warn!(
                             old = %self.replid, new = %replid,
@@ -334,6 +339,9 @@ impl<S: Sink> Engine<'_, S> {
                     } else {
                         self.status.full_sync_started();
                         loop {
+                            if resync {
+                                self.clear_before_load(&pos).await?;
+                            }
                             // Stopped during the transfer (the link ends first): a stop
                             // like any other, not a failure; the next run starts from
                             // the checkpoint the target holds, as after a SIGKILL.
@@ -453,6 +461,25 @@ impl<S: Sink> Engine<'_, S> {
                 h.settled(end);
             }
         }
+        Ok(())
+    }
+
+    /// A full resync over this link's earlier data (`resync.rs`): its checkpoint moves
+    /// to state `full` first (a restart copies again, and clears again), then the
+    /// target's keys of the link's scope go.
+    async fn clear_before_load(&mut self, pos: &ReplPosition) -> Result<(), SyncError> {
+        if self.hooks.is_some() || self.cfg.on_resync == resync::OnResync::Keep {
+            return Ok(());
+        }
+        self.sink.end_unit(pos.clone(), 0, CkptState::Full).await?;
+        self.finish().await?;
+        let slots = match self.cfg.cluster_source {
+            Some(_) => resync::source_slots(&self.cfg.source).await?,
+            None => None,
+        };
+        let removed =
+            resync::clear(&self.cfg.target, &self.cfg.policy.filter, slots.as_ref()).await?;
+        resync::report(removed);
         Ok(())
     }
 
