@@ -155,8 +155,37 @@ pub async fn seed(c: &Client) {
         .unwrap();
 }
 
+/// Namespaces [`changes`] drops or renames away.
+const REMOVED: [&str; 2] = ["mshop.capped", "mshop.mixed"];
+
 pub async fn assert_same(src: &Client, dst: &Client, dbs: &[&str]) {
-    let (a, b) = (catalog(src, dbs).await, catalog(dst, dbs).await);
+    let (mut a, b) = (catalog(src, dbs).await, catalog(dst, dbs).await);
+    // secantus now and then lists a collection that `changes` dropped or renamed away,
+    // again, as an empty collection without options, though it logged no entry that
+    // created it (two CI runs: `mshop.capped` after its drop, `mshop.mixed` after its
+    // rename). No reader of the source can know of it. Such a ghost is left out when
+    // it is empty on the source and absent from the target; anything else still counts.
+    let mut ghosts = Vec::new();
+    for (ns, o) in &a {
+        let (db, coll) = ns.split_once('.').unwrap();
+        if REMOVED.contains(&ns.as_str())
+            && o.is_empty()
+            && !b.iter().any(|(n, _)| n == ns)
+            && src
+                .database(db)
+                .collection::<Document>(coll)
+                .count_documents(doc! {})
+                .await
+                .unwrap()
+                == 0
+        {
+            ghosts.push(ns.clone());
+        }
+    }
+    if !ghosts.is_empty() {
+        eprintln!("secantus lists dropped/renamed collections again, empty: {ghosts:?}");
+        a.retain(|(ns, _)| !ghosts.contains(ns));
+    }
     assert_eq!(a, b, "collections and options differ");
     for (ns, o) in &a {
         if o.contains_key("viewOn") {
