@@ -101,6 +101,10 @@ pub fn describe_sink() {
         "Cluster source: barrier waits that gave up with no DEL from the old master"
     );
     metrics::describe_counter!(
+        TARGET_LOST_WRITES,
+        "Cluster target failovers that lost confirmed writes (tandem resumed from before them)"
+    );
+    metrics::describe_counter!(
         RESYNC_CLEARED_KEYS,
         "Target keys of the link's scope removed before the RDB of a full resync"
     );
@@ -114,9 +118,14 @@ pub const MIGRATION_BARRIER_WAITS: &str = "tandem_migration_barrier_waits_total"
 pub const MIGRATION_BARRIER_GAVE_UP: &str = "tandem_migration_barrier_gave_up_total";
 pub const MIGRATION_CHECK_RETRIES: &str = "tandem_migration_check_retries_total";
 pub const RESYNC_CLEARED_KEYS: &str = "tandem_resync_cleared_keys_total";
+pub const TARGET_LOST_WRITES: &str = "tandem_target_lost_writes_total";
 
 pub fn migration_barrier_wait() {
     metrics::counter!(MIGRATION_BARRIER_WAITS).increment(1);
+}
+
+pub fn target_lost_writes() {
+    metrics::counter!(TARGET_LOST_WRITES).increment(1);
 }
 
 pub fn resync_cleared_keys(n: u64) {

@@ -48,6 +48,9 @@ pub struct Nodes {
     /// Owners learned from `MOVED` since the last refresh.
     moved: HashMap<u16, usize>,
     ctl: HashMap<usize, Conn>,
+    /// Slots whose master is another node than before (a failover, a resharding),
+    /// with the address of the one before, since the last [`Nodes::take_changed`].
+    changed: Vec<(u16, String)>,
 }
 
 impl Nodes {
@@ -56,9 +59,31 @@ impl Nodes {
         timeout: Duration,
         give_up_after: Duration,
     ) -> Result<Nodes, SinkError> {
-        let topo = Topology::discover(&seed, timeout)
+        Self::connect_any(seed, &[], timeout, give_up_after).await
+    }
+
+    /// Discover from `seed`, or when it does not answer with a slot map, from the first
+    /// of `others` that does; `seed` stays the endpoint named in errors and the source
+    /// of credentials.
+    pub async fn connect_any(
+        seed: Endpoint,
+        others: &[Endpoint],
+        timeout: Duration,
+        give_up_after: Duration,
+    ) -> Result<Nodes, SinkError> {
+        let mut found = Topology::discover(&seed, timeout)
             .await
-            .map_err(|e| cluster_err(&seed, e))?;
+            .map_err(|e| cluster_err(&seed, e));
+        for ep in others {
+            match &found {
+                Ok(t) if !t.shards.is_empty() => break,
+                _ => {}
+            }
+            if let Ok(t) = Topology::discover(ep, timeout).await {
+                found = Ok(t);
+            }
+        }
+        let topo = found?;
         let mut nodes = Nodes {
             seed,
             timeout,
@@ -69,12 +94,17 @@ impl Nodes {
             shard_node: Vec::new(),
             moved: HashMap::new(),
             ctl: HashMap::new(),
+            changed: Vec::new(),
         };
         nodes.install(topo);
+        nodes.changed.clear();
         Ok(nodes)
     }
 
     fn install(&mut self, topo: Topology) {
+        let before: Vec<Option<String>> = (0..crate::redis::slot::SLOTS)
+            .map(|s| self.owner(s).map(|n| self.addrs[n].addr()))
+            .collect();
         self.moved.clear();
         self.map = topo.slot_map();
         self.shard_node = topo
@@ -83,6 +113,36 @@ impl Nodes {
             .map(|s| self.index_of(&s.master))
             .collect();
         self.topo = topo;
+        for (slot, was) in before.into_iter().enumerate() {
+            let now = self.owner(slot as u16).map(|n| self.addrs[n].addr());
+            if let (Some(was), Some(now)) = (was, now)
+                && was != now
+            {
+                self.changed.push((slot as u16, was));
+            }
+        }
+    }
+
+    /// The slots whose master changed since the last call, with the master before.
+    pub fn take_changed(&mut self) -> Vec<(u16, String)> {
+        let mut v = std::mem::take(&mut self.changed);
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The addresses of the nodes that serve a slot now.
+    pub fn serving(&self) -> std::collections::HashSet<String> {
+        (0..crate::redis::slot::SLOTS)
+            .filter_map(|s| self.owner(s))
+            .collect::<std::collections::HashSet<usize>>()
+            .into_iter()
+            .map(|n| self.addrs[n].addr())
+            .collect()
+    }
+
+    pub fn has_changed(&self) -> bool {
+        !self.changed.is_empty()
     }
 
     /// The index of `addr`, adding it if new.
@@ -112,12 +172,21 @@ impl Nodes {
         if let Some(&n) = self.moved.get(&slot) {
             return Some(n);
         }
-        self.map.owner(slot).map(|s| self.shard_node[s])
+        // `shard_node` is empty until the first `install`.
+        self.map
+            .owner(slot)
+            .and_then(|s| self.shard_node.get(s).copied())
     }
 
     /// `MOVED`: `slot` is now served at `hostport`.
     pub fn moved(&mut self, slot: u16, hostport: &str) {
+        let was = self.owner(slot);
         let n = self.index_of_addr(hostport);
+        if let Some(w) = was
+            && self.addrs[w].addr() != self.addrs[n].addr()
+        {
+            self.changed.push((slot, self.addrs[w].addr()));
+        }
         self.moved.insert(slot, n);
     }
 

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use super::{Topology, is_cluster};
 use crate::core::shutdown::{Shutdown, shutdown_pair};
 use crate::redis::conn::Conn;
+use crate::redis::sink::standalone::SinkConfig;
 use crate::redis::sink::{ClusterSink, SinkError, StandaloneSink};
 use crate::redis::sync::twoway::Hooks;
 use crate::redis::sync::{SyncConfig, SyncError, link_status, run_engine as engine, sink_config};
@@ -54,25 +55,79 @@ pub async fn detect(ep: &Endpoint, timeout: Duration) -> Result<bool, SyncError>
     Ok(is_cluster(&mut conn).await.map_err(SinkError::from)?)
 }
 
-/// One engine (one source link) into a sink of the target's kind.
+/// One engine (one source link) into a sink of the target's kind. A cluster target
+/// that lost confirmed writes in a failover (`sink/cluster/owners.rs`) has its floor
+/// checkpoint written back: the engine starts again from the target's checkpoints, a
+/// few times at most (one-way only: two-way hooks belong to one engine).
 pub async fn run_engine(
     cfg: SyncConfig,
     target_cluster: bool,
     shutdown: Shutdown,
+    mut hooks: Option<Hooks>,
+) -> Result<(), SyncError> {
+    const RESTARTS: usize = 5;
+    let mut restarts = 0;
+    let mut sink_cfg = sink_config(&cfg);
+    loop {
+        // Two-way runs once (`run_engine_once` turns the loss into an error).
+        let once = run_engine_once(
+            cfg.clone(),
+            sink_cfg.clone(),
+            target_cluster,
+            shutdown.clone(),
+            hooks.take(),
+        );
+        match once.await {
+            Err(SyncError::Sink(e @ SinkError::TargetLostWrites { .. }))
+                if restarts < RESTARTS && !shutdown.is_triggered() =>
+            {
+                restarts += 1;
+                warn!(id = %cfg.id, "{e}: starting the engine again");
+                if let SinkError::TargetLostWrites { serving, .. } = e {
+                    sink_cfg.also_discover_from = serving;
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn run_engine_once(
+    cfg: SyncConfig,
+    sink_cfg: SinkConfig,
+    target_cluster: bool,
+    shutdown: Shutdown,
     hooks: Option<Hooks>,
 ) -> Result<(), SyncError> {
-    let sink_cfg = sink_config(&cfg);
+    let two_way = hooks.is_some();
     // The engine reports its own end; a target refusing at connect is reported here.
     let failed = |e: SinkError| {
         link_status(&cfg).ended(Some(e.to_string()));
         e
     };
-    if target_cluster {
+    let res = if target_cluster {
         let sink = ClusterSink::connect(sink_cfg).await.map_err(failed)?;
         engine(cfg, sink, shutdown, hooks).await
     } else {
         let sink = StandaloneSink::connect(sink_cfg).await.map_err(failed)?;
         engine(cfg, sink, shutdown, hooks).await
+    };
+    match res {
+        // Two-way: its hooks cannot start again; stop with the error.
+        Err(SyncError::Sink(SinkError::TargetLostWrites {
+            endpoint,
+            slots,
+            example,
+            resume,
+            ..
+        })) if two_way => Err(SyncError::Setup {
+            endpoint,
+            detail: format!(
+                "the target lost writes it had confirmed ({slots} slots, slot {example}); \
+                     restart tandem to resume from {resume}"
+            ),
+        }),
+        r => r,
     }
 }
 

@@ -30,6 +30,16 @@ pub struct ReplicaLink {
     pub task: JoinHandle<Result<(), LinkError>>,
 }
 
+impl ReplicaLink {
+    /// End the link task and wait until it is gone: its connection closed and its
+    /// spool no longer written, so another link may start in the same directory (an
+    /// engine started again after a target failover, `cluster/source.rs`).
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
 /// Tells the link what the consumer has durably applied. That position, not what was
 /// merely received, is what the master sees in `REPLCONF ACK` (and so what `WAIT`
 /// counts).

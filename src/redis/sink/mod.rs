@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::core::ReplPosition;
 use crate::redis::conn::{ConnError, Frame};
+use crate::redis::url::Endpoint;
 
 /// The boundary between the sync engine and a target.
 ///
@@ -91,6 +92,9 @@ pub trait Sink {
     fn checkpoint_at_start(&self) -> Option<&TargetCheckpoint>;
     /// Run one command outside any batch (probes such as INFO); flushes first.
     async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, SinkError>;
+    /// The nodes holding the target's keys: the target, or a cluster's masters as the
+    /// sink last saw them (the endpoint tandem was given may have failed over since).
+    fn masters(&self) -> Vec<Endpoint>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +142,24 @@ pub enum SinkError {
         now: String,
         /// What the operator does next.
         fix: &'static str,
+    },
+    /// A cluster target's slots moved to another node that lacks writes the old one had
+    /// confirmed (a replica promoted before it received them). The sink has written the
+    /// floor checkpoint back to `resume`; a new engine resumes from there (the slots
+    /// that kept their writes skip what they hold).
+    #[error(
+        "{endpoint}: the target lost writes it had confirmed: {slots} slots now served by \
+         another node hold less than they had (slot {example}; a failover that promoted a \
+         replica before it had them); resuming from {resume}"
+    )]
+    TargetLostWrites {
+        endpoint: String,
+        slots: usize,
+        example: String,
+        resume: String,
+        /// The masters serving now: the new engine discovers the cluster from them (the
+        /// endpoint tandem was given may be the node that failed).
+        serving: Vec<Endpoint>,
     },
     #[error("{endpoint}: target unavailable for {secs} s, giving up: {last}")]
     GaveUp {

@@ -33,6 +33,9 @@ use crate::redis::url::Endpoint;
 #[derive(Clone, Debug)]
 pub struct SinkConfig {
     pub target: Endpoint,
+    /// More nodes of a cluster target to discover it from when `target` does not answer
+    /// (an engine started again after a failover of the node it names).
+    pub also_discover_from: Vec<Endpoint>,
     /// The link id: the checkpoint key is `__tandem:ckpt:<id>`.
     pub id: String,
     /// Batches sent but not yet acknowledged, at most.
@@ -52,6 +55,7 @@ impl SinkConfig {
     pub fn new(target: Endpoint, id: &str) -> Self {
         Self {
             target,
+            also_discover_from: Vec::new(),
             id: id.to_string(),
             window: 8,
             timeout: Duration::from_secs(30),
@@ -407,6 +411,10 @@ impl super::Sink for StandaloneSink {
 
     fn checkpoint_at_start(&self) -> Option<&TargetCheckpoint> {
         self.start.as_ref()
+    }
+
+    fn masters(&self) -> Vec<Endpoint> {
+        vec![self.cfg.target.clone()]
     }
 
     async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, SinkError> {

@@ -241,10 +241,11 @@ async fn engine<S: Sink>(
     // Land what is complete and write its checkpoint, unless the target itself failed:
     // its refused batch is still in flight, and settling it again would only wait for
     // a reply that never comes (the error would surface after the reply timeout).
-    if let Err(e @ SyncError::Sink(_)) = result {
-        return Err(e);
-    }
-    let flushed = eng.finish().await;
+    let flushed = match result {
+        Err(SyncError::Sink(_)) => Ok(()),
+        _ => eng.finish().await,
+    };
+    link.stop().await;
     result?;
     flushed?;
     Ok(())
@@ -477,8 +478,8 @@ impl<S: Sink> Engine<'_, S> {
             Some(_) => resync::source_slots(&self.cfg.source).await?,
             None => None,
         };
-        let removed =
-            resync::clear(&self.cfg.target, &self.cfg.policy.filter, slots.as_ref()).await?;
+        let nodes = self.sink.masters();
+        let removed = resync::clear(&nodes, &self.cfg.policy.filter, slots.as_ref()).await?;
         resync::report(removed);
         Ok(())
     }

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use super::SyncError;
-use crate::redis::cluster::{Topology, is_cluster};
+use crate::redis::cluster::is_cluster;
 use crate::redis::conn::{Conn, ConnError, Frame, info_keyspace};
 use crate::redis::filter::{FilterConfig, is_tandem_key};
 use crate::redis::slot::key_slot;
@@ -91,29 +91,15 @@ fn parse_served(line: &str) -> HashSet<u16> {
     served
 }
 
-/// Remove the target's keys of the link's scope (see the module doc); returns how many.
+/// Remove the keys of the link's scope from the target's `nodes` (see the module doc);
+/// returns how many.
 pub async fn clear(
-    target: &Endpoint,
+    nodes: &[Endpoint],
     filter: &FilterConfig,
     slots: Option<&HashSet<u16>>,
 ) -> Result<u64, SyncError> {
-    let mut seed = Conn::connect(&target.with_db(0), TIMEOUT)
-        .await
-        .map_err(|e| setup(target, e))?;
-    let nodes = if is_cluster(&mut seed).await.map_err(|e| setup(target, e))? {
-        let topo = Topology::load(&mut seed)
-            .await
-            .map_err(|e| bad(target, e.to_string()))?;
-        topo.shards
-            .iter()
-            .map(|s| s.master.endpoint(target))
-            .collect()
-    } else {
-        vec![target.clone()]
-    };
-    drop(seed);
     let mut removed = 0;
-    for node in &nodes {
+    for node in nodes {
         removed += clear_node(node, filter, slots).await?;
     }
     crate::metrics::resync_cleared_keys(removed);

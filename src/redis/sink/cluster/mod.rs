@@ -21,9 +21,13 @@
 //!   named node; `TRYAGAIN`/`CLUSTERDOWN` and other retryable refusals wait and resend.
 //!   After a lost connection the slot checkpoints of the batches in flight say which
 //!   landed (`run`/`seq`), so no batch is applied twice.
+//! - A slot whose master changed is checked before its next batch (`owners.rs`): a
+//!   promoted replica that lacks confirmed writes sends the floor back and the engine
+//!   resumes from it ([`SinkError::TargetLostWrites`]).
 //! - Full sync: RESTOREs go per master in plain pipelines instead (`plain`): idempotent,
 //!   they need neither a transaction nor a slot checkpoint.
 
+mod owners;
 mod plain;
 mod route;
 
@@ -46,6 +50,7 @@ use crate::redis::cluster::nodes::{Backoff, Nodes, Redirect, redirect};
 use crate::redis::cluster::tags::slot_ckpt_key;
 use crate::redis::conn::{Conn, ConnError, Frame, encode_command};
 use crate::redis::slot::{SLOTS, key_slot};
+use crate::redis::url::Endpoint;
 
 /// Batches in flight per master, at most.
 const NODE_WINDOW: usize = 256;
@@ -218,7 +223,13 @@ pub struct ClusterSink {
 impl ClusterSink {
     /// Discover the target's masters and read every slot checkpoint of `cfg.id`.
     pub async fn connect(cfg: SinkConfig) -> Result<Self, SinkError> {
-        let mut nodes = Nodes::connect(cfg.target.clone(), cfg.timeout, cfg.give_up_after).await?;
+        let mut nodes = Nodes::connect_any(
+            cfg.target.clone(),
+            &cfg.also_discover_from,
+            cfg.timeout,
+            cfg.give_up_after,
+        )
+        .await?;
         let floor_key = Bytes::from(checkpoint::key(&cfg.id));
         let floor = read_ckpt(&mut nodes, &floor_key).await?;
         let per_slot = read_slot_ckpts(&mut nodes, &cfg.id).await?;
@@ -411,6 +422,9 @@ impl ClusterSink {
 
     /// Queue `sent` on its node's pipeline (not flushed).
     async fn send(&mut self, mut sent: Sent) -> Result<(), SinkError> {
+        if self.nodes.has_changed() {
+            self.verify_owners().await?;
+        }
         let node = match sent
             .ask
             .or(sent.node)
@@ -739,9 +753,8 @@ impl ClusterSink {
     /// A slot still served by the same node must hold at least the last batch it
     /// confirmed: otherwise the node restarted without the writes it had confirmed, and
     /// resending only the batches in flight would leave a hole (it did: the counters of
-    /// its slots restarted from the batches in flight). A failover to another node is
-    /// left alone: what the old master confirmed and never replicated is lost by the
-    /// cluster itself.
+    /// its slots restarted from the batches in flight). A slot now served by another
+    /// node (a failover) is checked before its next batch goes out (`owners.rs`).
     async fn node_failed(&mut self, node: usize, e: ConnError) -> Result<(), SinkError> {
         if !e.is_retryable() {
             return Err(e.into());
@@ -1073,6 +1086,11 @@ impl Sink for ClusterSink {
 
     fn checkpoint_at_start(&self) -> Option<&TargetCheckpoint> {
         self.start.as_ref()
+    }
+
+    fn masters(&self) -> Vec<Endpoint> {
+        let nodes = &self.nodes;
+        nodes.masters().iter().map(|&n| nodes.endpoint(n)).collect()
     }
 
     async fn query(&mut self, argv: &[&[u8]]) -> Result<Frame, SinkError> {
