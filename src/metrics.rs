@@ -199,6 +199,7 @@ pub const CONFLICTS: &str = "tandem_conflicts_total";
 pub const CONFLICT_WRITES: &str = "tandem_conflict_detector_writes";
 pub const CONFLICT_WRITES_IN_MEMORY: &str = "tandem_conflict_detector_writes_in_memory";
 pub const CONFLICTS_RESOLVED: &str = "tandem_conflicts_resolved_total";
+pub const CONFLICTS_UNCHECKED: &str = "tandem_conflicts_unchecked";
 
 pub fn describe_twoway() {
     metrics::describe_gauge!(
@@ -217,6 +218,10 @@ pub fn describe_twoway() {
         CONFLICTS_RESOLVED,
         "Conflicts resolved by copying the winner's value to the other side"
     );
+    metrics::describe_gauge!(
+        CONFLICTS_UNCHECKED,
+        "Copied conflicts whose two sides are not yet compared"
+    );
 }
 
 pub fn conflict(policy: crate::core::conflict::Policy) {
@@ -231,6 +236,10 @@ pub fn conflict_writes(all: usize, in_memory: usize) {
 
 pub fn conflict_resolved() {
     metrics::counter!(CONFLICTS_RESOLVED).increment(1);
+}
+
+pub fn conflicts_unchecked(n: usize) {
+    metrics::gauge!(CONFLICTS_UNCHECKED).set(n as f64);
 }
 
 pub const MONGO_APPLIED: &str = "tandem_mongo_applied_total";

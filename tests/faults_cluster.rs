@@ -267,3 +267,71 @@ fn a_target_failover_that_lost_confirmed_writes_is_resumed_exactly() {
     assert!(log.contains("starting the engine again"), "{log}");
     assert!(t.is_running(), "{log}");
 }
+
+/// The clear before a full resync into a cluster target: keys deleted on the source
+/// while the link is down, with a backlog too small to continue, go from every master
+/// (the sink's masters, `resync.rs`), and only the link's keys go: one outside the key
+/// filter keeps its value.
+#[test]
+fn a_full_resync_into_a_cluster_removes_the_keys_deleted_on_the_source_meanwhile() {
+    use support::faultproxy::FaultProxy;
+    let src = RedisServer::start_with(
+        ServerOpts::default()
+            .arg("repl-diskless-sync-delay", "0")
+            .arg("repl-ping-replica-period", "1")
+            .arg("repl-backlog-size", "16kb"),
+    );
+    let dst = Cluster::start(3, 0);
+    let mut s = src.client();
+    for i in 0..50 {
+        s.cmd(&["SET", &format!("gone:{i}"), "v"]);
+        s.cmd(&["SET", &format!("kept:{i}"), "v"]);
+    }
+    let mut cc = ClusterClient::new(&dst);
+    cc.cmd(&["SET", "local:x", "theirs"], 1);
+    let proxy = FaultProxy::start(src.port);
+    let (p, d) = (proxy.url(), dst.url());
+    let t = Tandem::start(&[
+        "redis",
+        "sync",
+        "--source",
+        &p,
+        "--target",
+        &d,
+        "--skip-precheck",
+        "--exclude-prefix",
+        "local:",
+    ]);
+    let floor = || cluster_checkpoint(&dst, "default");
+    wait_caught_up_any(&src, &floor, CATCH_UP);
+    proxy.refuse(true);
+    proxy.cut();
+    for i in 0..50 {
+        s.cmd(&["DEL", &format!("gone:{i}")]);
+    }
+    // Far more than the 16 kB backlog.
+    let filler = "f".repeat(1000);
+    for i in 0..100 {
+        s.cmd(&["SET", &format!("kept:fill{i}"), &filler]);
+    }
+    proxy.refuse(false);
+    t.wait_log("backlog overrun or another history", CATCH_UP);
+    wait_caught_up_any(&src, &floor, CATCH_UP);
+    let mut got: Vec<Vec<u8>> = dst
+        .masters
+        .iter()
+        .flat_map(|m| data::keys(&mut m.client(), 0))
+        .collect();
+    got.sort();
+    let mut want = data::keys(&mut s, 0);
+    want.push(b"local:x".to_vec());
+    want.sort();
+    assert_eq!(stat(&src, "sync_full"), 2, "{}", t.log_text());
+    assert_eq!(got, want, "{}", t.log_text());
+    // gone:* and kept:*, spread over the three masters, then loaded again.
+    assert!(t.log_text().contains("removed=100"), "{}", t.log_text());
+    assert_eq!(
+        cc.cmd(&["GET", "local:x"], 1),
+        Frame::BulkString(b"theirs".to_vec())
+    );
+}

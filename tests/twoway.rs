@@ -530,3 +530,87 @@ fn a_cluster_url_with_a_db_is_refused_with_one_error() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Copied conflicts are compared on both sides while both keep writing: each side's
+/// writer never pauses (SETs on keys of its own, 100 pipelined at a time), so the two sides
+/// are never quiet at once. Before, the resolver compared copied keys only once every
+/// stream was caught up with its master: under steady load that was rare or never, and
+/// the queue of copied conflicts grew for as long as the load went on.
+#[test]
+fn copied_conflicts_are_checked_while_both_sides_keep_writing() {
+    let a = server();
+    let b = server();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let t = twoway(&a, &b, &["--metrics-addr", &addr]);
+    attached(&a, &b);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let metric = |name: &str| {
+        let (_, _, body) = support::http::request(port, "GET", "/metrics")?;
+        // The exporter may list a gauge twice (one line left at 0): take the largest.
+        body.lines()
+            .filter(|l| l.split(' ').next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .reduce(f64::max)
+    };
+    std::thread::scope(|s| {
+        let background: Vec<_> = [(&a, "a"), (&b, "b")]
+            .into_iter()
+            .map(|(srv, side)| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut c = srv.client();
+                    let start = std::time::Instant::now();
+                    let mut i = 0u64;
+                    // Bounded: the test stops it long before.
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && start.elapsed() < Duration::from_secs(120)
+                    {
+                        for j in 0..100 {
+                            let k = format!("bg:{side}:{}", (i + j) % 5000);
+                            c.send_bytes(&[b"SET", k.as_bytes(), b"v"]).unwrap();
+                        }
+                        for _ in 0..100 {
+                            c.read_reply().unwrap();
+                        }
+                        i += 100;
+                    }
+                    i
+                })
+            })
+            .collect();
+        // Contested keys: written on both sides at once, then left alone.
+        let writers: Vec<_> = [(a.port, 7), (b.port, 8)]
+            .into_iter()
+            .map(|(port, seed)| {
+                s.spawn(move || {
+                    let mut c = Client::connect(port).unwrap();
+                    random_writes(&mut |a| c.cmd(a), seed, 1500)
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let mut last = String::new();
+        let checked = (0..600).any(|_| {
+            let resolved = metric("tandem_conflicts_resolved_total").unwrap_or(0.0);
+            let unchecked = metric("tandem_conflicts_unchecked");
+            last = format!("resolved {resolved}, unchecked {unchecked:?}");
+            if resolved > 0.0 && unchecked == Some(0.0) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        });
+        let running = !background.iter().any(|h| h.is_finished());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written: Vec<u64> = background.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(
+            checked,
+            "copied conflicts not compared under load within 30 s ({last})\n{}",
+            t.log_text()
+        );
+        assert!(running, "the background writers stopped first: {written:?}");
+    });
+}

@@ -9,6 +9,7 @@
 mod hooks;
 mod key;
 mod resolve;
+mod side_conn;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,8 +75,9 @@ impl Progress {
         self.0.lock().unwrap().get(&space).map_or(0, |p| p.applied)
     }
 
-    fn streams(&self) -> Vec<StreamProgress> {
-        self.0.lock().unwrap().values().cloned().collect()
+    fn streams(&self) -> Vec<(Space, StreamProgress)> {
+        let m = self.0.lock().unwrap();
+        m.iter().map(|(s, p)| (*s, p.clone())).collect()
     }
 }
 

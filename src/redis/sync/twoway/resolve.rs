@@ -1,181 +1,25 @@
 //! The resolver of `converge`: copies the winner's value of every due conflict to the
 //! loser, then checks (once every stream is caught up and nobody wrote the key since)
-//! that the two sides agree, copying again if not.
-//!
-//! On a cluster side every request goes to the master owning the key's slot (following
-//! `MOVED`), and the copy's tag key carries the slot's hash tag so that it sits in the
-//! same single-slot transaction: the loser's stream for that shard shows a `__tandem:`
-//! write in it and drops the copy as an echo.
+//! that the two sides agree, copying again if not. Conflicts go in batches of distinct
+//! keys ([`BATCH`]), their requests pipelined per side (`side_conn.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tracing::warn;
 
+use super::side_conn::{Dumped, SideConn, TIMEOUT};
 use super::{Key, Progress, SideInfo};
-use crate::core::conflict::{Detector, Policy, Side};
+use crate::core::conflict::{Detector, Policy, Side, Space};
 use crate::core::shutdown::Shutdown;
-use crate::redis::cluster::nodes::{Nodes, Redirect, redirect};
-use crate::redis::cluster::tags;
-use crate::redis::conn::{Conn, ConnError, Frame, frame_text, info_field};
-use crate::redis::slot::key_slot;
+use crate::redis::conn::{Conn, frame_text, info_field};
 use crate::redis::sync::SyncError;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A side as the resolver talks to it.
-enum SideConn {
-    One(Conn),
-    Cluster(Box<Nodes>),
-}
-
-impl SideConn {
-    async fn connect(side: &SideInfo) -> Result<SideConn, SyncError> {
-        Ok(match side.shards {
-            Some(_) => SideConn::Cluster(Box::new(
-                Nodes::connect(side.ep.clone(), TIMEOUT, Duration::from_secs(30)).await?,
-            )),
-            None => SideConn::One(
-                Conn::connect(&side.ep.with_db(0), TIMEOUT)
-                    .await
-                    .map_err(sink_err)?,
-            ),
-        })
-    }
-
-    /// `argv` about `key` (its only key), in the key's db or on the slot's master.
-    async fn request(&mut self, key: &Key, argv: &[&[u8]]) -> Result<Frame, SyncError> {
-        match self {
-            SideConn::One(c) => {
-                c.query(&[b"SELECT", key.0.to_string().as_bytes()])
-                    .await
-                    .map_err(sink_err)?;
-                c.query(argv).await.map_err(sink_err)
-            }
-            SideConn::Cluster(n) => Ok(n.request_slot(key_slot(&key.1), argv).await?),
-        }
-    }
-
-    /// Replace `key` by `value` (DUMP payload and PTTL; `None`: delete it) together with
-    /// the tag write, in one transaction. Returns the EXEC failure, if any.
-    async fn replace(
-        &mut self,
-        key: &Key,
-        value: Option<(Bytes, i64)>,
-        id: &str,
-        winner: &str,
-    ) -> Result<Option<String>, SyncError> {
-        let ttl = value.as_ref().map(|v| v.1.to_string()).unwrap_or_default();
-        let write: Vec<&[u8]> = match &value {
-            Some((p, _)) => vec![b"RESTORE", &key.1, ttl.as_bytes(), p, b"REPLACE"],
-            None => vec![b"DEL", &key.1],
-        };
-        match self {
-            SideConn::One(c) => {
-                let tag = format!("__tandem:conflict:{id}");
-                let db = key.0.to_string();
-                c.queue(&[b"MULTI"]);
-                c.queue(&[b"SELECT", db.as_bytes()]);
-                c.queue(&write);
-                c.queue(&[b"SELECT", b"0"]);
-                c.queue(&[
-                    b"HSET",
-                    tag.as_bytes(),
-                    b"key",
-                    &key.1,
-                    b"winner",
-                    winner.as_bytes(),
-                ]);
-                c.queue(&[b"EXEC"]);
-                c.flush().await.map_err(sink_err)?;
-                let mut exec = Frame::Null;
-                for _ in 0..6 {
-                    exec = c.read_frame().await.map_err(sink_err)?;
-                }
-                Ok(exec_failure(&exec))
-            }
-            SideConn::Cluster(n) => {
-                if key.0 != 0 {
-                    return Ok(Some(format!("db {} does not exist on a cluster", key.0)));
-                }
-                let slot = key_slot(&key.1);
-                let tag = format!("__tandem:conflict:{id}:{{{}}}", tags::tag(slot));
-                let hset: Vec<&[u8]> = vec![
-                    b"HSET",
-                    tag.as_bytes(),
-                    b"key",
-                    &key.1,
-                    b"winner",
-                    winner.as_bytes(),
-                ];
-                let mut last = String::new();
-                // Bounded: a slot in migration settles within seconds.
-                for _ in 0..50 {
-                    let Some(node) = n.owner(slot) else {
-                        n.refresh().await.ok();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    match cluster_tx(n, node, &[&write, &hset]).await {
-                        Ok(Tx::Done(exec)) => return Ok(exec_failure(&exec)),
-                        Ok(Tx::Redirected(e)) => {
-                            if let Some(Redirect::Moved(addr)) = redirect(&e) {
-                                n.moved(slot, &addr);
-                            } else {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                            last = e;
-                        }
-                        Err(e) if e.is_retryable() => {
-                            last = e.to_string();
-                            n.refresh().await.ok();
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => return Err(sink_err(e)),
-                    }
-                }
-                Ok(Some(format!("slot {slot}: {last}")))
-            }
-        }
-    }
-}
-
-enum Tx {
-    Done(Frame),
-    /// A queued command was refused (MOVED, ASK, TRYAGAIN…): EXEC discarded it all.
-    Redirected(String),
-}
-
-async fn cluster_tx(n: &mut Nodes, node: usize, cmds: &[&[&[u8]]]) -> Result<Tx, ConnError> {
-    n.request_node(node, false, &[b"MULTI"]).await?;
-    let mut refused = None;
-    for argv in cmds {
-        if let Frame::Error(e) = n.request_node(node, false, argv).await? {
-            refused.get_or_insert(e.to_string());
-        }
-    }
-    let exec = n.request_node(node, false, &[b"EXEC"]).await?;
-    Ok(match refused {
-        Some(e) => Tx::Redirected(e),
-        None => Tx::Done(exec),
-    })
-}
-
-fn exec_failure(exec: &Frame) -> Option<String> {
-    match exec {
-        Frame::Array(items) => items
-            .iter()
-            .find(|f| matches!(f, Frame::Error(_)))
-            .map(|f| format!("{f:?}")),
-        other => Some(format!("{other:?}")),
-    }
-}
-
-fn sink_err(e: ConnError) -> SyncError {
-    SyncError::Sink(e.into())
-}
+/// Conflicts per batch. A batch holds the winners' values at once (one DUMP each).
+const BATCH: usize = 256;
+/// Copied conflicts per check (read in batches).
+const CHECK: usize = 4096;
 
 pub(super) async fn resolve_loop(
     sides: [SideInfo; 2],
@@ -192,6 +36,7 @@ pub(super) async fn resolve_loop(
         conns: None,
         todo: VecDeque::new(),
         verify: VecDeque::new(),
+        checking: None,
         masters: HashMap::new(),
     };
     let mut pause = PAUSE;
@@ -209,7 +54,10 @@ pub(super) async fn resolve_loop(
                     winner: c.winner,
                 }),
         );
-        match r.round(&sides, &id, &detector, &progress).await {
+        let res = r.round(&sides, &id, &detector, &progress).await;
+        let checking = r.checking.as_ref().map_or(0, |c| c.items.len());
+        crate::metrics::conflicts_unchecked(r.verify.len() + checking);
+        match res {
             Ok(()) => pause = PAUSE,
             // A side lost (cut, restarted, unreachable): connect again later and go on
             // with every conflict not yet handled. Returning here used to end the
@@ -250,14 +98,40 @@ struct Resolver {
     conns: Option<[SideConn; 2]>,
     /// Due conflicts whose winner is not copied yet.
     todo: VecDeque<Contested>,
-    /// Copied conflicts to check: (conflict, copied at, copies after the first).
-    verify: VecDeque<(Contested, u64, u32)>,
+    /// Copied conflicts to check.
+    verify: VecDeque<Copied>,
+    /// The check under way, if any.
+    checking: Option<Check>,
     masters: HashMap<String, Conn>,
 }
 
+struct Copied {
+    c: Contested,
+    /// When the copy landed (or the check found the key written again).
+    copied_at: u64,
+    /// Copies after the first.
+    tries: u32,
+}
+
+/// Copied conflicts checked without waiting for both sides to be quiet (under steady
+/// writes they never are, and the queue grew without end): once every stream is
+/// applied up to the master offsets read when the check began (`settle`), everything
+/// written before it, the copies among them, is on both sides; both values are read;
+/// once every stream is applied up to the offsets read after that (`confirm`), a key
+/// that nobody wrote since its copy (as tandem observed) has its comparison stand.
+struct Check {
+    items: Vec<Copied>,
+    phase: Phase,
+}
+
+enum Phase {
+    Settle(HashMap<Space, u64>),
+    Confirm(HashMap<Space, u64>, Vec<bool>),
+}
+
 impl Resolver {
-    /// Copy every due winner, then check what was copied once everything is caught up.
-    /// On an error, the conflict at hand and every later one stay queued.
+    /// Copy every due winner, then move the check of what was copied one step on.
+    /// On an error, the batch at hand and every later conflict stay queued.
     async fn round(
         &mut self,
         sides: &[SideInfo; 2],
@@ -272,57 +146,165 @@ impl Resolver {
             ]);
         }
         let conns = self.conns.as_mut().expect("connected");
-        while let Some(c) = self.todo.front() {
-            copy_winner(conns, c, id).await?;
-            let c = self.todo.pop_front().expect("at hand");
-            self.verify.push_back((c, crate::core::wall_ms(), 0));
-        }
-        if self.verify.is_empty() || !caught_up(progress, &mut self.masters).await {
-            return Ok(());
-        }
-        for _ in 0..self.verify.len() {
-            let Some((c, copied_at, tries)) = self.verify.front() else {
-                break;
-            };
-            let last = detector.last_writes(&c.key);
-            if last.iter().flatten().any(|w| w.at_ms > *copied_at) {
-                // Written again since (as tandem observed it): check again once that is
-                // applied too. Dropping the check here lost convergence: the copy's DUMP
-                // held a winner's write that its link had not yet replayed (observed
-                // after the copy), which then landed on the loser a second time (an INCR
-                // counted twice, tests/twoway.rs, cluster sides, 3 runs in 10).
-                let (c, _, tries) = self.verify.pop_front().expect("at hand");
-                self.verify.push_back((c, crate::core::wall_ms(), tries));
-                continue;
+        while !self.todo.is_empty() {
+            let batch = take_distinct(&mut self.todo, BATCH, |c| &c.key);
+            let refs: Vec<&Contested> = batch.iter().collect();
+            if let Err(e) = copy_winners(conns, &refs, id).await {
+                put_back(&mut self.todo, batch);
+                return Err(e);
             }
-            let same = dump(&mut conns[0], &c.key).await? == dump(&mut conns[1], &c.key).await?;
-            let tries = *tries;
-            if !same && tries < 5 {
-                copy_winner(conns, c, id).await?;
+            let now = crate::core::wall_ms();
+            self.verify.extend(batch.into_iter().map(|c| Copied {
+                c,
+                copied_at: now,
+                tries: 0,
+            }));
+        }
+        let check = match self.checking.take() {
+            Some(check) => check,
+            None if self.verify.is_empty() => return Ok(()),
+            None => {
+                let Some(at) = master_offsets(progress, &mut self.masters).await else {
+                    return Ok(());
+                };
+                Check {
+                    items: take_distinct(&mut self.verify, CHECK, |v| &v.c.key),
+                    phase: Phase::Settle(at),
+                }
             }
-            let (c, _, _) = self.verify.pop_front().expect("at hand");
-            if !same && tries < 5 {
-                self.verify
-                    .push_back((c, crate::core::wall_ms(), tries + 1));
-            } else if !same {
-                warn!(key = %String::from_utf8_lossy(&c.key.1), "conflict did not converge after 5 copies");
+        };
+        match check.phase {
+            Phase::Settle(at) if !settled(progress, &at) => {
+                self.checking = Some(Check {
+                    phase: Phase::Settle(at),
+                    ..check
+                });
+                Ok(())
+            }
+            Phase::Settle(_) => {
+                let mut differ = Vec::with_capacity(check.items.len());
+                for chunk in check.items.chunks(BATCH) {
+                    match differing(conns, chunk).await {
+                        Ok(d) => differ.extend(d),
+                        Err(e) => {
+                            put_back(&mut self.verify, check.items);
+                            return Err(e);
+                        }
+                    }
+                }
+                match master_offsets(progress, &mut self.masters).await {
+                    Some(at) => {
+                        self.checking = Some(Check {
+                            phase: Phase::Confirm(at, differ),
+                            ..check
+                        })
+                    }
+                    None => put_back(&mut self.verify, check.items),
+                }
+                Ok(())
+            }
+            Phase::Confirm(at, differ) if !settled(progress, &at) => {
+                self.checking = Some(Check {
+                    phase: Phase::Confirm(at, differ),
+                    ..check
+                });
+                Ok(())
+            }
+            Phase::Confirm(_, differ) => self.confirm(check.items, differ, detector, id).await,
+        }
+    }
+
+    /// The end of a check: a key written since its copy is checked again later; one
+    /// whose sides differ is copied again (at most 5 times).
+    async fn confirm(
+        &mut self,
+        items: Vec<Copied>,
+        differ: Vec<bool>,
+        detector: &Detector<Key>,
+        id: &str,
+    ) -> Result<(), SyncError> {
+        let conns = self.conns.as_mut().expect("connected");
+        let mut outcome = Vec::with_capacity(items.len());
+        for (v, d) in items.into_iter().zip(differ) {
+            let last = detector.last_writes(&v.c.key);
+            // Written again since (as tandem observed it): its values were read while
+            // that write may have been on its way. Judging them anyway lost convergence:
+            // a copy's DUMP held a winner's write that its link had not yet replayed,
+            // which then landed on the loser a second time (an INCR counted twice,
+            // tests/twoway.rs, cluster sides, 3 runs in 10).
+            let again = last.iter().flatten().any(|w| w.at_ms > v.copied_at);
+            outcome.push((v, again, d));
+        }
+        let copy: Vec<&Contested> = outcome
+            .iter()
+            .filter(|(v, again, d)| !again && *d && v.tries < 5)
+            .map(|(v, _, _)| &v.c)
+            .collect();
+        if let Err(e) = copy_winners(conns, &copy, id).await {
+            put_back(
+                &mut self.verify,
+                outcome.into_iter().map(|(v, _, _)| v).collect(),
+            );
+            return Err(e);
+        }
+        let now = crate::core::wall_ms();
+        for (v, again, d) in outcome {
+            if again {
+                self.verify.push_back(Copied {
+                    copied_at: now,
+                    ..v
+                });
+            } else if d && v.tries < 5 {
+                self.verify.push_back(Copied {
+                    copied_at: now,
+                    tries: v.tries + 1,
+                    ..v
+                });
+            } else if d {
+                warn!(key = %String::from_utf8_lossy(&v.c.key.1), "conflict did not converge after 5 copies");
             }
         }
         Ok(())
     }
 }
 
-/// Whether every stream (each master of a cluster side) is handled up to its master's
-/// current offset. A master that does not answer (failing over) means not yet.
-async fn caught_up(progress: &Progress, masters: &mut HashMap<String, Conn>) -> bool {
-    for p in progress.streams() {
+/// Up to `limit` items from the front of `q`, stopping before a key already taken: two
+/// conflicts of one key in a batch would have both values read before either copy
+/// lands, where one after the other the second reads the first's.
+fn take_distinct<T>(q: &mut VecDeque<T>, limit: usize, key: impl Fn(&T) -> &Key) -> Vec<T> {
+    let mut seen: HashSet<Key> = HashSet::new();
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match q.front() {
+            Some(item) if seen.insert(key(item).clone()) => {
+                out.push(q.pop_front().expect("at hand"));
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// A batch that failed goes back to the front, in its order.
+fn put_back<T>(q: &mut VecDeque<T>, batch: Vec<T>) {
+    for item in batch.into_iter().rev() {
+        q.push_front(item);
+    }
+}
+
+/// Every stream's master offset now (each master of a cluster side), by space. `None`
+/// when a master does not answer (failing over): not now.
+async fn master_offsets(
+    progress: &Progress,
+    masters: &mut HashMap<String, Conn>,
+) -> Option<HashMap<Space, u64>> {
+    let mut out = HashMap::new();
+    for (space, p) in progress.streams() {
         let Some(ep) = p.master else { continue };
         let name = ep.addr();
         if !masters.contains_key(&name) {
-            match Conn::connect(&ep.with_db(0), TIMEOUT).await {
-                Ok(c) => masters.insert(name.clone(), c),
-                Err(_) => return false,
-            };
+            let c = Conn::connect(&ep.with_db(0), TIMEOUT).await.ok()?;
+            masters.insert(name.clone(), c);
         }
         let conn = masters.get_mut(&name).expect("just connected");
         let offset = match conn.query(&[b"INFO", b"replication"]).await {
@@ -332,44 +314,97 @@ async fn caught_up(progress: &Progress, masters: &mut HashMap<String, Conn>) -> 
                 .unwrap_or(0),
             Err(_) => {
                 masters.remove(&name);
-                return false;
+                return None;
             }
         };
-        if p.settled < offset {
-            return false;
-        }
+        out.insert(space, offset);
     }
-    true
+    Some(out)
 }
 
-/// DUMP payload and whether a TTL is set, for comparison.
-async fn dump(conn: &mut SideConn, key: &Key) -> Result<(Option<Bytes>, bool), SyncError> {
-    let payload = match conn.request(key, &[b"DUMP", &key.1]).await? {
-        Frame::BulkString(p) => Some(p),
-        _ => None,
-    };
-    let ttl = matches!(conn.request(key, &[b"PTTL", &key.1]).await?, Frame::Integer(t) if t >= 0);
-    Ok((payload, ttl))
+/// Whether every stream in `at` is handled up to its offset there.
+fn settled(progress: &Progress, at: &HashMap<Space, u64>) -> bool {
+    let now: HashMap<Space, u64> = progress
+        .streams()
+        .into_iter()
+        .map(|(space, p)| (space, p.settled))
+        .collect();
+    at.iter()
+        .all(|(space, want)| now.get(space).is_some_and(|s| s >= want))
 }
 
-/// Copy the winner's whole value (or its absence) to the loser in one tagged
+/// For each conflict, whether the two sides hold different values (DUMP payload, and
+/// whether a TTL is set).
+async fn differing(conns: &mut [SideConn; 2], check: &[Copied]) -> Result<Vec<bool>, SyncError> {
+    if check.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<&Key> = check.iter().map(|v| &v.c.key).collect();
+    let a = conns[0].dump_many(&keys).await?;
+    let b = conns[1].dump_many(&keys).await?;
+    let shape = |d: &Dumped| d.as_ref().map(|(p, ttl)| (p.clone(), *ttl > 0));
+    Ok(a.iter()
+        .zip(&b)
+        .map(|(x, y)| shape(x) != shape(y))
+        .collect())
+}
+
+/// Copy each winner's whole value (or its absence) to the loser, each in one tagged
 /// transaction: the loser's link sees a `__tandem:` write in it and drops the echo.
-async fn copy_winner(conns: &mut [SideConn; 2], c: &Contested, id: &str) -> Result<(), SyncError> {
-    let (w, l) = (c.winner as usize, c.winner.other() as usize);
-    let key = &c.key;
-    let value = match conns[w].request(key, &[b"DUMP", &key.1]).await? {
-        Frame::BulkString(p) => {
-            let pttl = match conns[w].request(key, &[b"PTTL", &key.1]).await? {
-                Frame::Integer(t) if t > 0 => t,
-                _ => 0,
-            };
-            Some((p, pttl))
+/// The keys are distinct ([`take_distinct`]).
+async fn copy_winners(
+    conns: &mut [SideConn; 2],
+    batch: &[&Contested],
+    id: &str,
+) -> Result<(), SyncError> {
+    for winner in [Side::A, Side::B] {
+        let mine: Vec<&Contested> = batch
+            .iter()
+            .copied()
+            .filter(|c| c.winner == winner)
+            .collect();
+        if mine.is_empty() {
+            continue;
         }
-        _ => None,
-    };
-    match conns[l].replace(key, value, id, c.winner.name()).await? {
-        Some(f) => warn!(key = %String::from_utf8_lossy(&key.1), "conflict copy failed: {f}"),
-        None => crate::metrics::conflict_resolved(),
+        let keys: Vec<&Key> = mine.iter().map(|c| &c.key).collect();
+        let values = conns[winner as usize].dump_many(&keys).await?;
+        let items: Vec<(&Key, Dumped)> = keys.into_iter().zip(values).collect();
+        let failed = conns[winner.other() as usize]
+            .replace_many(&items, id, winner.name())
+            .await?;
+        for ((key, _), f) in items.iter().zip(failed) {
+            match f {
+                Some(f) => {
+                    warn!(key = %String::from_utf8_lossy(&key.1), "conflict copy failed: {f}")
+                }
+                None => crate::metrics::conflict_resolved(),
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::sync::twoway::key::KeyBytes;
+
+    fn key(k: &str) -> Key {
+        (0, KeyBytes::new(k.as_bytes()))
+    }
+
+    #[test]
+    fn a_batch_stops_before_a_key_it_already_holds_and_goes_back_in_order() {
+        let mut q: VecDeque<Key> = ["a", "b", "a", "c"].into_iter().map(key).collect();
+        let batch = take_distinct(&mut q, BATCH, |k| k);
+        assert_eq!(batch, vec![key("a"), key("b")]);
+        assert_eq!(q, VecDeque::from(vec![key("a"), key("c")]));
+        put_back(&mut q, batch);
+        let all: Vec<Key> = ["a", "b", "a", "c"].into_iter().map(key).collect();
+        assert_eq!(q, VecDeque::from(all));
+        assert_eq!(take_distinct(&mut q, 1, |k| k), vec![key("a")]);
+        let mut many: VecDeque<Key> = (0..BATCH + 10).map(|i| key(&i.to_string())).collect();
+        assert_eq!(take_distinct(&mut many, BATCH, |k| k).len(), BATCH);
+        assert_eq!(many.len(), 10);
+    }
 }
