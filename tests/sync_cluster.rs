@@ -122,6 +122,18 @@ fn wait_shards(src: &Cluster, read: &dyn Fn(&str) -> Option<(String, u64)>) {
     });
 }
 
+/// Wait until the checkpoint on `dst` of every shard of `c` (masters in `SHARDS` order,
+/// none failed over) reached its master's offset.
+fn shards_caught_up(c: &Cluster, dst: &RedisServer) {
+    wait_until("every shard caught up", CATCH_UP, || {
+        (0..3).all(|i| {
+            let want = master_offset(&c.masters[i]);
+            support::proc::checkpoint(dst, &format!("default:{}", SHARDS[i]))
+                .is_some_and(|(st, o)| st == "incr" && o == want)
+        })
+    })
+}
+
 /// Every type on every master of `c` (keys hash-tagged to stay on their master).
 fn fill_cluster(c: &Cluster, seed: u64) {
     for (i, p) in tagged_prefixes(c).iter().enumerate() {
@@ -558,15 +570,7 @@ fn a_key_migrated_then_rewritten_keeps_its_new_value_when_the_old_masters_link_l
     let (x, y) = (&c.masters[xi], &c.masters[yi]);
     x.cmd(&["SET", key, "v0"]);
     let t = sync_urls(&src.url(), &dst.url(), &[]);
-    let caught_up = || {
-        wait_until("every shard caught up", CATCH_UP, || {
-            (0..3).all(|i| {
-                let want = master_offset(&c.masters[i]);
-                support::proc::checkpoint(&dst, &format!("default:{}", SHARDS[i]))
-                    .is_some_and(|(st, o)| st == "incr" && o == want)
-            })
-        })
-    };
+    let caught_up = || shards_caught_up(c, &dst);
     caught_up();
     src.proxies[xi].set(Dir::Down, Flow::Stall);
     x.cmd(&["SET", key, "v1"]);
@@ -617,15 +621,7 @@ fn a_deletes_resharding_check_outlasts_a_cluster_down_source() {
     let (x, z) = (&c.masters[xi], &c.masters[(xi + 1) % 3]);
     x.cmd(&["SET", key, "v"]);
     let mut t = sync_urls(&src.url(), &dst.url(), &[]);
-    let caught_up = || {
-        wait_until("every shard caught up", CATCH_UP, || {
-            (0..3).all(|i| {
-                let want = master_offset(&c.masters[i]);
-                support::proc::checkpoint(&dst, &format!("default:{}", SHARDS[i]))
-                    .is_some_and(|(st, o)| st == "incr" && o == want)
-            })
-        })
-    };
+    let caught_up = || shards_caught_up(c, &dst);
     caught_up();
     assert_eq!(dst.cmd(&["GET", key]), Frame::BulkString(b"v".to_vec()));
     // tandem reads the DEL only once X answers CLUSTERDOWN.
@@ -666,15 +662,7 @@ fn a_source_masters_full_resync_clears_only_its_own_slots() {
         }
     }
     let t = sync_urls(&src.url(), &dst.url(), &[]);
-    let caught_up = || {
-        wait_until("every shard caught up", CATCH_UP, || {
-            (0..3).all(|i| {
-                let want = master_offset(&c.masters[i]);
-                support::proc::checkpoint(&dst, &format!("default:{}", SHARDS[i]))
-                    .is_some_and(|(st, o)| st == "incr" && o == want)
-            })
-        })
-    };
+    let caught_up = || shards_caught_up(c, &dst);
     caught_up();
     let x = &c.masters[1];
     x.cmd(&["CONFIG", "SET", "repl-backlog-size", "16384"]);

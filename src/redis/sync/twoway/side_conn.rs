@@ -172,14 +172,7 @@ impl SideConn {
                 }
                 let slot = key_slot(&key.1);
                 let tag = format!("__tandem:conflict:{id}:{{{}}}", tags::tag(slot));
-                let hset: Vec<&[u8]> = vec![
-                    b"HSET",
-                    tag.as_bytes(),
-                    b"key",
-                    &key.1,
-                    b"winner",
-                    winner.as_bytes(),
-                ];
+                let hset = tag_write(&tag, key, winner);
                 let mut last = String::new();
                 // Bounded: a slot in migration settles within seconds.
                 for _ in 0..50 {
@@ -188,7 +181,7 @@ impl SideConn {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
-                    match cluster_tx(n, node, &[&write, &hset]).await {
+                    match cluster_tx(n, node, &[&write, &hset[..]]).await {
                         Ok(Tx::Done(exec)) => return Ok(exec_failure(&exec)),
                         Ok(Tx::Redirected(e)) => {
                             if let Some(Redirect::Moved(addr)) = redirect(&e) {
@@ -228,15 +221,20 @@ fn queue_replace(c: &mut Conn, key: &Key, value: &Dumped, id: &str, winner: &str
     c.queue(&[b"SELECT", db.as_bytes()]);
     c.queue(&write);
     c.queue(&[b"SELECT", b"0"]);
-    c.queue(&[
+    c.queue(&tag_write(&tag, key, winner));
+    c.queue(&[b"EXEC"]);
+}
+
+/// The tag write that makes a copy tandem's own: the loser's stream drops it as an echo.
+fn tag_write<'a>(tag: &'a str, key: &'a Key, winner: &'a str) -> [&'a [u8]; 6] {
+    [
         b"HSET",
         tag.as_bytes(),
         b"key",
         &key.1,
         b"winner",
         winner.as_bytes(),
-    ]);
-    c.queue(&[b"EXEC"]);
+    ]
 }
 
 /// A `DUMP` and a `PTTL` reply as the copy wants them: the payload and the TTL to
