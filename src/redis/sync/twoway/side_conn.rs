@@ -43,28 +43,17 @@ impl SideConn {
         })
     }
 
-    /// `argv` about `key` (its only key), in the key's db or on the slot's master.
-    pub(super) async fn request(&mut self, key: &Key, argv: &[&[u8]]) -> Result<Frame, SyncError> {
-        match self {
-            SideConn::One(c) => {
-                c.query(&[b"SELECT", key.0.to_string().as_bytes()])
-                    .await
-                    .map_err(sink_err)?;
-                c.query(argv).await.map_err(sink_err)
-            }
-            SideConn::Cluster(n) => Ok(n.request_slot(key_slot(&key.1), argv).await?),
-        }
-    }
-
-    /// `DUMP` and `PTTL` of each of `keys`, pipelined on a standalone side.
+    /// `DUMP` and `PTTL` of each of `keys`, pipelined on a standalone side; on a
+    /// cluster side one key after the other, each on its slot's master.
     pub(super) async fn dump_many(&mut self, keys: &[&Key]) -> Result<Vec<Dumped>, SyncError> {
         let c = match self {
             SideConn::One(c) => c,
-            SideConn::Cluster(_) => {
+            SideConn::Cluster(n) => {
                 let mut out = Vec::with_capacity(keys.len());
                 for key in keys {
-                    let payload = self.request(key, &[b"DUMP", &key.1]).await?;
-                    let pttl = self.request(key, &[b"PTTL", &key.1]).await?;
+                    let slot = key_slot(&key.1);
+                    let payload = n.request_slot(slot, &[b"DUMP", &key.1]).await?;
+                    let pttl = n.request_slot(slot, &[b"PTTL", &key.1]).await?;
                     out.push(dumped(payload, pttl));
                 }
                 return Ok(out);
@@ -109,8 +98,10 @@ impl SideConn {
         Ok(out)
     }
 
-    /// [`SideConn::replace`] of each item, pipelined on a standalone side (each its own
-    /// transaction). Returns the EXEC failure of each, if any.
+    /// Replace each item's key by its value (DUMP payload and PTTL; `None`: delete it)
+    /// together with the tag write, each in its own transaction: pipelined on a
+    /// standalone side, one after the other on a cluster side ([`replace_in_cluster`]).
+    /// Returns the EXEC failure of each, if any.
     pub(super) async fn replace_many(
         &mut self,
         items: &[(&Key, Dumped)],
@@ -119,10 +110,10 @@ impl SideConn {
     ) -> Result<Vec<Option<String>>, SyncError> {
         let c = match self {
             SideConn::One(c) => c,
-            SideConn::Cluster(_) => {
+            SideConn::Cluster(n) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (key, value) in items {
-                    out.push(self.replace(key, value.clone(), id, winner).await?);
+                    out.push(replace_in_cluster(n, key, value, id, winner).await?);
                 }
                 return Ok(out);
             }
@@ -141,80 +132,61 @@ impl SideConn {
         }
         Ok(out)
     }
+}
 
-    /// Replace `key` by `value` (DUMP payload and PTTL; `None`: delete it) together with
-    /// the tag write, in one transaction. Returns the EXEC failure, if any.
-    async fn replace(
-        &mut self,
-        key: &Key,
-        value: Dumped,
-        id: &str,
-        winner: &str,
-    ) -> Result<Option<String>, SyncError> {
-        let ttl = value.as_ref().map(|v| v.1.to_string()).unwrap_or_default();
-        let write: Vec<&[u8]> = match &value {
-            Some((p, _)) => vec![b"RESTORE", &key.1, ttl.as_bytes(), p, b"REPLACE"],
-            None => vec![b"DEL", &key.1],
+/// One item of [`SideConn::replace_many`] on a cluster side: on the master owning the
+/// key's slot, with a tag key of that slot (following `MOVED`).
+async fn replace_in_cluster(
+    n: &mut Nodes,
+    key: &Key,
+    value: &Dumped,
+    id: &str,
+    winner: &str,
+) -> Result<Option<String>, SyncError> {
+    let ttl = ttl_arg(value);
+    let write = restore_or_del(key, value, &ttl);
+    if key.0 != 0 {
+        return Ok(Some(format!("db {} does not exist on a cluster", key.0)));
+    }
+    let slot = key_slot(&key.1);
+    let tag = format!("__tandem:conflict:{id}:{{{}}}", tags::tag(slot));
+    let hset = tag_write(&tag, key, winner);
+    let mut last = String::new();
+    // Bounded: a slot in migration settles within seconds.
+    for _ in 0..50 {
+        let Some(node) = n.owner(slot) else {
+            n.refresh().await.ok();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         };
-        match self {
-            SideConn::One(c) => {
-                queue_replace(c, key, &value, id, winner);
-                c.flush().await.map_err(sink_err)?;
-                let mut exec = Frame::Null;
-                for _ in 0..REPLACE_REPLIES {
-                    exec = c.read_frame().await.map_err(sink_err)?;
+        match cluster_tx(n, node, &[&write, &hset[..]]).await {
+            Ok(Tx::Done(exec)) => return Ok(exec_failure(&exec)),
+            Ok(Tx::Redirected(e)) => {
+                if let Some(Redirect::Moved(addr)) = redirect(&e) {
+                    n.moved(slot, &addr);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Ok(exec_failure(&exec))
+                last = e;
             }
-            SideConn::Cluster(n) => {
-                if key.0 != 0 {
-                    return Ok(Some(format!("db {} does not exist on a cluster", key.0)));
-                }
-                let slot = key_slot(&key.1);
-                let tag = format!("__tandem:conflict:{id}:{{{}}}", tags::tag(slot));
-                let hset = tag_write(&tag, key, winner);
-                let mut last = String::new();
-                // Bounded: a slot in migration settles within seconds.
-                for _ in 0..50 {
-                    let Some(node) = n.owner(slot) else {
-                        n.refresh().await.ok();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    match cluster_tx(n, node, &[&write, &hset[..]]).await {
-                        Ok(Tx::Done(exec)) => return Ok(exec_failure(&exec)),
-                        Ok(Tx::Redirected(e)) => {
-                            if let Some(Redirect::Moved(addr)) = redirect(&e) {
-                                n.moved(slot, &addr);
-                            } else {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                            last = e;
-                        }
-                        Err(e) if e.is_retryable() => {
-                            last = e.to_string();
-                            n.refresh().await.ok();
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => return Err(sink_err(e)),
-                    }
-                }
-                Ok(Some(format!("slot {slot}: {last}")))
+            Err(e) if e.is_retryable() => {
+                last = e.to_string();
+                n.refresh().await.ok();
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            Err(e) => return Err(sink_err(e)),
         }
     }
+    Ok(Some(format!("slot {slot}: {last}")))
 }
 
 /// Replies to one [`queue_replace`]: MULTI, four QUEUED, EXEC.
 const REPLACE_REPLIES: usize = 6;
 
-/// Queue the transaction of [`SideConn::replace`] on a standalone side.
+/// Queue the transaction of [`SideConn::replace_many`] for one item on a standalone side.
 fn queue_replace(c: &mut Conn, key: &Key, value: &Dumped, id: &str, winner: &str) {
-    let ttl = value.as_ref().map(|v| v.1.to_string()).unwrap_or_default();
-    let write: Vec<&[u8]> = match value {
-        Some((p, _)) => vec![b"RESTORE", &key.1, ttl.as_bytes(), p, b"REPLACE"],
-        None => vec![b"DEL", &key.1],
-    };
+    let ttl = ttl_arg(value);
+    let write = restore_or_del(key, value, &ttl);
     let tag = format!("__tandem:conflict:{id}");
     let db = key.0.to_string();
     c.queue(&[b"MULTI"]);
@@ -223,6 +195,19 @@ fn queue_replace(c: &mut Conn, key: &Key, value: &Dumped, id: &str, winner: &str
     c.queue(&[b"SELECT", b"0"]);
     c.queue(&tag_write(&tag, key, winner));
     c.queue(&[b"EXEC"]);
+}
+
+/// The TTL argument of [`restore_or_del`].
+fn ttl_arg(value: &Dumped) -> String {
+    value.as_ref().map(|v| v.1.to_string()).unwrap_or_default()
+}
+
+/// `RESTORE key ttl payload REPLACE` for a value, `DEL key` for none.
+fn restore_or_del<'a>(key: &'a Key, value: &'a Dumped, ttl: &'a str) -> Vec<&'a [u8]> {
+    match value {
+        Some((p, _)) => vec![b"RESTORE", &key.1, ttl.as_bytes(), p, b"REPLACE"],
+        None => vec![b"DEL", &key.1],
+    }
 }
 
 /// The tag write that makes a copy tandem's own: the loser's stream drops it as an echo.
