@@ -274,7 +274,7 @@ fn a_target_failover_that_lost_confirmed_writes_is_resumed_exactly() {
 /// filter keeps its value.
 #[test]
 fn a_full_resync_into_a_cluster_removes_the_keys_deleted_on_the_source_meanwhile() {
-    use support::faultproxy::FaultProxy;
+    use support::faultproxy::{FaultProxy, delete_past_the_backlog_while_cut};
     let src = RedisServer::start_with(
         ServerOpts::default()
             .arg("repl-diskless-sync-delay", "0")
@@ -304,18 +304,7 @@ fn a_full_resync_into_a_cluster_removes_the_keys_deleted_on_the_source_meanwhile
     ]);
     let floor = || cluster_checkpoint(&dst, "default");
     wait_caught_up_any(&src, &floor, CATCH_UP);
-    proxy.refuse(true);
-    proxy.cut();
-    for i in 0..50 {
-        s.cmd(&["DEL", &format!("gone:{i}")]);
-    }
-    // Far more than the 16 kB backlog.
-    let filler = "f".repeat(1000);
-    for i in 0..100 {
-        s.cmd(&["SET", &format!("kept:fill{i}"), &filler]);
-    }
-    proxy.refuse(false);
-    t.wait_log("backlog overrun or another history", CATCH_UP);
+    delete_past_the_backlog_while_cut(&proxy, &mut s, &t, CATCH_UP);
     wait_caught_up_any(&src, &floor, CATCH_UP);
     let mut got: Vec<Vec<u8>> = dst
         .masters

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::faultproxy::{Dir, FaultProxy, Flow};
+use support::faultproxy::{Dir, FaultProxy, Flow, delete_past_the_backlog_while_cut};
 use support::load::{Writer, assert_exact, fill_incompressible, stat};
 use support::proc::{Tandem, checkpoint, wait_caught_up};
 use support::*;
@@ -227,18 +227,7 @@ fn a_full_resync_removes_the_keys_deleted_on_the_source_meanwhile() {
         ];
         let t = sync_via(&proxy.url(), &dst, &args);
         wait_caught_up(&src, &dst, "default", CATCH_UP);
-        proxy.refuse(true);
-        proxy.cut();
-        for i in 0..50 {
-            s.cmd(&["DEL", &format!("gone:{i}")]);
-        }
-        // Far more than the 16 kB backlog.
-        let filler = "f".repeat(1000);
-        for i in 0..100 {
-            s.cmd(&["SET", &format!("kept:fill{i}"), &filler]);
-        }
-        proxy.refuse(false);
-        t.wait_log("backlog overrun or another history", CATCH_UP);
+        delete_past_the_backlog_while_cut(&proxy, &mut s, &t, CATCH_UP);
         wait_caught_up(&src, &dst, "default", CATCH_UP);
         let mut want = data::keys(&mut s, 0);
         let got = data::keys(&mut d, 0);

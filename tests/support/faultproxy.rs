@@ -338,3 +338,25 @@ fn pump(mut src: TcpStream, mut dst: Option<TcpStream>, dir: Dir, sh: &Shared, c
         }
     }
 }
+
+/// The source link through `proxy` cut and refused while the source (`s`) deletes
+/// `gone:0..50` and writes far more than a 16 kB backlog (`kept:fill*`); let through
+/// again, tandem (`t`) finds it cannot continue and resyncs in full.
+pub fn delete_past_the_backlog_while_cut(
+    proxy: &FaultProxy,
+    s: &mut super::Client,
+    t: &super::proc::Tandem,
+    limit: Duration,
+) {
+    proxy.refuse(true);
+    proxy.cut();
+    for i in 0..50 {
+        s.cmd(&["DEL", &format!("gone:{i}")]);
+    }
+    let filler = "f".repeat(1000);
+    for i in 0..100 {
+        s.cmd(&["SET", &format!("kept:fill{i}"), &filler]);
+    }
+    proxy.refuse(false);
+    t.wait_log("backlog overrun or another history", limit);
+}
